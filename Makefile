@@ -1,0 +1,32 @@
+# objbench: `make bench` runs the default job, `make test` the test suite; both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
+TORCH  ?= torch==2.13.0
+
+.PHONY: venv bench test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+bench: venv
+	$(BIN)/python benchmarks/run.py
+
+test: venv
+	$(BIN)/python -m pytest tests
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf runs outputs multirun lightning_logs

@@ -1,0 +1,1 @@
+"""Entry points (run, tune, report, perf, score) and evaluation."""

@@ -1,0 +1,205 @@
+"""Train one objective on the shared backbone and evaluate it.
+
+    python benchmarks/run.py objective=mle model=tiny trainer.max_steps=300
+    python benchmarks/run.py -m objective=mle,label_smoothing      # several runs
+
+Writes into the Hydra run dir: results.json (atomically, at the end), samples.jsonl,
+TensorBoard events (tb/), checkpoints/last.ckpt and the resolved config (.hydra/).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.cli import check_group_choices, load_decodings, user_errors_as_one_line
+from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, resolve_precision
+
+SUMMARY_KEYS = ("val/nll", "tf/nll", "tf/ppl", "tf/entropy", "tf/acc", "gt/entropy_rate", "gt/forward_kl")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Config values a user can get wrong, checked before any work: one-line ConfigError."""
+
+    def positive(key: str, value, kind=int) -> None:
+        ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed; use a positive {'number' if kind is float else 'integer'}"
+            )
+
+    positive("trainer.max_steps", cfg.trainer.max_steps)
+    positive("data.batch_size", cfg.data.batch_size)
+    positive("data.block_size", cfg.data.block_size)
+    positive("optim.lr", cfg.optim.lr, float)
+    positive("eval.num_prompts", cfg.eval.num_prompts)
+    positive("eval.prefix_len", cfg.eval.prefix_len)
+    positive("eval.cont_len", cfg.eval.cont_len)
+    positive("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps)
+    if cfg.data.block_size > cfg.model.context:
+        raise ConfigError(
+            f"data.block_size={cfg.data.block_size} is larger than model.context={cfg.model.context}; "
+            f"use data.block_size <= {cfg.model.context}"
+        )
+    limit = min(cfg.model.context, cfg.data.block_size + 1)
+    if cfg.eval.prefix_len + cfg.eval.cont_len > limit:
+        raise ConfigError(
+            f"eval.prefix_len + eval.cont_len = {cfg.eval.prefix_len + cfg.eval.cont_len} is longer than the "
+            f"context ({limit} = min(model.context, data.block_size + 1)); shorten one of them"
+        )
+    resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torchmetrics
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, precision: str):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lit_modules.callbacks import PeriodicCheckpoint
+
+    t = cfg.trainer
+    return pl.Trainer(
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=precision,
+        gradient_clip_val=t.gradient_clip_val,
+        val_check_interval=min(t.val_check_interval, t.max_steps),
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
+        callbacks=[
+            LearningRateMonitor(logging_interval="step"),
+            PeriodicCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps),
+        ],
+        default_root_dir=str(run_dir),
+    )
+
+
+def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
+    """Train + evaluate one configuration; write its files into ``run_dir``; return the results."""
+    import lightning.pytorch as pl
+
+    from benchmarks.evaluate import generate_all, teacher_forced
+    from lit_modules.callbacks import save_checkpoint_atomic
+    from lit_modules.decoding import DecodingConfig
+    from lit_modules.system import LanguageModelSystem
+
+    validate(cfg)
+    decodings = {name: DecodingConfig(name=name, **d) for name, d in load_decodings(cfg.eval.decodings).items()}
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    bf16 = precision.startswith("bf16")
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    system = LanguageModelSystem(
+        model={**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": datamodule.vocab_size},
+        objective=OmegaConf.to_container(cfg.objective, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+    )
+    datamodule.setup("fit")
+    trainer = build_trainer(cfg, run_dir, precision)
+
+    t0 = time.perf_counter()
+    trainer.fit(system, datamodule=datamodule)
+    train_s = time.perf_counter() - t0
+    save_checkpoint_atomic(trainer, run_dir / "checkpoints" / "last.ckpt")
+    if not trainer.is_global_zero:
+        return {}
+
+    t0 = time.perf_counter()
+    model = system.model
+    source = getattr(datamodule, "source", None)  # exact conditionals, synthetic data only
+    test = datamodule.blocks["test"]
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics.update(teacher_forced(model, test, cfg.eval.batch_size, bf16, cfg.eval.max_batches, source))
+    prompts = test[: cfg.eval.num_prompts, : cfg.eval.prefix_len]
+    gen_metrics, samples = generate_all(
+        model, prompts, cfg.eval.cont_len, decodings, cfg.eval.batch_size, bf16, cfg.seed, datamodule.decode
+    )
+    metrics.update(gen_metrics)
+    eval_s = time.perf_counter() - t0
+
+    train_tokens = trainer.global_step * cfg.data.batch_size * cfg.data.block_size
+    results = {
+        "objective": objective_name,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "metrics": metrics,
+        "timing": {
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "train_tokens": train_tokens,
+            "tokens_per_s": train_tokens / train_s,
+            "steps": trainer.global_step,
+            "precision": precision,
+        },
+        "versions": versions(),
+    }
+    import json
+
+    atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in samples))
+    atomic_write_json(run_dir / "results.json", results)
+    print_summary(results, run_dir)
+    return results
+
+
+def print_summary(results: dict, run_dir: Path) -> None:
+    m, t = results["metrics"], results["timing"]
+    rows = [(k, m[k]) for k in SUMMARY_KEYS if k in m]
+    rows += [(k, v) for k, v in m.items() if k.startswith("gen/") and k.endswith(("seq_rep_4", "distinct_4"))]
+    width = max(len(k) for k, _ in rows)
+    print(
+        f"\n{results['objective']}: {t['steps']} steps, {t['train_tokens']:,} tokens, "
+        f"train {t['train_s']:.1f}s ({t['tokens_per_s']:,.0f} tok/s, {t['precision']}), eval {t['eval_s']:.1f}s"
+    )
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v:10.4f}")
+    print(f"results: {run_dir / 'results.json'}\n")
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="run")
+def main(cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    objective_name = hydra_cfg.runtime.choices.get("objective", "objective")
+    results = user_errors_as_one_line(run)(cfg, run_dir, objective_name)
+    return results.get("metrics", {}).get("tf/nll") if results else None
+
+
+if __name__ == "__main__":
+    check_group_choices(sys.argv[1:])
+    main()

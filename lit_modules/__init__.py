@@ -1,0 +1,1 @@
+"""Backbone, decoding, data and the Lightning system that wraps backbone + objective."""

@@ -1,0 +1,34 @@
+"""Callbacks of the training run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+
+def save_checkpoint_atomic(trainer: pl.Trainer, path: str | Path) -> None:
+    """``trainer.save_checkpoint`` to a temporary name, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    trainer.save_checkpoint(tmp)  # collective; rank 0 writes
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+
+
+class PeriodicCheckpoint(pl.Callback):
+    """Write ``last.ckpt`` every ``every_n_steps`` optimiser steps (overwriting it atomically).
+
+    Lightning's ModelCheckpoint with ``save_top_k=0`` keeps no periodic file; this keeps exactly
+    one rolling ``last.ckpt``, which is what resuming needs.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        step = trainer.global_step
+        if step > 0 and step % self.every_n_steps == 0:
+            save_checkpoint_atomic(trainer, self.dirpath / "last.ckpt")

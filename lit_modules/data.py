@@ -1,0 +1,306 @@
+"""Data: fixed-length token blocks for train / val / test, from the synthetic source or real text.
+
+Every data module ends in the same place: three int64 tensors of blocks (N, block_size + 1)
+(inputs are ``block[:, :-1]``, targets ``block[:, 1:]``), a ``vocab_size``, a ``decode`` for
+readable samples and ``unigram_counts`` of the train split. Real text goes through one path:
+``datasets.load_dataset`` (a local ``text`` builder for ``data=text``, any hub dataset for
+``data=hub``), a byte-level BPE trained with ``tokenizers`` on the train split and cached by the
+data fingerprint, tokenised with ``Dataset.map`` (Arrow cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lit_modules.synthetic import HMMSource, SourceConfig
+from lit_modules.util import DataError, atomic_save_torch, default_cache_dir
+
+SPLITS = ("train", "val", "test")
+EOS = "<|endoftext|>"
+
+
+class Blocks(Dataset):
+    """Rows of a (N, T+1) tensor; ``__getitems__`` gathers a whole batch with one index op."""
+
+    def __init__(self, blocks: torch.Tensor) -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.blocks[i]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return self.blocks[torch.as_tensor(indices)]
+
+
+def _stacked(batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    return batch if isinstance(batch, torch.Tensor) else torch.stack(batch)
+
+
+class BlockDataModule(pl.LightningDataModule):
+    """Shared loaders over block tensors; subclasses fill ``self.blocks`` in ``setup``."""
+
+    def __init__(
+        self,
+        block_size: int,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(block_size, int) or block_size < 2:
+            raise DataError(f"data.block_size={block_size!r} is not allowed; use an integer >= 2")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"data.batch_size={batch_size!r} is not allowed; use an integer >= 1")
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.seed = seed
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.blocks: dict[str, torch.Tensor] = {}
+        self.vocab_size: int = 0
+
+    # --- what subclasses provide ---
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        raise NotImplementedError
+
+    def unigram_counts(self) -> torch.Tensor:
+        """Token counts (V,) over the train split, float64."""
+        return torch.bincount(self.blocks["train"].flatten(), minlength=self.vocab_size).double()
+
+    # --- loaders ---
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            Blocks(self.blocks[split]),
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=_stacked,
+            drop_last=shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class SyntheticDataModule(BlockDataModule):
+    """Independent sequences of the hidden Markov source; the source gives exact conditionals."""
+
+    def __init__(self, source: dict, train_tokens: int, val_tokens: int, test_tokens: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.source = HMMSource(SourceConfig(**source))
+        self.vocab_size = self.source.cfg.vocab_size
+        self.split_tokens = {"train": train_tokens, "val": val_tokens, "test": test_tokens}
+        for split, n in self.split_tokens.items():
+            if not isinstance(n, int) or n < self.block_size + 1:
+                raise DataError(
+                    f"data.{split}_tokens={n!r} is not allowed; use at least one block "
+                    f"(block_size + 1 = {self.block_size + 1})"
+                )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.blocks:
+            return
+        key = f"{self.source.fingerprint()}-{self.block_size}-{sorted(self.split_tokens.items())}"
+        path = self.cache_dir / "synthetic" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+        if path.exists():
+            try:
+                cached = torch.load(path, weights_only=True)
+                if cached.get("key") == key:
+                    self.blocks = cached["blocks"]
+                    return
+            except Exception:  # a truncated or foreign file: rebuild it
+                pass
+        length = self.block_size + 1
+        for i, split in enumerate(SPLITS):
+            n_seqs = self.split_tokens[split] // length
+            # each split its own seed: test sequences are never seen in training
+            self.blocks[split] = self.source.sample(n_seqs, length, seed=self.source.cfg.seed * 1000 + i + 1)
+        atomic_save_torch({"key": key, "blocks": self.blocks}, path)
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        return self.source.render(ids)
+
+
+class TextDataModule(BlockDataModule):
+    """Real text through HF ``datasets``: local files (``path=text``) or any hub dataset."""
+
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        files: list[str] | None = None,
+        text_field: str = "text",
+        vocab_size: int = 8192,
+        splits: dict | None = None,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        max_train_docs: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.path, self.name, self.files, self.text_field = path, name, files, text_field
+        if not isinstance(vocab_size, int) or vocab_size < 257:
+            raise DataError(f"data.vocab_size={vocab_size!r} is not allowed; use an integer >= 257 (bytes + merges)")
+        self.vocab_size = vocab_size
+        self.splits = dict(splits or {"train": "train", "val": "validation", "test": "test"})
+        for name_, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < frac < 0.5:
+                raise DataError(f"data.{name_}={frac} is not allowed; use 0 < x < 0.5")
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.max_train_docs = max_train_docs
+        self.tokenizer = None
+        if files is not None:
+            self.files = [check_text_file(f) for f in ([files] if isinstance(files, str) else files)]
+            if not self.files:
+                raise DataError("data.files=[] is empty; give at least one UTF-8 text file")
+
+    def _load(self):
+        import datasets
+
+        datasets.disable_progress_bars()
+        kwargs = {"cache_dir": str(self.cache_dir / "hf")}
+        if self.files is not None:
+            kwargs["data_files"] = {"train": self.files}
+        try:
+            raw = datasets.load_dataset(self.path, self.name, **kwargs)
+        except Exception as e:  # missing dataset, no network, bad config name ...
+            raise DataError(
+                f"data.path={self.path!r} (name={self.name!r}) could not be loaded: {str(e).splitlines()[0]}"
+            ) from e
+        if self.splits["train"] not in raw:
+            raise DataError(
+                f"data.splits.train={self.splits['train']!r} is not a split of {self.path!r}; it has {list(raw)}"
+            )
+        train = raw[self.splits["train"]]
+        if self.text_field not in train.column_names:
+            raise DataError(
+                f"data.text_field={self.text_field!r} is not a column of {self.path!r}; it has {train.column_names}"
+            )
+        out = {"train": train}
+        for split, frac in (("val", self.val_fraction), ("test", self.test_fraction)):
+            if self.splits.get(split) in raw:
+                out[split] = raw[self.splits[split]]
+            else:  # no such split: carve it out of train, deterministically
+                parts = out["train"].train_test_split(test_size=frac, seed=self.seed, shuffle=True)
+                out["train"], out[split] = parts["train"], parts["test"]
+        if self.max_train_docs is not None:
+            out["train"] = out["train"].select(range(min(self.max_train_docs, len(out["train"]))))
+        return out
+
+    def _train_tokenizer(self, train):
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        path = self.cache_dir / "tokenizers" / f"{train._fingerprint}-{self.text_field}-{self.vocab_size}.json"
+        if path.exists():
+            try:
+                return Tokenizer.from_file(str(path))
+            except Exception:  # corrupt cache: rebuild
+                pass
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=self.vocab_size,
+            special_tokens=[EOS],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+        field = self.text_field
+
+        def batches():
+            for i in range(0, len(train), 1000):
+                yield train[i : i + 1000][field]
+
+        tok.train_from_iterator(batches(), trainer=trainer, length=len(train))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tok.save(str(tmp))
+        os.replace(tmp, path)
+        return tok
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.blocks:
+            return
+        import pyarrow.compute as pc
+
+        data = self._load()
+        self.tokenizer = tok = self._train_tokenizer(data["train"])
+        eos = tok.token_to_id(EOS)
+        field = self.text_field
+        tok_key = hashlib.sha1(tok.to_str().encode()).hexdigest()[:16]
+
+        def encode(batch):
+            return {"ids": [enc.ids + [eos] for enc in tok.encode_batch(batch[field])]}
+
+        length = self.block_size + 1
+        for split in SPLITS:
+            ds = data[split]
+            ids = ds.map(
+                encode,
+                batched=True,
+                remove_columns=ds.column_names,
+                new_fingerprint=f"{ds._fingerprint}-{tok_key}-{field}",
+            )
+            flat = pc.list_flatten(ids.data.column("ids")).to_numpy(zero_copy_only=False)
+            n = len(flat) // length
+            if n == 0:
+                raise DataError(
+                    f"the {split} split of data.path={self.path!r} has {len(flat)} tokens, fewer than one "
+                    f"block (data.block_size + 1 = {length})"
+                )
+            self.blocks[split] = torch.from_numpy(flat[: n * length].astype(np.int64)).view(n, length)
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def check_text_file(path: str) -> str:
+    """A readable, non-empty UTF-8 file, or a DataError naming it."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"data.files: {path!r} does not exist or is not a file")
+    if p.stat().st_size == 0:
+        raise DataError(f"data.files: {path!r} is empty; give a UTF-8 text file with content")
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    has_text = False
+    offset = 0
+    with p.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"data.files: {path!r} is not UTF-8 text (bad byte at offset {offset + e.start})"
+                ) from None
+            if "\x00" in text:
+                raise DataError(f"data.files: {path!r} looks binary (NUL byte); give a UTF-8 text file")
+            has_text = has_text or bool(text.strip())
+            offset += len(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise DataError(f"data.files: {path!r} is not UTF-8 text (truncated character at the end)") from None
+    if not has_text:
+        raise DataError(f"data.files: {path!r} holds only whitespace; give a UTF-8 text file with content")
+    return str(p.resolve())

@@ -1,0 +1,110 @@
+"""The LightningModule: backbone + training objective + optimiser; full-softmax validation.
+
+Training minimises whatever the objective returns; validation and test always report the
+full-softmax NLL (and perplexity = exp(NLL)) whatever the objective, so runs compare fairly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+import torchmetrics
+
+from lit_modules.model import GPT, GPTConfig
+from objectives.base import Objective, ObjectiveContext, token_nll
+
+
+class LanguageModelSystem(pl.LightningModule):
+    def __init__(self, model: dict, objective: dict, optim: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = GPT(GPTConfig(**model))
+        self.objective: Objective = hydra.utils.instantiate(objective)
+        self.optim = dict(optim)
+        # Mean over tokens (weighted by count), synced across processes by torchmetrics.
+        self.val_nll = torchmetrics.MeanMetric()
+        self.test_nll = torchmetrics.MeanMetric()
+        self._last_step_time: float | None = None
+        self._tokens_per_s: float | None = None
+
+    def setup_objective(self, unigram_counts: torch.Tensor | None) -> None:
+        ctx = ObjectiveContext(
+            vocab_size=self.model.cfg.vocab_size, context=self.model.cfg.context, unigram_counts=unigram_counts
+        )
+        self.objective.setup(self.model, ctx)
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        self.setup_objective(dm.unigram_counts() if dm is not None else None)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)
+
+    # ---- training ----
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        out = self.objective(self.model, batch, self.global_step)
+        self.log("train/loss", out.loss, prog_bar=True)
+        for key, value in out.logs.items():
+            self.log(f"train/{self.objective.name}/{key}", value)
+        self._log_throughput(batch)
+        return out.loss
+
+    def _log_throughput(self, batch: torch.Tensor) -> None:
+        # Tokens/s over the last step (an exponential average), shown in the progress bar.
+        # Lightning's ThroughputMonitor logs to the logger only, not to the bar, hence this.
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            rate = batch[:, 1:].numel() / max(now - self._last_step_time, 1e-9)
+            self._tokens_per_s = rate if self._tokens_per_s is None else 0.9 * self._tokens_per_s + 0.1 * rate
+            self.log("tok/s", self._tokens_per_s, prog_bar=True, logger=False)
+        self._last_step_time = now
+
+    # ---- evaluation: full softmax ----
+    def _eval_step(self, batch: torch.Tensor, metric: torchmetrics.MeanMetric) -> None:
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        nll = token_nll(self.model(inputs), targets)
+        metric.update(nll)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_nll)
+
+    def on_validation_epoch_end(self) -> None:
+        nll = self.val_nll.compute()
+        self.log_dict({"val/nll": nll, "val/ppl": nll.exp()}, prog_bar=True, sync_dist=False)
+        self.val_nll.reset()
+        self._last_step_time = None  # validation time is not training time
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_nll)
+
+    def on_test_epoch_end(self) -> None:
+        nll = self.test_nll.compute()
+        self.log_dict({"test/nll": nll, "test/ppl": nll.exp()})
+        self.test_nll.reset()
+
+    # ---- optimiser: AdamW, linear warmup, cosine decay to min_lr ----
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.optim
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o.get("eps", 1e-8), fused=fused)
+        total = max(int(self.trainer.max_steps), 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, o["warmup_steps"], total, o["min_lr_ratio"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate: linear warmup, then cosine down to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

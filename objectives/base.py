@@ -1,0 +1,63 @@
+"""The objective interface shared by every training loss.
+
+An objective is a small ``nn.Module`` built from its config (Hydra ``_target_``) and called as
+``objective(model, batch, step) -> LossOutput``. ``batch`` is a (B, T+1) tensor of token ids:
+inputs ``batch[:, :-1]``, targets ``batch[:, 1:]``. ``model`` is the backbone (see
+``lit_modules.model.GPT``): ``model(idx)`` logits, ``model.hidden(idx)``, ``model.head(h)``,
+``model.output_embedding``. Objectives never import Lightning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar to minimise
+    logs: dict[str, torch.Tensor | float] = field(default_factory=dict)  # logged under train/
+
+
+@dataclass
+class ObjectiveContext:
+    """What an objective may need beyond the batch, given once at setup."""
+
+    vocab_size: int
+    context: int  # the model's longest sequence
+    unigram_counts: torch.Tensor | None = None  # (V,) counts over the train split
+
+
+class KnobError(ValueError):
+    """An objective knob outside its allowed range (reported as one line by the runner)."""
+
+
+def check_knob(name: str, value: float, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise KnobError(f"objective.{name}={value!r} is not allowed; {allowed}")
+
+
+def split_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T+1) -> inputs (B, T), targets (B, T)."""
+    return batch[:, :-1], batch[:, 1:]
+
+
+class Objective(nn.Module):
+    """Base class. ``name`` is the config name; ``search_space`` is read by the tuner."""
+
+    name: str = "objective"
+
+    def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
+        """Called once before training (unigram counts, reference model, ...)."""
+
+    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
+        raise NotImplementedError
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token −log p(y_t) (B, T) from logits (B, T, V), computed in fp32."""
+    return nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(
+        targets
+    )

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny configs composed through Hydra's compose API, an isolated cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Tiny everything: a few hundred tokens per split, a few steps.
+TINY = [
+    "model=tiny",
+    "trainer.max_steps=3",
+    "trainer.val_check_interval=3",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "data.block_size=32",
+    "data.batch_size=4",
+    "data.eval_batch_size=4",
+    "eval.num_prompts=4",
+    "eval.prefix_len=8",
+    "eval.cont_len=16",
+    "eval.batch_size=4",
+    "eval.max_batches=2",
+]
+TINY_SYNTHETIC = [
+    "data.train_tokens=8000",
+    "data.val_tokens=600",
+    "data.test_tokens=600",
+    "data.source.vocab_size=256",
+    "data.source.n_states=16",
+    "data.source.emit=8",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "objbench-cache"
+    monkeypatch.setenv("OBJBENCH_CACHE", str(cache))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return hydra_compose("run", overrides=overrides)
+
+
+@pytest.fixture
+def text_corpus(tmp_path) -> Path:
+    """A small local corpus: a folder with train.jsonl (hub-style) and a plain text file."""
+    import random
+
+    rng = random.Random(0)
+    words = "the cat sat on a mat while dogs ran past old red barns near quiet green hills".split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(8, 30))) + "." for _ in range(400)]
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tmp_path

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from lit_modules.data import SyntheticDataModule, TextDataModule
+from lit_modules.util import DataError
+
+SOURCE = {"vocab_size": 128, "n_states": 16, "emit": 8, "seed": 0}
+
+
+def synthetic(**kw):
+    args = dict(source=SOURCE, train_tokens=3300, val_tokens=660, test_tokens=660, block_size=32, batch_size=4, seed=0)
+    args.update(kw)
+    dm = SyntheticDataModule(**args)
+    dm.setup()
+    return dm
+
+
+def test_synthetic_splits_shapes_and_determinism():
+    dm = synthetic()
+    assert {k: tuple(v.shape) for k, v in dm.blocks.items()} == {"train": (100, 33), "val": (20, 33), "test": (20, 33)}
+    again = synthetic()  # read back from the cache
+    fresh = synthetic(cache_dir=None, source={**SOURCE})
+    for split in dm.blocks:
+        assert torch.equal(dm.blocks[split], again.blocks[split])
+        assert torch.equal(dm.blocks[split], fresh.blocks[split])
+    assert not torch.equal(dm.blocks["val"], dm.blocks["test"])  # splits are different samples
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.shape == (4, 33) and batch.dtype == torch.int64
+    assert torch.equal(batch, next(iter(synthetic().train_dataloader())))  # shuffling is seeded
+    assert dm.unigram_counts().sum().item() == 100 * 33
+
+
+def test_corrupt_cache_is_rebuilt(isolated_cache):
+    dm = synthetic()
+    for f in (isolated_cache / "synthetic").glob("*.pt"):
+        f.write_bytes(b"not a checkpoint")
+    assert torch.equal(synthetic().blocks["train"], dm.blocks["train"])
+
+
+def text_module(tmp, **kw):
+    args = dict(path="text", files=[str(tmp / "corpus.txt")], vocab_size=300, block_size=16, batch_size=4, seed=0)
+    args.update(kw)
+    dm = TextDataModule(**args)
+    dm.setup()
+    return dm
+
+
+def test_text_files_tokenizer_round_trip_and_splits(text_corpus):
+    dm = text_module(text_corpus)
+    text = "the cat sat on a mat near quiet green hills."
+    ids = dm.tokenizer.encode(text).ids
+    assert dm.decode(ids) == text
+    assert len(ids) < len(text)  # BPE merged something
+    assert all(dm.blocks[s].shape[1] == 17 and dm.blocks[s].shape[0] > 0 for s in ("train", "val", "test"))
+    assert int(max(b.max() for b in dm.blocks.values())) < dm.vocab_size
+    again = text_module(text_corpus)  # tokenizer from the cache, same splits
+    for split in dm.blocks:
+        assert torch.equal(dm.blocks[split], again.blocks[split])
+
+
+def test_hub_path_with_a_local_folder(text_corpus):
+    dm = TextDataModule(path=str(text_corpus / "corpus"), vocab_size=300, block_size=16, batch_size=4, seed=0)
+    dm.setup()
+    assert dm.blocks["train"].shape[0] > dm.blocks["val"].shape[0] > 0
+
+
+def test_bad_text_files(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (tmp_path / "blank.txt").write_text("   \n\n")
+    cases = {
+        "missing.txt": "does not exist",
+        "empty.txt": "is empty",
+        "latin1.txt": "is not UTF-8",
+        "blank.txt": "only whitespace",
+    }
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            TextDataModule(path="text", files=[str(tmp_path / name)], block_size=16, batch_size=4)
+
+
+def test_corpus_shorter_than_one_block(tmp_path):
+    (tmp_path / "short.txt").write_text("just a few words\n" * 30)
+    with pytest.raises(DataError, match="fewer than one block"):
+        TextDataModule(
+            path="text", files=[str(tmp_path / "short.txt")], vocab_size=260, block_size=128, batch_size=4
+        ).setup()

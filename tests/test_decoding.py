@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from lit_modules.decoding import DecodingConfig, filter_logits, generate
+from lit_modules.model import GPT, GPTConfig
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=50, context=40, n_layer=2, n_head=2, d_model=32)).eval()
+
+
+def greedy_without_cache(model, prompt, n):
+    seq = prompt
+    for _ in range(n):
+        seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return seq[:, prompt.shape[1] :]
+
+
+def test_greedy_with_cache_equals_full_recompute(model):
+    prompt = torch.randint(0, 50, (3, 6))
+    out = generate(model, prompt, 20, DecodingConfig(strategy="greedy"))
+    assert out.shape == (3, 20)
+    assert torch.equal(out, greedy_without_cache(model, prompt, 20))
+
+
+def test_top_k_1_and_tiny_top_p_equal_greedy(model):
+    prompt = torch.randint(0, 50, (4, 5))
+    greedy = generate(model, prompt, 15, DecodingConfig(strategy="greedy"))
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(generate(model, prompt, 15, DecodingConfig(strategy="sample", top_k=1), g), greedy)
+    assert torch.equal(generate(model, prompt, 15, DecodingConfig(strategy="sample", top_p=1e-6), g), greedy)
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = filter_logits(probs.log(), DecodingConfig(strategy="sample", top_p=0.8)).isfinite()
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 + 0.3 reaches 0.8
+    kept = filter_logits(probs.log(), DecodingConfig(strategy="sample", top_p=0.81)).isfinite()
+    assert kept.tolist() == [[True, True, True, False]]
+
+
+def test_sampling_is_seeded(model):
+    prompt = torch.randint(0, 50, (2, 4))
+    cfg = DecodingConfig(strategy="sample", top_p=0.9)
+    a = generate(model, prompt, 10, cfg, torch.Generator().manual_seed(1))
+    b = generate(model, prompt, 10, cfg, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_too_long_is_an_error(model):
+    with pytest.raises(ValueError, match="longer than model.context=40"):
+        generate(model, torch.zeros(1, 30, dtype=torch.long), 11, DecodingConfig())
+
+
+def test_bad_decoding_config():
+    with pytest.raises(ValueError, match="decoding.strategy='beamish'"):
+        DecodingConfig(strategy="beamish")
+    with pytest.raises(ValueError, match="decoding.top_p=1.5"):
+        DecodingConfig(strategy="sample", top_p=1.5)

@@ -1,0 +1,110 @@
+"""run.py end to end: every config option composes and runs; results; determinism; bad input."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, TINY, TINY_SYNTHETIC, compose
+
+from benchmarks.cli import GROUPS, available
+from benchmarks.run import run
+
+RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
+
+
+def group_options():
+    """(group, option, extra overrides) for every yaml of every config group."""
+    cases = []
+    for group in GROUPS:
+        for option in available(group):
+            extra = []
+            if group == "data" and option != "synthetic":
+                extra = ["data.vocab_size=300", "data.block_size=16", "data.name=null"]
+            elif group != "data":
+                extra = TINY_SYNTHETIC
+            cases.append((group, option, extra))
+    return cases
+
+
+@pytest.mark.parametrize(("group", "option", "extra"), group_options(), ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_every_option_of_every_group_runs(group, option, extra, tmp_path, text_corpus):
+    overrides = [*TINY, *extra, f"{group}={option}"]
+    if group == "data" and option != "synthetic":
+        local = f"data.files=[{text_corpus / 'corpus.txt'}]" if option == "text" else f"data.path={text_corpus / 'corpus'}"
+        overrides.append(local)
+    if group == "model":
+        overrides += ["data.block_size=16", "eval.prefix_len=4", "eval.cont_len=8"]
+    cfg = compose(overrides)
+    results = run(cfg, tmp_path, "mle")
+    assert math.isfinite(results["metrics"]["tf/ppl"]) and results["metrics"]["tf/ppl"] > 1
+    assert results["timing"]["steps"] == 3
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["metrics"] == results["metrics"]
+    assert ("gt/entropy_rate" in saved["metrics"]) == (cfg.data._target_.endswith("SyntheticDataModule"))
+
+
+def test_same_seed_same_metrics(tmp_path):
+    overrides = [*TINY, *TINY_SYNTHETIC, "trainer.max_steps=5"]
+    first = run(compose(overrides), tmp_path / "a", "mle")["metrics"]
+    second = run(compose(overrides), tmp_path / "b", "mle")["metrics"]
+    assert first == second
+    other = run(compose([*overrides, "seed=7"]), tmp_path / "c", "mle")["metrics"]
+    assert other["tf/nll"] != first["tf/nll"]
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [*RUN, *TINY, *TINY_SYNTHETIC, "objective=mle", f"hydra.run.dir={out}"],
+        capture_output=True, text=True, cwd=ROOT, env=os.environ,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["objective"] == "mle"
+    assert set(results["timing"]) >= {"train_s", "eval_s", "train_tokens", "tokens_per_s"}
+    assert math.isfinite(results["metrics"]["tf/ppl"]) and results["metrics"]["tf/ppl"] > 1
+    assert list(out.glob("tb/events.out.tfevents.*")), "no TensorBoard events"
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert {s["decoding"] for s in samples} == {"greedy", "top_p"}
+    assert all(len(s["prompt"]) == 8 and len(s["continuation"]) == 16 for s in samples)
+    assert "tf/nll" in proc.stdout  # the summary table
+
+
+BAD = [
+    (["objective=nope"], "objective=nope is not available; choose one of: mle"),
+    (["model=huge"], "model=huge is not available; choose one of: gpt2, small, tiny"),
+    (["data=imagenet"], "data=imagenet is not available"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0 is not allowed"),
+    (["data.batch_size=-1"], "data.batch_size=-1 is not allowed"),
+    (["optim.lr=0"], "optim.lr=0 is not allowed"),
+    (["data.block_size=512"], "data.block_size=512 is larger than model.context=128"),
+    (["eval.decodings=[greedy,beamish]"], "'beamish' is not available"),
+    (["data=text", "data.files=[/no/such/file.txt]"], "'/no/such/file.txt' does not exist"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD, ids=[b[0][-1] for b in BAD])
+def test_bad_input_is_one_line(overrides, message, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([*RUN, *TINY, *overrides, f"hydra.run.dir={out}"],
+                          capture_output=True, text=True, cwd=ROOT, env=os.environ)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    assert message in lines[0]
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("content", [b"", "caf\xe9".encode("latin-1")], ids=["empty", "not-utf8"])
+def test_bad_text_file_is_one_line(content, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(content)
+    proc = subprocess.run([*RUN, *TINY, "data=text", f"data.files=[{bad}]", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, cwd=ROOT, env=os.environ)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: data.files:") and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "results.json").exists()
