@@ -50,6 +50,33 @@ def check_group_choices(argv: Sequence[str]) -> None:
                 fail(f"{group}={value} is not available; choose one of: {', '.join(options)}")
 
 
+def check_config(argv: Sequence[str], validate: Callable[[Any], None] | None = None) -> None:
+    """Compose the config once before Hydra does, so that a bad override is one line naming it
+    (not Hydra's multi-line report) and nothing is created on disk. Group choices are checked
+    first, with the list of options; then ``validate`` runs on the composed config."""
+    check_group_choices(argv)
+    if any(a in ("-m", "--multirun") for a in argv):
+        return  # sweeps: each job is checked when it runs
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra.")]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("run", overrides=overrides)
+    except ConfigCompositionException as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        if first.startswith("Could not override"):
+            key = first.split("'")[1]
+            fail(f"{key} is not a setting of this config; list them with --cfg job, or add one with +{key}=...")
+        fail(f"bad override: {first or type(e).__name__}")
+    except Exception as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        fail(f"bad override: {'; '.join(lines[:2]) if lines else type(e).__name__}")
+    if validate is not None:
+        user_errors_as_one_line(validate)(cfg)
+
+
 def load_decodings(names: Sequence[str]) -> dict[str, dict]:
     """Decoding presets by name from configs/decoding/ -> {name: settings}."""
     options = available("decoding")

@@ -23,10 +23,22 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.cli import check_group_choices, load_decodings, user_errors_as_one_line
+from benchmarks.cli import check_config, load_decodings, user_errors_as_one_line
 from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, resolve_precision
 
 SUMMARY_KEYS = ("val/nll", "tf/nll", "tf/ppl", "tf/entropy", "tf/acc", "gt/entropy_rate", "gt/forward_kl")
+
+
+def quiet_lightning() -> None:
+    """Keep the console to the progress bar and the summary: no Lightning tips, no repeated lines."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",
+                 "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -201,5 +213,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    check_group_choices(sys.argv[1:])
+    check_config(sys.argv[1:], validate)
+    quiet_lightning()
     main()

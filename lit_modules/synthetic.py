@@ -25,10 +25,10 @@ _SYLLABLES = [c + v for c in _CONSONANTS for v in _VOWELS]
 
 @dataclass(frozen=True)
 class SourceConfig:
-    vocab_size: int = 2048
-    n_states: int = 256
-    succ: int = 4
-    emit: int = 32
+    vocab_size: int = 1024
+    n_states: int = 64
+    succ: int = 3
+    emit: int = 16
     zipf_s: float = 1.0
     concentration: float = 1.0  # symmetric Dirichlet parameter of transition / emission weights
     smoothing: float = 1e-3

@@ -20,11 +20,10 @@ def group_options():
     cases = []
     for group in GROUPS:
         for option in available(group):
-            extra = []
-            if group == "data" and option != "synthetic":
-                extra = ["data.vocab_size=300", "data.block_size=16", "data.name=null"]
-            elif group != "data":
-                extra = TINY_SYNTHETIC
+            extra = TINY_SYNTHETIC
+            if group == "data" and not option.startswith("synthetic"):
+                extra = ["data.vocab_size=300", "data.block_size=16", "data.name=null", "eval.prefix_len=4",
+                         "eval.cont_len=8"]
             cases.append((group, option, extra))
     return cases
 
@@ -32,7 +31,7 @@ def group_options():
 @pytest.mark.parametrize(("group", "option", "extra"), group_options(), ids=lambda v: str(v) if isinstance(v, str) else "")
 def test_every_option_of_every_group_runs(group, option, extra, tmp_path, text_corpus):
     overrides = [*TINY, *extra, f"{group}={option}"]
-    if group == "data" and option != "synthetic":
+    if group == "data" and not option.startswith("synthetic"):
         local = f"data.files=[{text_corpus / 'corpus.txt'}]" if option == "text" else f"data.path={text_corpus / 'corpus'}"
         overrides.append(local)
     if group == "model":
