@@ -34,8 +34,11 @@ def quiet_lightning() -> None:
     import logging
     import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector",
-                 "lightning.fabric.utilities.seed"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.trainer.connectors.checkpoint_connector",
+        "lightning.fabric.utilities.seed",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -73,6 +76,10 @@ def validate(cfg: DictConfig) -> None:
             f"context ({limit} = min(model.context, data.block_size + 1)); shorten one of them"
         )
     resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    from lit_modules.system import build_objective  # knobs are checked when the objective is built
+
+    objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True))
+    objective.check_fits(limit)
 
 
 def versions() -> dict[str, str]:

@@ -209,3 +209,20 @@ class GPT(nn.Module):
 
     def new_cache(self, max_len: int | None = None) -> KVCache:
         return KVCache(self.cfg.n_layer, max_len or self.cfg.context)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        strategy: str = "greedy",
+        generator: torch.Generator | None = None,
+        **sampling,
+    ) -> torch.Tensor:
+        """KV-cache decoding for objectives that decode: prompts (B, P) -> continuations (B, N).
+
+        ``strategy`` greedy or sample, ``sampling`` temperature / top_k / top_p (lit_modules.decoding).
+        """
+        from lit_modules.decoding import DecodingConfig, generate
+
+        return generate(self, prompt, max_new_tokens, DecodingConfig(strategy=strategy, **sampling), generator)

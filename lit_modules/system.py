@@ -24,7 +24,7 @@ class LanguageModelSystem(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = GPT(GPTConfig(**model))
-        self.objective: Objective = hydra.utils.instantiate(objective)
+        self.objective = build_objective(objective)
         self.optim = dict(optim)
         # Mean over tokens (weighted by count), synced across processes by torchmetrics.
         self.val_nll = torchmetrics.MeanMetric()
@@ -32,15 +32,13 @@ class LanguageModelSystem(pl.LightningModule):
         self._last_step_time: float | None = None
         self._tokens_per_s: float | None = None
 
-    def setup_objective(self, unigram_counts: torch.Tensor | None) -> None:
-        ctx = ObjectiveContext(
-            vocab_size=self.model.cfg.vocab_size, context=self.model.cfg.context, unigram_counts=unigram_counts
-        )
-        self.objective.setup(self.model, ctx)
+    def setup_objective(self, block_size: int, unigram_counts: torch.Tensor | None) -> None:
+        context = min(self.model.cfg.context, block_size + 1)
+        self.objective.setup(self.model, ObjectiveContext(self.model.cfg.vocab_size, context, unigram_counts))
 
     def on_fit_start(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        self.setup_objective(dm.unigram_counts() if dm is not None else None)
+        dm = self.trainer.datamodule
+        self.setup_objective(dm.block_size, dm.unigram_counts())
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -100,6 +98,11 @@ class LanguageModelSystem(pl.LightningModule):
             optimizer, lambda step: lr_factor(step, o["warmup_steps"], total, o["min_lr_ratio"])
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def build_objective(config: dict) -> Objective:
+    """Instantiate an objective from its config (``_target_`` + knobs); ``search_space`` is the tuner's."""
+    return hydra.utils.instantiate({k: v for k, v in config.items() if k != "search_space"})
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -26,7 +26,7 @@ class ObjectiveContext:
     """What an objective may need beyond the batch, given once at setup."""
 
     vocab_size: int
-    context: int  # the model's longest sequence
+    context: int  # the longest sequence an objective may build: min(model context, block_size + 1)
     unigram_counts: torch.Tensor | None = None  # (V,) counts over the train split
 
 
@@ -48,6 +48,10 @@ class Objective(nn.Module):
     """Base class. ``name`` is the config name; ``search_space`` is read by the tuner."""
 
     name: str = "objective"
+
+    def check_fits(self, length: int) -> None:
+        """Raise KnobError when the objective's sequences cannot fit ``length`` tokens (a batch row,
+        the model context). Called when the config is validated, before any work."""
 
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         """Called once before training (unigram counts, reference model, ...)."""

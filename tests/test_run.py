@@ -22,21 +22,34 @@ def group_options():
         for option in available(group):
             extra = TINY_SYNTHETIC
             if group == "data" and not option.startswith("synthetic"):
-                extra = ["data.vocab_size=300", "data.block_size=16", "data.name=null", "eval.prefix_len=4",
-                         "eval.cont_len=8"]
+                extra = [
+                    "data.vocab_size=300",
+                    "data.block_size=16",
+                    "data.name=null",
+                    "eval.prefix_len=4",
+                    "eval.cont_len=8",
+                ]
             cases.append((group, option, extra))
     return cases
 
 
-@pytest.mark.parametrize(("group", "option", "extra"), group_options(), ids=lambda v: str(v) if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("group", "option", "extra"), group_options(), ids=lambda v: str(v) if isinstance(v, str) else ""
+)
 def test_every_option_of_every_group_runs(group, option, extra, tmp_path, text_corpus):
     overrides = [*TINY, *extra, f"{group}={option}"]
     if group == "data" and not option.startswith("synthetic"):
-        local = f"data.files=[{text_corpus / 'corpus.txt'}]" if option == "text" else f"data.path={text_corpus / 'corpus'}"
+        local = (
+            f"data.files=[{text_corpus / 'corpus.txt'}]" if option == "text" else f"data.path={text_corpus / 'corpus'}"
+        )
         overrides.append(local)
     if group == "model":
         overrides += ["data.block_size=16", "eval.prefix_len=4", "eval.cont_len=8"]
     cfg = compose(overrides)
+    if "start_step" in cfg.objective:  # fine-tuning objectives: let their own term run within the few steps
+        cfg.objective.start_step = 1
+    if "prefix_len" in cfg.objective:  # objectives that decode: fit the tiny blocks
+        cfg.objective.prefix_len, cfg.objective.cont_len = 4, 8
     results = run(cfg, tmp_path, "mle")
     assert math.isfinite(results["metrics"]["tf/ppl"]) and results["metrics"]["tf/ppl"] > 1
     assert results["timing"]["steps"] == 3
@@ -58,7 +71,10 @@ def test_cli_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [*RUN, *TINY, *TINY_SYNTHETIC, "objective=mle", f"hydra.run.dir={out}"],
-        capture_output=True, text=True, cwd=ROOT, env=os.environ,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=os.environ,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
@@ -74,7 +90,10 @@ def test_cli_end_to_end(tmp_path):
 
 
 BAD = [
-    (["objective=nope"], "objective=nope is not available; choose one of: mle"),
+    (
+        ["objective=nope"],
+        "objective=nope is not available; choose one of: entropy_penalty, label_smoothing, mixce, mle",
+    ),
     (["model=huge"], "model=huge is not available; choose one of: gpt2, small, tiny"),
     (["data=imagenet"], "data=imagenet is not available"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 is not allowed"),
@@ -82,6 +101,8 @@ BAD = [
     (["optim.lr=0"], "optim.lr=0 is not allowed"),
     (["data.block_size=512"], "data.block_size=512 is larger than model.context=128"),
     (["eval.decodings=[greedy,beamish]"], "'beamish' is not available"),
+    (["objective=unlikelihood_seq", "objective.cont_len=200"], "objective.prefix_len + cont_len=232 is not allowed"),
+    (["objective=label_smoothing", "objective.eps=1.5"], "objective.eps=1.5 is not allowed; use 0 <= eps < 1"),
     (["data=text", "data.files=[/no/such/file.txt]"], "'/no/such/file.txt' does not exist"),
 ]
 
@@ -89,8 +110,9 @@ BAD = [
 @pytest.mark.parametrize(("overrides", "message"), BAD, ids=[b[0][-1] for b in BAD])
 def test_bad_input_is_one_line(overrides, message, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([*RUN, *TINY, *overrides, f"hydra.run.dir={out}"],
-                          capture_output=True, text=True, cwd=ROOT, env=os.environ)
+    proc = subprocess.run(
+        [*RUN, *TINY, *overrides, f"hydra.run.dir={out}"], capture_output=True, text=True, cwd=ROOT, env=os.environ
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
@@ -102,8 +124,13 @@ def test_bad_input_is_one_line(overrides, message, tmp_path):
 def test_bad_text_file_is_one_line(content, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(content)
-    proc = subprocess.run([*RUN, *TINY, "data=text", f"data.files=[{bad}]", f"hydra.run.dir={tmp_path / 'run'}"],
-                          capture_output=True, text=True, cwd=ROOT, env=os.environ)
+    proc = subprocess.run(
+        [*RUN, *TINY, "data=text", f"data.files=[{bad}]", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=os.environ,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: data.files:") and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "results.json").exists()

@@ -1,0 +1,150 @@
+"""Preference losses on (prefix, chosen, rejected) pairs built from the training text.
+
+chosen = the real continuation of a prefix; rejected = the model's own continuation (greedy or
+sampled, KV-cache decoding) or a repetition-corrupted copy of the real one (its first
+``repeat_span`` tokens looped). Loss = NLL on the real text + λ·pairwise, the pairwise term from
+``start_step`` on (MLE before). With log π(y) summed over continuation tokens:
+- dpo  (Rafailov et al. 2023): −log σ(β[(log π(y_w) − log π(y_l)) − (log π_ref(y_w) − log π_ref(y_l))])
+- ipo  (Azar et al. 2023): (h − 1/(2β))², h the same reference-corrected log-ratio difference
+- simpo (Meng et al. 2024): −log σ(β·(mean log π(y_w) − mean log π(y_l)) − γ), no reference
+- orpo (Hong et al. 2024): −log σ(log odds(y_w) − log odds(y_l)), odds = P/(1−P), P = exp(mean log π)
+π_ref is a frozen snapshot of the backbone taken when the pairwise term starts.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objectives.base import LossOutput, Objective, ObjectiveContext, check_knob, split_batch, token_nll
+
+LOSSES = ("dpo", "ipo", "simpo", "orpo")
+REJECTED = ("greedy", "sample", "repeat")
+
+
+class Preference(Objective):
+    name = "preference"
+
+    def __init__(
+        self,
+        loss: str = "dpo",
+        beta: float = 0.1,
+        lam: float = 1.0,
+        rejected: str = "greedy",
+        prefix_len: int = 32,
+        cont_len: int = 32,
+        start_step: int = 0,
+        gamma: float = 0.5,
+        repeat_span: int = 4,
+    ) -> None:
+        super().__init__()
+        check_knob("loss", loss, loss in LOSSES, f"choose one of {', '.join(LOSSES)}")
+        check_knob("rejected", rejected, rejected in REJECTED, f"choose one of {', '.join(REJECTED)}")
+        check_knob("beta", beta, beta > 0, "use beta > 0")
+        check_knob("lam", lam, lam >= 0, "use lam >= 0")
+        check_knob("gamma", gamma, gamma >= 0, "use gamma >= 0")
+        for name, value in (("prefix_len", prefix_len), ("cont_len", cont_len), ("repeat_span", repeat_span)):
+            check_knob(name, value, isinstance(value, int) and value >= 1, "use an integer >= 1")
+        check_knob("start_step", start_step, isinstance(start_step, int) and start_step >= 0, "use an integer >= 0")
+        self.loss_name, self.beta, self.lam, self.rejected, self.gamma = loss, beta, lam, rejected, gamma
+        self.prefix_len, self.cont_len, self.start_step, self.repeat_span = (
+            prefix_len,
+            cont_len,
+            start_step,
+            repeat_span,
+        )
+        self.reference: nn.Module | None = None
+        self.register_buffer("reference_taken", torch.tensor(False))
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.loss_name in ("dpo", "ipo")
+
+    def check_fits(self, length: int) -> None:
+        total = self.prefix_len + self.cont_len
+        allowed = f"it must fit the sequences: at most {length} = min(model.context, data.block_size + 1)"
+        check_knob("prefix_len + cont_len", total, total <= length, allowed)
+
+    def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
+        self.check_fits(context.context)
+        if self.uses_reference and self.reference is None:
+            self.reference = copy.deepcopy(model).requires_grad_(False).eval()
+
+    def take_reference_snapshot(self, model: nn.Module) -> None:
+        self.reference.load_state_dict(model.state_dict())
+        self.reference_taken.fill_(True)
+
+    # ---- pairs ----
+    def make_pairs(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """batch (B, T+1) -> prefix (B, P), chosen (B, C), rejected (B, C)."""
+        if batch.shape[1] < self.prefix_len + self.cont_len:
+            raise ValueError(
+                f"objective.prefix_len + cont_len = {self.prefix_len + self.cont_len} is longer than the blocks "
+                f"({batch.shape[1]} tokens)"
+            )
+        prefix = batch[:, : self.prefix_len]
+        chosen = batch[:, self.prefix_len : self.prefix_len + self.cont_len]
+        if self.rejected == "repeat":
+            span = chosen[:, : self.repeat_span]
+            rejected = span.repeat(1, -(-self.cont_len // self.repeat_span))[:, : self.cont_len]
+        else:
+            rejected = model.generate(
+                prefix, self.cont_len, strategy="greedy" if self.rejected == "greedy" else "sample"
+            )
+        return prefix, chosen, rejected
+
+    def continuation_logps(self, model: nn.Module, prefix: torch.Tensor, conts: torch.Tensor) -> torch.Tensor:
+        """Per-token log π(cont_t | prefix, cont_<t): (B, C)."""
+        seq = torch.cat([prefix, conts], dim=1)
+        logits = model(seq[:, :-1])[:, prefix.shape[1] - 1 :]
+        return -token_nll(logits, conts)
+
+    def pairwise(
+        self, policy_w: torch.Tensor, policy_l: torch.Tensor, ref_w: torch.Tensor | None, ref_l: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs (B, C) of chosen / rejected -> (loss per pair (B,), margin (B,))."""
+        if self.loss_name in ("dpo", "ipo"):
+            margin = (policy_w.sum(-1) - policy_l.sum(-1)) - (ref_w.sum(-1) - ref_l.sum(-1))
+            if self.loss_name == "dpo":
+                return -F.logsigmoid(self.beta * margin), margin
+            return (margin - 1.0 / (2.0 * self.beta)) ** 2, margin
+        mean_w, mean_l = policy_w.mean(-1), policy_l.mean(-1)
+        if self.loss_name == "simpo":
+            margin = self.beta * (mean_w - mean_l) - self.gamma
+            return -F.logsigmoid(margin), margin
+        # orpo: log odds = log P − log(1 − P) with P = exp(mean log-prob)
+        log_odds_w = mean_w - torch.log1p(-mean_w.exp().clamp_max(1 - 1e-6))
+        log_odds_l = mean_l - torch.log1p(-mean_l.exp().clamp_max(1 - 1e-6))
+        margin = log_odds_w - log_odds_l
+        return -F.logsigmoid(margin), margin
+
+    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
+        inputs, targets = split_batch(batch)
+        nll = token_nll(model(inputs), targets).mean()
+        if step < self.start_step or self.lam == 0:
+            return LossOutput(nll, {"nll": nll.detach()})
+        if self.uses_reference and not bool(self.reference_taken):
+            self.take_reference_snapshot(model)
+        prefix, chosen, rejected = self.make_pairs(model, batch)
+        B = prefix.shape[0]
+        both = torch.cat([chosen, rejected])
+        policy = self.continuation_logps(model, prefix.repeat(2, 1), both)
+        ref_w = ref_l = None
+        if self.uses_reference:
+            with torch.no_grad():
+                ref = self.continuation_logps(self.reference, prefix.repeat(2, 1), both)
+            ref_w, ref_l = ref[:B], ref[B:]
+        pair_loss, margin = self.pairwise(policy[:B], policy[B:], ref_w, ref_l)
+        pair_loss = pair_loss.mean()
+        logs = {
+            "nll": nll.detach(),
+            "pair_loss": pair_loss.detach(),
+            "chosen_logp": policy[:B].sum(-1).mean().detach(),
+            "rejected_logp": policy[B:].sum(-1).mean().detach(),
+            "margin": margin.mean().detach(),
+            "pair_accuracy": (margin > 0).float().mean().detach(),
+        }
+        return LossOutput(nll + self.lam * pair_loss, logs)
