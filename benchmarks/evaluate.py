@@ -1,8 +1,9 @@
 """Evaluation of a trained backbone: teacher-forced metrics, ground truth, generation.
 
-Teacher-forced (``tf/``) metrics use the full softmax whatever the training objective; ground
-truth (``gt/``) needs a source with exact conditionals (the synthetic data); generation
-(``gen/<decoding>/``) continues held-out prompts with each decoding strategy.
+- ``tf/``: full-softmax metrics on the test split, whatever the training objective;
+- ``gt/``: exact divergences from the source (synthetic data only, where the truth is known);
+- ``gen/<decoding>/`` and ``gen/human/``: text metrics of continuations of held-out prompts,
+  ``gt/<decoding>/sample_nll`` their NLL under the true source.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
+import torchmetrics
 
-from benchmarks.metrics import generation_metrics
+from benchmarks.metrics import NgramIndex, copy_share, generation_metrics, in_recent_context
 from lit_modules.decoding import DecodingConfig, generate
 from lit_modules.model import GPT
+
+REP_WINDOW = 128
+ECE_BINS = 15
 
 
 def autocast_context(model: GPT, bf16: bool) -> contextlib.AbstractContextManager:
@@ -23,71 +29,158 @@ def autocast_context(model: GPT, bf16: bool) -> contextlib.AbstractContextManage
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
 
 
-def _batches(blocks: torch.Tensor, batch_size: int, max_batches: int | None) -> Iterator[torch.Tensor]:
+def batches(blocks: torch.Tensor, batch_size: int, max_batches: int | None = None) -> Iterator[torch.Tensor]:
     for i, start in enumerate(range(0, blocks.shape[0], batch_size)):
         if max_batches is not None and i >= max_batches:
             return
         yield blocks[start : start + batch_size]
 
 
+@dataclass
+class TeacherForced:
+    metrics: dict[str, float]
+    entropies: torch.Tensor  # per-token predictive entropy (for the histogram)
+    reliability: dict[str, list[float]] = field(default_factory=dict)  # per-bin confidence / accuracy / count
+
+
 @torch.no_grad()
 def teacher_forced(
     model: GPT, blocks: torch.Tensor, batch_size: int, bf16: bool, max_batches: int | None = None, source=None
-) -> dict[str, float]:
-    """tf/nll, tf/ppl, tf/entropy, tf/acc over test blocks (N, T+1); gt/ with a known source."""
+) -> TeacherForced:
+    """tf/ metrics over test blocks (N, T+1); gt/ ones too when ``source`` gives exact conditionals."""
     model.eval()
     device = next(model.parameters()).device
-    sums = {"nll": 0.0, "entropy": 0.0, "acc": 0.0, "gt_entropy": 0.0, "forward_kl": 0.0, "reverse_kl": 0.0}
+    ece = torchmetrics.classification.MulticlassCalibrationError(
+        num_classes=model.cfg.vocab_size, n_bins=ECE_BINS, norm="l1"
+    ).to(device)
+    sums = dict.fromkeys(("nll", "entropy", "acc", "rep", "wrep", "gt_entropy", "forward_kl", "reverse_kl"), 0.0)
     count = 0
-    for batch in _batches(blocks, batch_size, max_batches):
+    predicted_ids, entropies, confidences, correct = [], [], [], []
+    for batch in batches(blocks, batch_size, max_batches):
         batch = batch.to(device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with autocast_context(model, bf16):
             logits = model(inputs)
         logp = logits.float().log_softmax(-1)  # (B, T, V)
+        probs = logp.exp()
+        entropy = -(probs * logp).sum(-1)  # (B, T)
+        top_p, argmax = probs.max(-1)
+        hit = argmax == targets
+        repeat = in_recent_context(argmax, inputs, REP_WINDOW)
         sums["nll"] += -logp.gather(-1, targets[..., None]).sum().item()
-        sums["entropy"] += -(logp.exp() * logp).sum().item()
-        sums["acc"] += (logp.argmax(-1) == targets).sum().item()
+        sums["entropy"] += entropy.sum().item()
+        sums["acc"] += hit.sum().item()
+        sums["rep"] += repeat.sum().item()
+        sums["wrep"] += (repeat & ~hit).sum().item()
+        ece.update(probs.flatten(0, 1), targets.flatten())
+        predicted_ids.append(argmax.unique())
+        entropies.append(entropy.flatten().cpu())
+        confidences.append(top_p.flatten().cpu())
+        correct.append(hit.flatten().cpu())
         if source is not None:
             true_logp = source.log_conditionals(batch.cpu())[:, 1:].to(device)  # P(x_{t+1} | x_<=t)
             p_true = true_logp.exp()
             sums["gt_entropy"] += -(p_true * true_logp).sum().item()
             sums["forward_kl"] += (p_true * (true_logp - logp)).sum().item()
-            sums["reverse_kl"] += (logp.exp() * (logp - true_logp)).sum().item()
+            sums["reverse_kl"] += (probs * (logp - true_logp)).sum().item()
         count += targets.numel()
     nll = sums["nll"] / count
-    out = {"tf/nll": nll, "tf/ppl": math.exp(nll), "tf/entropy": sums["entropy"] / count, "tf/acc": sums["acc"] / count}
+    metrics = {
+        "tf/nll": nll,
+        "tf/ppl": math.exp(nll),
+        "tf/entropy": sums["entropy"] / count,
+        "tf/ece": ece.compute().item(),
+        "tf/acc": sums["acc"] / count,
+        f"tf/rep_{REP_WINDOW}": sums["rep"] / count,
+        f"tf/wrep_{REP_WINDOW}": sums["wrep"] / count,
+        "tf/uniq": float(torch.cat(predicted_ids).unique().numel()),
+    }
     if source is not None:
-        out["gt/entropy_rate"] = sums["gt_entropy"] / count
-        out["gt/forward_kl"] = sums["forward_kl"] / count
-        out["gt/reverse_kl"] = sums["reverse_kl"] / count
+        metrics["gt/entropy_rate"] = sums["gt_entropy"] / count
+        metrics["gt/forward_kl"] = sums["forward_kl"] / count
+        metrics["gt/reverse_kl"] = sums["reverse_kl"] / count
+    return TeacherForced(metrics, torch.cat(entropies), reliability_bins(torch.cat(confidences), torch.cat(correct)))
+
+
+def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = ECE_BINS) -> dict[str, list]:
+    """Per equal-width confidence bin: mean confidence, accuracy and count (for reliability diagrams)."""
+    index = (confidence * n_bins).long().clamp_max(n_bins - 1)
+    count = torch.bincount(index, minlength=n_bins).double()
+    conf = torch.bincount(index, weights=confidence.double(), minlength=n_bins) / count.clamp_min(1)
+    acc = torch.bincount(index, weights=correct.double(), minlength=n_bins) / count.clamp_min(1)
+    return {"confidence": conf.tolist(), "accuracy": acc.tolist(), "count": count.tolist()}
+
+
+@torch.no_grad()
+def continuation_stats(
+    model: GPT, prompts: torch.Tensor, conts: torch.Tensor, batch_size: int, bf16: bool, source=None
+) -> dict[str, torch.Tensor]:
+    """Per continuation (N,): the model's mean predictive entropy along it, and its NLL under the source."""
+    device = next(model.parameters()).device
+    P = prompts.shape[1]
+    seqs = torch.cat([prompts, conts], dim=1)
+    entropy, sample_nll = [], []
+    for batch in batches(seqs, batch_size):
+        with autocast_context(model, bf16):
+            logits = model(batch[:, :-1].to(device))[:, P - 1 :]  # predictions of the continuation
+        logp = logits.float().log_softmax(-1)
+        entropy.append(-(logp.exp() * logp).sum(-1).mean(-1).cpu())
+        if source is not None:
+            true_logp = source.log_conditionals(batch)[:, P:]  # (b, C, V)
+            sample_nll.append(-true_logp.gather(-1, batch[:, P:, None]).squeeze(-1).double().mean(-1))
+    out = {"entropy": torch.cat(entropy)}
+    if source is not None:
+        out["sample_nll"] = torch.cat(sample_nll)
     return out
+
+
+@dataclass
+class Generations:
+    metrics: dict[str, float]
+    records: list[dict]  # one per (decoding, prompt)
 
 
 @torch.no_grad()
 def generate_all(
     model: GPT,
-    prompts: torch.Tensor,
-    cont_len: int,
+    test_blocks: torch.Tensor,
     decodings: dict[str, DecodingConfig],
+    prefix_len: int,
+    cont_len: int,
     batch_size: int,
     bf16: bool,
     seed: int,
     decode: Callable[[list[int]], str],
-) -> tuple[dict[str, float], list[dict]]:
-    """Continue every prompt with every decoding -> (gen/ metrics, sample records)."""
+    source=None,
+    train_index: NgramIndex | None = None,
+) -> Generations:
+    """Continue the first ``prefix_len`` tokens of held-out sequences with every decoding (and report the
+    real continuations as ``human``) -> gen/ (and gt/.../sample_nll) metrics and sample records."""
     device = next(model.parameters()).device
+    prompts = test_blocks[:, :prefix_len]
+    human = test_blocks[:, prefix_len : prefix_len + cont_len]
     metrics: dict[str, float] = {}
     records: list[dict] = []
+    outputs = {}
     for name, cfg in decodings.items():
         generator = torch.Generator(device=device).manual_seed(seed)
-        outs = []
-        for batch in _batches(prompts, batch_size, None):
+        parts = []
+        for batch in batches(prompts, batch_size):
             with autocast_context(model, bf16):
-                outs.append(generate(model, batch.to(device), cont_len, cfg, generator).cpu())
-        conts = torch.cat(outs)
+                parts.append(generate(model, batch.to(device), cont_len, cfg, generator).cpu())
+        outputs[name] = torch.cat(parts)
+    outputs["human"] = human
+    for name, conts in outputs.items():
         for key, value in generation_metrics(conts).items():
             metrics[f"gen/{name}/{key}"] = value
-        for prompt, cont in zip(prompts.tolist(), conts.tolist(), strict=True):
-            records.append({"decoding": name, "prompt": prompt, "continuation": cont, "text": decode(cont)})
-    return metrics, records
+        stats = continuation_stats(model, prompts, conts, batch_size, bf16, source)
+        if train_index is not None:
+            stats[f"copy_rate_{train_index.n}"] = copy_share(conts, train_index)
+        for key, values in stats.items():  # per-continuation values, saved with each sample
+            prefix = "gt" if key == "sample_nll" else "gen"
+            metrics[f"{prefix}/{name}/{key}"] = values.double().mean().item()
+        for row, (prompt, cont) in enumerate(zip(prompts.tolist(), conts.tolist(), strict=True)):
+            record = {"decoding": name, "prompt": prompt, "continuation": cont, "text": decode(cont)}
+            record.update({key: values[row].item() for key, values in stats.items()})
+            records.append(record)
+    return Generations(metrics, records)

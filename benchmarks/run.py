@@ -26,7 +26,17 @@ from omegaconf import DictConfig, OmegaConf
 from benchmarks.cli import check_config, load_decodings, user_errors_as_one_line
 from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, resolve_precision
 
-SUMMARY_KEYS = ("val/nll", "tf/nll", "tf/ppl", "tf/entropy", "tf/acc", "gt/entropy_rate", "gt/forward_kl")
+SUMMARY_KEYS = (
+    "val/nll",
+    "tf/nll",
+    "tf/ppl",
+    "tf/entropy",
+    "tf/ece",
+    "tf/acc",
+    "gt/entropy_rate",
+    "gt/forward_kl",
+    "gt/reverse_kl",
+)
 
 
 def quiet_lightning() -> None:
@@ -44,8 +54,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Config values a user can get wrong, checked before any work: one-line ConfigError."""
+def validate(cfg: DictConfig) -> dict:
+    """Config values a user can get wrong, checked before any work: one-line ConfigError.
+    Returns the decoding strategies to evaluate, by name."""
 
     def positive(key: str, value, kind=int) -> None:
         ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
@@ -80,6 +91,9 @@ def validate(cfg: DictConfig) -> None:
 
     objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True))
     objective.check_fits(limit)
+    from lit_modules.decoding import DecodingConfig
+
+    return {name: DecodingConfig(name=name, **d) for name, d in load_decodings(cfg.eval.decodings).items()}
 
 
 def versions() -> dict[str, str]:
@@ -117,6 +131,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, precision: str):
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
+        enable_checkpointing=False,  # PeriodicCheckpoint keeps one rolling last.ckpt
         num_sanity_val_steps=0,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
         callbacks=[
@@ -131,13 +146,10 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
     """Train + evaluate one configuration; write its files into ``run_dir``; return the results."""
     import lightning.pytorch as pl
 
-    from benchmarks.evaluate import generate_all, teacher_forced
     from lit_modules.callbacks import save_checkpoint_atomic
-    from lit_modules.decoding import DecodingConfig
     from lit_modules.system import LanguageModelSystem
 
-    validate(cfg)
-    decodings = {name: DecodingConfig(name=name, **d) for name, d in load_decodings(cfg.eval.decodings).items()}
+    decodings = validate(cfg)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     bf16 = precision.startswith("bf16")
     if torch.cuda.is_available():
@@ -161,17 +173,11 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
         return {}
 
     t0 = time.perf_counter()
-    model = system.model
-    source = getattr(datamodule, "source", None)  # exact conditionals, synthetic data only
-    test = datamodule.blocks["test"]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    metrics.update(teacher_forced(model, test, cfg.eval.batch_size, bf16, cfg.eval.max_batches, source))
-    prompts = test[: cfg.eval.num_prompts, : cfg.eval.prefix_len]
-    gen_metrics, samples = generate_all(
-        model, prompts, cfg.eval.cont_len, decodings, cfg.eval.batch_size, bf16, cfg.seed, datamodule.decode
-    )
-    metrics.update(gen_metrics)
+    evaluation = evaluate(system.model, datamodule, decodings, cfg, bf16)
+    metrics.update(evaluation["metrics"])
     eval_s = time.perf_counter() - t0
+    log_evaluation(trainer.logger, evaluation, metrics, trainer.global_step)
 
     train_tokens = trainer.global_step * cfg.data.batch_size * cfg.data.block_size
     results = {
@@ -187,19 +193,66 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
             "precision": precision,
         },
         "versions": versions(),
+        "reliability": evaluation["reliability"],
     }
     import json
 
-    atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in samples))
+    atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in evaluation["samples"]))
     atomic_write_json(run_dir / "results.json", results)
     print_summary(results, run_dir)
     return results
 
 
+def evaluate(model, datamodule, decodings: dict, cfg: DictConfig, bf16: bool) -> dict:
+    """tf/, gt/ and gen/ metrics of a trained model on the test split; samples; reliability bins."""
+    from benchmarks.evaluate import generate_all, teacher_forced
+    from benchmarks.metrics import NgramIndex
+
+    source = getattr(datamodule, "source", None)  # exact conditionals: synthetic data only
+    test = datamodule.blocks["test"]
+    tf = teacher_forced(model, test, cfg.eval.batch_size, bf16, cfg.eval.max_batches, source)
+    generations = generate_all(
+        model,
+        test[: cfg.eval.num_prompts],
+        decodings,
+        cfg.eval.prefix_len,
+        cfg.eval.cont_len,
+        cfg.eval.batch_size,
+        bf16,
+        cfg.seed,
+        datamodule.decode,
+        source,
+        NgramIndex(datamodule.blocks["train"], 8),
+    )
+    return {
+        "metrics": {**tf.metrics, **generations.metrics},
+        "samples": generations.records,
+        "entropies": tf.entropies,
+        "reliability": tf.reliability,
+    }
+
+
+def log_evaluation(logger, evaluation: dict, metrics: dict, step: int) -> None:
+    """Final metrics as scalars, a few samples per decoding in the text tab, the entropy histogram."""
+    if logger is None:
+        return
+    writer = logger.experiment
+    for key, value in metrics.items():
+        writer.add_scalar(f"final/{key}", value, step)
+    writer.add_histogram("tf/entropy_per_token", evaluation["entropies"], step)
+    shown: dict[str, int] = {}
+    for record in evaluation["samples"]:
+        name = record["decoding"]
+        if shown.get(name, 0) < 4:
+            shown[name] = shown.get(name, 0) + 1
+            writer.add_text(f"samples/{name}", record["text"], shown[name])
+    writer.flush()
+
+
 def print_summary(results: dict, run_dir: Path) -> None:
     m, t = results["metrics"], results["timing"]
     rows = [(k, m[k]) for k in SUMMARY_KEYS if k in m]
-    rows += [(k, v) for k, v in m.items() if k.startswith("gen/") and k.endswith(("seq_rep_4", "distinct_4"))]
+    rows += [(k, v) for k, v in m.items() if k.endswith(("seq_rep_4", "distinct_4", "sample_nll"))]
     width = max(len(k) for k, _ in rows)
     print(
         f"\n{results['objective']}: {t['steps']} steps, {t['train_tokens']:,} tokens, "

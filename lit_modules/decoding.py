@@ -1,9 +1,14 @@
 """Batched incremental decoding on the backbone's KV cache.
 
-One loop serves every strategy: the prompt is run once (prefill), then each step feeds only the
-newest token and computes the LM head on the last position only. A strategy is a
-``DecodingConfig``: greedy, or sampling with temperature, top-k (Fan et al. 2018) and
-top-p / nucleus (Holtzman et al. 2020) filters.
+Every strategy runs the prompt once (prefill), then feeds only the newest token per step with the
+LM head on the last position only. Strategies (``DecodingConfig.strategy``):
+- ``greedy``: argmax;
+- ``sample``: ancestral sampling with temperature and optional filters, top-k (Fan et al. 2018),
+  top-p / nucleus (Holtzman et al. 2020), typical (Meister et al. 2023);
+- ``beam``: beam search, fixed length, the most probable beam is returned;
+- ``contrastive``: contrastive search (Su et al. 2022): among the top-k tokens pick
+  argmax (1−α)·p(v) − α·max_j cos(h_v, h_j), h the final hidden states of the context.
+No early stop: every row gets exactly ``max_new_tokens`` tokens.
 """
 
 from __future__ import annotations
@@ -11,53 +16,70 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from lit_modules.model import GPT
+from lit_modules.util import ConfigError
 
-STRATEGIES = ("greedy", "sample")
+STRATEGIES = ("greedy", "sample", "beam", "contrastive")
 
 
 @dataclass
 class DecodingConfig:
     name: str = "greedy"
-    strategy: str = "greedy"  # greedy | sample
+    strategy: str = "greedy"
     temperature: float = 1.0
-    top_k: int | None = None  # keep the k most probable tokens
+    top_k: int | None = None  # sample: keep the k most probable tokens; contrastive: candidates
     top_p: float | None = None  # keep the smallest set with cumulative probability >= top_p
+    typical_p: float | None = None  # keep the most typical tokens up to this mass
+    beam_size: int = 4
+    penalty_alpha: float = 0.6  # contrastive search's degeneration penalty weight
 
     def __post_init__(self) -> None:
+        def bad(knob: str, allowed: str) -> ConfigError:
+            return ConfigError(f"decoding {self.name!r}: {knob}={getattr(self, knob)!r} is not allowed; {allowed}")
+
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"decoding.strategy={self.strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
-        if self.temperature <= 0:
-            raise ValueError(f"decoding.temperature={self.temperature} is not allowed; use > 0")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"decoding.top_k={self.top_k} is not allowed; use an integer >= 1")
+            raise bad("strategy", f"choose one of {', '.join(STRATEGIES)}")
+        if not self.temperature > 0:
+            raise bad("temperature", "use > 0")
+        if self.top_k is not None and not (isinstance(self.top_k, int) and self.top_k >= 1):
+            raise bad("top_k", "use an integer >= 1")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"decoding.top_p={self.top_p} is not allowed; use 0 < top_p <= 1")
+            raise bad("top_p", "use 0 < top_p <= 1")
+        if self.typical_p is not None and not 0.0 < self.typical_p <= 1.0:
+            raise bad("typical_p", "use 0 < typical_p <= 1")
+        if not (isinstance(self.beam_size, int) and self.beam_size >= 1):
+            raise bad("beam_size", "use an integer >= 1")
+        if not 0.0 <= self.penalty_alpha <= 1.0:
+            raise bad("penalty_alpha", "use 0 <= penalty_alpha <= 1")
+        if self.strategy == "contrastive" and self.top_k is None:
+            self.top_k = 8
 
 
 def filter_logits(logits: torch.Tensor, cfg: DecodingConfig) -> torch.Tensor:
-    """Apply temperature, top-k and top-p to logits (B, V); removed tokens get -inf."""
+    """Apply temperature, top-k, top-p and typical filtering to logits (B, V); removed tokens get -inf."""
     logits = logits / cfg.temperature
     if cfg.top_k is not None and cfg.top_k < logits.size(-1):
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if cfg.top_p is not None and cfg.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # drop a token when the mass strictly before it already reaches top_p (keeps >= 1 token)
-        drop_sorted = probs.cumsum(dim=-1) - probs >= cfg.top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = _keep_mass(logits, -logits, cfg.top_p)  # most probable first
+    if cfg.typical_p is not None and cfg.typical_p < 1.0:
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)
+        logits = _keep_mass(logits, (-logp - entropy).abs(), cfg.typical_p)  # most typical first
     return logits
 
 
-def next_token(logits: torch.Tensor, cfg: DecodingConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Logits (B, V) of the last position -> next token ids (B,)."""
-    if cfg.strategy == "greedy":
-        return logits.argmax(dim=-1)
-    probs = filter_logits(logits.float(), cfg).softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+def _keep_mass(logits: torch.Tensor, order_key: torch.Tensor, mass: float) -> torch.Tensor:
+    """Keep tokens in ascending ``order_key`` until their probability reaches ``mass`` (>= 1 token)."""
+    order = torch.argsort(order_key, dim=-1)
+    probs = logits.softmax(-1).gather(-1, order)
+    # drop a token when the mass strictly before it already reaches ``mass``
+    drop_sorted = probs.cumsum(dim=-1) - probs >= mass
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
 
 
 @torch.no_grad()
@@ -68,26 +90,88 @@ def generate(
     cfg: DecodingConfig,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Continue prompts (B, P) by ``max_new_tokens`` tokens -> continuations (B, max_new_tokens).
-
-    No early stop: every row gets exactly ``max_new_tokens`` tokens.
-    """
+    """Continue prompts (B, P) by ``max_new_tokens`` tokens -> continuations (B, max_new_tokens)."""
     B, P = prompt.shape
     total = P + max_new_tokens
     if total > model.cfg.context:
-        raise ValueError(
+        raise ConfigError(
             f"prompt ({P}) + continuation ({max_new_tokens}) = {total} tokens is longer than "
             f"model.context={model.cfg.context}"
         )
     was_training = model.training
     model.eval()
-    cache = model.new_cache(total)
-    out = prompt.new_empty(B, max_new_tokens)
+    try:
+        if cfg.strategy == "beam":
+            return _beam_search(model, prompt, max_new_tokens, cfg.beam_size)
+        if cfg.strategy == "contrastive":
+            return _contrastive_search(model, prompt, max_new_tokens, cfg.top_k, cfg.penalty_alpha)
+        return _ancestral(model, prompt, max_new_tokens, cfg, generator)
+    finally:
+        model.train(was_training)
+
+
+def _ancestral(model: GPT, prompt: torch.Tensor, n: int, cfg: DecodingConfig, generator) -> torch.Tensor:
+    cache = model.new_cache(prompt.shape[1] + n)
+    out = prompt.new_empty(prompt.shape[0], n)
     logits = model(prompt, cache=cache, last_only=True)[:, -1]  # prefill: (B, V)
-    for t in range(max_new_tokens):
-        token = next_token(logits, cfg, generator)  # (B,)
+    for t in range(n):
+        if cfg.strategy == "greedy":
+            token = logits.argmax(dim=-1)
+        else:
+            probs = filter_logits(logits.float(), cfg).softmax(dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         out[:, t] = token
-        if t + 1 < max_new_tokens:
+        if t + 1 < n:
             logits = model(token[:, None], cache=cache, last_only=True)[:, -1]
-    model.train(was_training)
+    return out
+
+
+def _beam_search(model: GPT, prompt: torch.Tensor, n: int, beam_size: int) -> torch.Tensor:
+    B, P = prompt.shape
+    K = beam_size
+    cache = model.new_cache(P + n)
+    logits = model(prompt.repeat_interleave(K, dim=0), cache=cache, last_only=True)[:, -1]  # (B·K, V)
+    V = logits.shape[-1]
+    scores = torch.full((B, K), float("-inf"), device=prompt.device)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    tokens = prompt.new_empty(B * K, 0)
+    rows = torch.arange(B, device=prompt.device)[:, None] * K  # (B, 1) first row of each prompt's beams
+    for t in range(n):
+        candidates = scores[..., None] + logits.float().log_softmax(-1).view(B, K, V)  # (B, K, V)
+        scores, flat = candidates.view(B, K * V).topk(K, dim=-1)  # (B, K)
+        parent = (rows + flat // V).flatten()  # (B·K,) row of the beam each survivor extends
+        token = (flat % V).flatten()
+        tokens = torch.cat([tokens[parent], token[:, None]], dim=1)
+        if t + 1 < n:
+            cache.reorder(parent)
+            logits = model(token[:, None], cache=cache, last_only=True)[:, -1]
+    best = scores.argmax(-1)  # equal lengths: no length penalty needed
+    return tokens.view(B, K, n)[torch.arange(B), best]
+
+
+def _contrastive_search(model: GPT, prompt: torch.Tensor, n: int, k: int, alpha: float) -> torch.Tensor:
+    B, P = prompt.shape
+    cache = model.new_cache(P + n)
+    h = model.hidden(prompt, cache=cache)  # (B, P, D)
+    context = F.normalize(h.float(), dim=-1)  # unit hidden states of every position so far
+    logits = model.head(h[:, -1])  # (B, V)
+    out = prompt.new_empty(B, n)
+    batch = torch.arange(B, device=prompt.device)
+    for t in range(n):
+        probs = logits.float().softmax(-1)
+        top_p, top_ids = probs.topk(k, dim=-1)  # (B, k)
+        # run every candidate one step: the cache is expanded to B·k rows
+        cache.reorder(batch.repeat_interleave(k))
+        h_cand = model.hidden(top_ids.reshape(B * k, 1), cache=cache)[:, -1]  # (B·k, D)
+        unit = F.normalize(h_cand.float(), dim=-1).view(B, k, -1)
+        penalty = (unit @ context.transpose(1, 2)).max(-1).values  # (B, k) max cosine to the context
+        score = (1 - alpha) * top_p - alpha * penalty
+        choice = score.argmax(-1)  # (B,)
+        out[:, t] = top_ids[batch, choice]
+        chosen_rows = batch * k + choice
+        cache.reorder(chosen_rows)
+        chosen_h = h_cand[chosen_rows]  # (B, D)
+        context = torch.cat([context, unit[batch, choice][:, None]], dim=1)
+        if t + 1 < n:
+            logits = model.head(chosen_h)
     return out

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_modules.util import ConfigError
+
 
 @dataclass
 class GPTConfig:
@@ -33,11 +35,11 @@ class GPTConfig:
         for name in ("vocab_size", "context", "n_layer", "n_head", "d_model"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{name}={value!r} is not allowed; use a positive integer")
+                raise ConfigError(f"model.{name}={value!r} is not allowed; use a positive integer")
         if self.d_model % self.n_head:
-            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
+            raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout={self.dropout} is not allowed; use 0 <= dropout < 1")
+            raise ConfigError(f"model.dropout={self.dropout} is not allowed; use 0 <= dropout < 1")
 
 
 class KVCache:

@@ -55,7 +55,7 @@ def test_too_long_is_an_error(model):
 
 
 def test_bad_decoding_config():
-    with pytest.raises(ValueError, match="decoding.strategy='beamish'"):
-        DecodingConfig(strategy="beamish")
-    with pytest.raises(ValueError, match="decoding.top_p=1.5"):
+    with pytest.raises(ValueError, match="decoding 'x': strategy='beamish' is not allowed"):
+        DecodingConfig(name="x", strategy="beamish")
+    with pytest.raises(ValueError, match="top_p=1.5 is not allowed"):
         DecodingConfig(strategy="sample", top_p=1.5)

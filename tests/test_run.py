@@ -84,9 +84,36 @@ def test_cli_end_to_end(tmp_path):
     assert list(out.glob("tb/events.out.tfevents.*")), "no TensorBoard events"
     assert (out / "checkpoints" / "last.ckpt").is_file()
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert {s["decoding"] for s in samples} == {"greedy", "top_p"}
+    assert {s["decoding"] for s in samples} == {"greedy", "sample", "top_p", "human"}
     assert all(len(s["prompt"]) == 8 and len(s["continuation"]) == 16 for s in samples)
     assert "tf/nll" in proc.stdout  # the summary table
+    expected = {f"tf/{k}" for k in ("nll", "ppl", "entropy", "ece", "acc", "rep_128", "wrep_128", "uniq")}
+    expected |= {"gt/entropy_rate", "gt/forward_kl", "gt/reverse_kl"}
+    for name in ("greedy", "sample", "top_p", "human"):
+        expected |= {
+            f"gen/{name}/{k}" for k in ("uniq_seq", "zipf", "self_bleu_4", "rep_rate", "entropy", "copy_rate_8")
+        }
+        expected |= {f"gen/{name}/{k}_{n}" for k in ("seq_rep", "distinct") for n in range(1, 5)}
+        expected.add(f"gt/{name}/sample_nll")
+    assert expected <= set(results["metrics"]), expected - set(results["metrics"])
+    assert all(math.isfinite(v) for v in results["metrics"].values())
+    # score.py reproduces the gen/ metrics from the saved samples
+    scored = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "score.py"),
+            str(out / "samples.jsonl"),
+            "--json",
+            str(tmp_path / "scores.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert scored.returncode == 0, scored.stderr
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    for key, value in results["metrics"].items():
+        if key.startswith("gen/") or key.endswith("sample_nll"):
+            assert scores[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
 BAD = [
@@ -101,6 +128,7 @@ BAD = [
     (["optim.lr=0"], "optim.lr=0 is not allowed"),
     (["data.block_size=512"], "data.block_size=512 is larger than model.context=128"),
     (["eval.decodings=[greedy,beamish]"], "'beamish' is not available"),
+    (["eval.prefix_len=50", "eval.cont_len=100"], "eval.prefix_len + eval.cont_len = 150 is longer than the context"),
     (["objective=unlikelihood_seq", "objective.cont_len=200"], "objective.prefix_len + cont_len=232 is not allowed"),
     (["objective=label_smoothing", "objective.eps=1.5"], "objective.eps=1.5 is not allowed; use 0 <= eps < 1"),
     (["data=text", "data.files=[/no/such/file.txt]"], "'/no/such/file.txt' does not exist"),
