@@ -18,8 +18,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 venv: $(VENV)/.installed
 
+SUITE_DIR ?= runs/suite
+
+# every objective (a Hydra multirun over the objective group), then the comparison report
 bench: venv
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py -m 'objective=glob(*)' suite=default hydra.sweep.dir=$(SUITE_DIR)
+	$(BIN)/python benchmarks/report.py $(SUITE_DIR)
 
 test: venv
 	$(BIN)/python -m pytest tests

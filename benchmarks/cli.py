@@ -14,7 +14,7 @@ from lit_modules.util import ConfigError, UserError
 from objectives.base import KnobError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-GROUPS = ("objective", "model", "data", "trainer")
+GROUPS = ("objective", "model", "data", "trainer", "suite")
 USER_ERRORS = (UserError, KnobError)
 
 
@@ -43,10 +43,16 @@ def check_group_choices(argv: Sequence[str]) -> None:
         group = o.key_or_group
         if group not in GROUPS or o.package or o.is_delete():
             continue
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
         options = available(group)
+        if o.is_sweep_override():
+            try:
+                values = list(o.sweep_string_iterator())
+            except Exception:  # glob(...) and other sweeps expand against the options: always valid
+                continue
+        else:
+            values = [o.get_value_element_as_str()]
         for value in values:
-            if value not in options:
+            if value not in options and not (group == "suite" and value == "null"):
                 fail(f"{group}={value} is not available; choose one of: {', '.join(options)}")
 
 

@@ -23,7 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.cli import check_config, load_decodings, user_errors_as_one_line
+from benchmarks.cli import USER_ERRORS, check_config, load_decodings, user_errors_as_one_line
 from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, resolve_precision
 
 SUMMARY_KEYS = (
@@ -109,7 +109,13 @@ def versions() -> dict[str, str]:
     }
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, precision: str):
+def run_label(objective_name: str, objective_cfg: DictConfig) -> str:
+    """A TensorBoard run name that says the objective and its tuned knobs, e.g. label_smoothing_eps=0.1."""
+    knobs = [f"{k}={objective_cfg[k]}" for k in (objective_cfg.get("search_space") or {}) if k in objective_cfg]
+    return "_".join([objective_name, ",".join(knobs)]) if knobs else objective_name
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, precision: str, label: str):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -133,7 +139,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, precision: str):
         enable_model_summary=False,
         enable_checkpointing=False,  # PeriodicCheckpoint keeps one rolling last.ckpt
         num_sanity_val_steps=0,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False),
+        logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version=label, default_hp_metric=False),
         callbacks=[
             LearningRateMonitor(logging_interval="step"),
             PeriodicCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps),
@@ -163,7 +169,7 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
     )
     datamodule.setup("fit")
-    trainer = build_trainer(cfg, run_dir, precision)
+    trainer = build_trainer(cfg, run_dir, precision, run_label(objective_name, cfg.objective))
 
     t0 = time.perf_counter()
     trainer.fit(system, datamodule=datamodule)
@@ -178,6 +184,7 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
     metrics.update(evaluation["metrics"])
     eval_s = time.perf_counter() - t0
     log_evaluation(trainer.logger, evaluation, metrics, trainer.global_step)
+    log_hparams(trainer.logger, cfg, metrics)
 
     train_tokens = trainer.global_step * cfg.data.batch_size * cfg.data.block_size
     results = {
@@ -194,6 +201,7 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
         },
         "versions": versions(),
         "reliability": evaluation["reliability"],
+        "history": {"val/nll": system.val_history},
     }
     import json
 
@@ -249,6 +257,54 @@ def log_evaluation(logger, evaluation: dict, metrics: dict, step: int) -> None:
     writer.flush()
 
 
+HPARAM_METRICS = (
+    "tf/",
+    "gt/entropy_rate",
+    "gt/forward_kl",
+    "gt/reverse_kl",
+    "seq_rep_4",
+    "distinct_4",
+    "self_bleu_4",
+    "sample_nll",
+    "val/nll",
+)
+
+
+def log_hparams(logger, cfg: DictConfig, metrics: dict) -> None:
+    """One row per run in TensorBoard's HPARAMS tab: the knobs and the final key metrics."""
+    if logger is None:
+        return
+    knobs = {f"objective.{k}": v for k, v in cfg.objective.items() if k not in ("_target_", "search_space")}
+    params = {
+        "objective": HydraConfig.get().runtime.choices.get("objective") if HydraConfig.initialized() else None,
+        **knobs,
+        "seed": cfg.seed,
+        "model.d_model": cfg.model.d_model,
+        "model.n_layer": cfg.model.n_layer,
+        "optim.lr": cfg.optim.lr,
+        "trainer.max_steps": cfg.trainer.max_steps,
+    }
+    params = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}
+    key_metrics = {
+        f"hp/{k}": v for k, v in metrics.items() if k.startswith(HPARAM_METRICS) or k.endswith(HPARAM_METRICS)
+    }
+    logger.log_hyperparams(params, key_metrics)
+    logger.experiment.add_custom_scalars(CUSTOM_SCALARS)
+    logger.experiment.flush()
+
+
+# TensorBoard's custom-scalars tab: each key metric in one chart, every run a line.
+CUSTOM_SCALARS = {
+    "objbench": {
+        "validation NLL": ["Multiline", ["val/nll"]],
+        "training loss": ["Multiline", ["train/loss"]],
+        "final teacher-forced": ["Multiline", [r"final/tf/(nll|entropy|ece)"]],
+        "final ground truth": ["Multiline", [r"final/gt/(forward_kl|reverse_kl|entropy_rate)"]],
+        "final greedy / top-p repetition": ["Multiline", [r"final/gen/(greedy|top_p)/seq_rep_4"]],
+    }
+}
+
+
 def print_summary(results: dict, run_dir: Path) -> None:
     m, t = results["metrics"], results["timing"]
     rows = [(k, m[k]) for k in SUMMARY_KEYS if k in m]
@@ -265,11 +321,50 @@ def print_summary(results: dict, run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="run")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.types import RunMode
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     objective_name = hydra_cfg.runtime.choices.get("objective", "objective")
-    results = user_errors_as_one_line(run)(cfg, run_dir, objective_name)
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # one failing job must not stop the sweep
+        finished = finished_results(run_dir, cfg)
+        if finished is not None:
+            print(f"{objective_name}: finished earlier with the same config, skipped ({run_dir / 'results.json'})")
+            return finished["metrics"].get("tf/nll")
+        try:
+            results = run(cfg, run_dir, objective_name)
+        except Exception as e:
+            record_failure(run_dir, objective_name, cfg, e)
+            return None
+    else:
+        results = user_errors_as_one_line(run)(cfg, run_dir, objective_name)
     return results.get("metrics", {}).get("tf/nll") if results else None
+
+
+def finished_results(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """The results of an earlier run of the same config in ``run_dir``, if it finished."""
+    import json
+
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return results if results.get("config") == OmegaConf.to_container(cfg, resolve=True) else None
+
+
+def record_failure(run_dir: Path, objective_name: str, cfg: DictConfig, error: Exception) -> None:
+    """A failed job of a sweep: ``failed.json`` with its error line (the report lists it), a line on stderr."""
+    from benchmarks.cli import unwrap
+
+    inner = unwrap(error)
+    line = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    if not isinstance(inner, USER_ERRORS):
+        line = f"{type(inner).__name__}: {line}"
+    print(f"error: {objective_name}: {line}", file=sys.stderr)
+    atomic_write_json(
+        run_dir / "failed.json",
+        {"objective": objective_name, "error": line, "config": OmegaConf.to_container(cfg, resolve=True)},
+    )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class LanguageModelSystem(pl.LightningModule):
         # Mean over tokens (weighted by count), synced across processes by torchmetrics.
         self.val_nll = torchmetrics.MeanMetric()
         self.test_nll = torchmetrics.MeanMetric()
+        self.val_history: list[tuple[int, float]] = []  # (step, val/nll) at every validation
         self._last_step_time: float | None = None
         self._tokens_per_s: float | None = None
 
@@ -74,6 +75,8 @@ class LanguageModelSystem(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()
         self.log_dict({"val/nll": nll, "val/ppl": nll.exp()}, prog_bar=True, sync_dist=False)
+        if not self.trainer.sanity_checking:
+            self.val_history.append((self.global_step, nll.item()))
         self.val_nll.reset()
         self._last_step_time = None  # validation time is not training time
 
@@ -101,8 +104,21 @@ class LanguageModelSystem(pl.LightningModule):
 
 
 def build_objective(config: dict) -> Objective:
-    """Instantiate an objective from its config (``_target_`` + knobs); ``search_space`` is the tuner's."""
-    return hydra.utils.instantiate({k: v for k, v in config.items() if k != "search_space"})
+    """Instantiate an objective from its config (``_target_`` + knobs); ``search_space`` is the tuner's.
+
+    Knob values are checked by the objective itself (KnobError); unknown knob names here.
+    """
+    import inspect
+
+    from objectives.base import KnobError
+
+    knobs = {k: v for k, v in config.items() if k not in ("_target_", "search_space")}
+    cls = hydra.utils.get_class(config["_target_"])
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for key in knobs:
+        if key not in allowed:
+            raise KnobError(f"objective.{key} is not a knob of {cls.name}; its knobs: {', '.join(allowed) or 'none'}")
+    return hydra.utils.instantiate({"_target_": config["_target_"], **knobs})
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -81,7 +81,7 @@ def test_cli_end_to_end(tmp_path):
     assert results["objective"] == "mle"
     assert set(results["timing"]) >= {"train_s", "eval_s", "train_tokens", "tokens_per_s"}
     assert math.isfinite(results["metrics"]["tf/ppl"]) and results["metrics"]["tf/ppl"] > 1
-    assert list(out.glob("tb/events.out.tfevents.*")), "no TensorBoard events"
+    assert list(out.glob("tb/mle/events.out.tfevents.*")), "no TensorBoard events"
     assert (out / "checkpoints" / "last.ckpt").is_file()
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["decoding"] for s in samples} == {"greedy", "sample", "top_p", "human"}
