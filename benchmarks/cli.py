@@ -56,7 +56,7 @@ def check_group_choices(argv: Sequence[str]) -> None:
                 fail(f"{group}={value} is not available; choose one of: {', '.join(options)}")
 
 
-def check_config(argv: Sequence[str], validate: Callable[[Any], None] | None = None) -> None:
+def check_config(argv: Sequence[str], validate: Callable[[Any], None] | None = None, config_name: str = "run") -> None:
     """Compose the config once before Hydra does, so that a bad override is one line naming it
     (not Hydra's multi-line report) and nothing is created on disk. Group choices are checked
     first, with the list of options; then ``validate`` runs on the composed config."""
@@ -69,7 +69,7 @@ def check_config(argv: Sequence[str], validate: Callable[[Any], None] | None = N
     overrides = [a for a in argv if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra.")]
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("run", overrides=overrides)
+            cfg = compose(config_name, overrides=overrides)
     except ConfigCompositionException as e:
         first = str(e).splitlines()[0] if str(e) else ""
         if first.startswith("Could not override"):

@@ -24,6 +24,32 @@ REP_WINDOW = 128
 ECE_BINS = 15
 
 
+TF_METRICS = ("nll", "ppl", "entropy", "ece", "acc", f"rep_{REP_WINDOW}", f"wrep_{REP_WINDOW}", "uniq")
+GT_METRICS = ("entropy_rate", "forward_kl", "reverse_kl")
+GEN_METRICS = (
+    *(f"seq_rep_{n}" for n in range(1, 5)),
+    "uniq_seq",
+    *(f"distinct_{n}" for n in range(1, 5)),
+    "zipf",
+    "self_bleu_4",
+    "rep_rate",
+    "entropy",
+    "copy_rate_8",
+)
+
+
+def metric_names(decodings: list[str], synthetic: bool) -> list[str]:
+    """Every metric name a run reports (after training: val/nll, val/ppl)."""
+    names = ["val/nll", "val/ppl", *(f"tf/{m}" for m in TF_METRICS)]
+    for d in [*decodings, "human"]:
+        names += [f"gen/{d}/{m}" for m in GEN_METRICS]
+        if synthetic:
+            names.append(f"gt/{d}/sample_nll")
+    if synthetic:
+        names += [f"gt/{m}" for m in GT_METRICS]
+    return names
+
+
 def autocast_context(model: GPT, bf16: bool) -> contextlib.AbstractContextManager:
     device = next(model.parameters()).device.type
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)

@@ -23,7 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.cli import USER_ERRORS, check_config, load_decodings, user_errors_as_one_line
+from benchmarks.cli import USER_ERRORS, check_config, fail, load_decodings, user_errors_as_one_line
 from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, resolve_precision
 
 SUMMARY_KEYS = (
@@ -148,8 +148,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, precision: str, label: str):
     )
 
 
-def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
-    """Train + evaluate one configuration; write its files into ``run_dir``; return the results."""
+def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = (), evaluation: bool = True) -> dict:
+    """Train + evaluate one configuration; write its files into ``run_dir``; return the results.
+
+    ``callbacks`` are added to the Trainer (the tuner's pruning callback); ``evaluation=False``
+    stops after training and validation (val/ metrics only).
+    """
     import lightning.pytorch as pl
 
     from lit_modules.callbacks import save_checkpoint_atomic
@@ -170,6 +174,7 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
     )
     datamodule.setup("fit")
     trainer = build_trainer(cfg, run_dir, precision, run_label(objective_name, cfg.objective))
+    trainer.callbacks.extend(callbacks)
 
     t0 = time.perf_counter()
     trainer.fit(system, datamodule=datamodule)
@@ -180,10 +185,12 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
 
     t0 = time.perf_counter()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    evaluation = evaluate(system.model, datamodule, decodings, cfg, bf16)
-    metrics.update(evaluation["metrics"])
+    evaluated = {"metrics": {}, "samples": [], "reliability": {}}
+    if evaluation:
+        evaluated = evaluate(system.model, datamodule, decodings, cfg, bf16)
+        metrics.update(evaluated["metrics"])
+        log_evaluation(trainer.logger, evaluated, metrics, trainer.global_step)
     eval_s = time.perf_counter() - t0
-    log_evaluation(trainer.logger, evaluation, metrics, trainer.global_step)
     log_hparams(trainer.logger, cfg, metrics)
 
     train_tokens = trainer.global_step * cfg.data.batch_size * cfg.data.block_size
@@ -200,12 +207,13 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str) -> dict:
             "precision": precision,
         },
         "versions": versions(),
-        "reliability": evaluation["reliability"],
+        "reliability": evaluated["reliability"],
         "history": {"val/nll": system.val_history},
     }
     import json
 
-    atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in evaluation["samples"]))
+    if evaluation:
+        atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in evaluated["samples"]))
     atomic_write_json(run_dir / "results.json", results)
     print_summary(results, run_dir)
     return results
@@ -367,7 +375,26 @@ def record_failure(run_dir: Path, objective_name: str, cfg: DictConfig, error: E
     )
 
 
+def expand_overrides_file(argv: list[str]) -> list[str]:
+    """``--overrides-file F.yaml``: F is a YAML list of Hydra overrides (as tune.py writes for the best
+    trial); they are spliced into the command line where the flag stands."""
+    if "--overrides-file" not in argv:
+        return argv
+    i = argv.index("--overrides-file")
+    if i + 1 >= len(argv):
+        fail("--overrides-file needs a path to a YAML list of overrides")
+    path = Path(argv[i + 1])
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as e:
+        fail(f"--overrides-file {path}: cannot read it ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        fail(f"--overrides-file {path}: expected a YAML list of overrides such as '- objective.eps=0.1'")
+    return argv[:i] + overrides + argv[i + 2 :]
+
+
 if __name__ == "__main__":
+    sys.argv[1:] = expand_overrides_file(sys.argv[1:])
     check_config(sys.argv[1:], validate)
     quiet_lightning()
     main()
