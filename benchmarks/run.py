@@ -115,12 +115,36 @@ def run_label(objective_name: str, objective_cfg: DictConfig) -> str:
     return "_".join([objective_name, ",".join(knobs)]) if knobs else objective_name
 
 
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """``resume=true``: the run directory's last.ckpt, if there is one (else a fresh start, said aloud)."""
+    if not cfg.get("resume", False):
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        print(f"resume=true: no checkpoint at {path}; starting fresh")
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConfigError(
+            f"{path} cannot be read as a checkpoint ({type(e).__name__}); delete it to start fresh"
+        ) from None
+    saved = checkpoint.get("hyper_parameters", {}).get("model", {})
+    wanted = {**OmegaConf.to_container(cfg.model, resolve=True)}
+    different = {k: (saved.get(k), v) for k, v in wanted.items() if k in saved and saved.get(k) != v}
+    if different:
+        detail = ", ".join(f"model.{k}: checkpoint {a}, config {b}" for k, (a, b) in different.items())
+        raise ConfigError(f"{path} was saved for another model ({detail}); use the same model or another hydra.run.dir")
+    print(f"resume=true: continuing from {path} (step {checkpoint.get('global_step', '?')})")
+    return str(path)
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, precision: str, label: str):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from lit_modules.callbacks import PeriodicCheckpoint
+    from lit_modules.callbacks import CheckpointOnSigterm, PeriodicCheckpoint
 
     t = cfg.trainer
     return pl.Trainer(
@@ -143,7 +167,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, precision: str, label: str):
         callbacks=[
             LearningRateMonitor(logging_interval="step"),
             PeriodicCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps),
+            CheckpointOnSigterm(run_dir / "checkpoints"),
         ],
+        use_distributed_sampler=False,  # the training batches shard themselves (lit_modules.data.StepBatches)
         default_root_dir=str(run_dir),
     )
 
@@ -176,8 +202,17 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     trainer = build_trainer(cfg, run_dir, precision, run_label(objective_name, cfg.objective))
     trainer.callbacks.extend(callbacks)
 
+    ckpt_path = resume_checkpoint(cfg, run_dir)
     t0 = time.perf_counter()
-    trainer.fit(system, datamodule=datamodule)
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RuntimeError as e:
+        if ckpt_path and "state_dict" in str(e):  # e.g. size mismatch: another model shape
+            raise ConfigError(
+                f"{ckpt_path} does not fit this config ({str(e).splitlines()[0][:150]}); resume with the config it was "
+                "saved with, or use another hydra.run.dir"
+            ) from None
+        raise
     train_s = time.perf_counter() - t0
     save_checkpoint_atomic(trainer, run_dir / "checkpoints" / "last.ckpt")
     if not trainer.is_global_zero:

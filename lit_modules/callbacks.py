@@ -32,3 +32,24 @@ class PeriodicCheckpoint(pl.Callback):
         step = trainer.global_step
         if step > 0 and step % self.every_n_steps == 0:
             save_checkpoint_atomic(trainer, self.dirpath / "last.ckpt")
+
+
+class CheckpointOnSigterm(pl.Callback):
+    """On SIGTERM (a scheduler's pre-emption, ``kill``), save ``last.ckpt`` after the current step and exit 143.
+
+    Lightning notes the signal (``trainer.received_sigterm``) but acts on it only at an epoch's end;
+    an objbench run is one long epoch, so this acts after the step in progress.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.received_sigterm:
+            save_checkpoint_atomic(trainer, self.dirpath / "last.ckpt")
+            print(
+                f"SIGTERM: checkpoint saved at step {trainer.global_step} in {self.dirpath / 'last.ckpt'}; "
+                "rerun the same command with resume=true to continue",
+                flush=True,
+            )
+            raise SystemExit(143)

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_modules.synthetic import HMMSource, SourceConfig
 from lit_modules.util import DataError, atomic_save_torch, default_cache_dir
@@ -41,6 +41,59 @@ class Blocks(Dataset):
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
         return self.blocks[torch.as_tensor(indices)]
+
+
+class StepBatches(Sampler[list[int]]):
+    """Training batches as a pure function of the global step, so a resumed run continues exactly.
+
+    With k = N // (batch·world) batches per data epoch, step s on rank r reads rows
+    perm_e[((s mod k)·world + r)·batch ...] of the permutation of data epoch e = s // k, drawn from
+    ``seed + e``. Iteration runs from ``start_step`` (the trainer's global step when the iterator
+    starts, which a restored checkpoint sets) to ``total_steps``. (A DataLoader's shuffling
+    keeps its position in a generator's state and in prefetched batches; restoring that exactly is
+    what this avoids. It also shards across ranks, in place of a DistributedSampler.)
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        total_steps: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.n_rows, self.batch_size, self.seed = n_rows, batch_size, seed
+        self.start_step, self.total_steps = start_step, total_steps
+        self.rank, self.world_size = rank, world_size
+        self.per_epoch = n_rows // (batch_size * world_size)
+        if self.per_epoch == 0:
+            raise DataError(
+                f"the train split has {n_rows} blocks, fewer than one batch ({batch_size} x {world_size} processes)"
+            )
+
+    def __len__(self) -> int:
+        return self.total_steps or 10**12  # the whole run is one pass; a resumed one starts inside it
+
+    def __iter__(self):
+        step = self.start_step() if callable(self.start_step) else self.start_step
+        perm_epoch, perm = None, None
+        while self.total_steps is None or step < self.total_steps:
+            epoch, within = divmod(step, self.per_epoch)
+            if epoch != perm_epoch:  # one permutation per data epoch
+                perm = torch.randperm(self.n_rows, generator=torch.Generator().manual_seed(self.seed + epoch))
+                perm_epoch = epoch
+            start = (within * self.world_size + self.rank) * self.batch_size
+            yield perm[start : start + self.batch_size].tolist()
+            step += 1
+
+
+def _private_generator() -> torch.Generator:
+    # A DataLoader without a generator draws its base seed from the global RNG each time an iterator
+    # starts (every validation): that would shift objectives' random draws (NCE noise, scheduled
+    # sampling) between a resumed run and an uninterrupted one.
+    return torch.Generator().manual_seed(0)
 
 
 def _stacked(batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -80,25 +133,34 @@ class BlockDataModule(pl.LightningDataModule):
         return torch.bincount(self.blocks["train"].flatten(), minlength=self.vocab_size).double()
 
     # --- loaders ---
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+    def _loader(self, split: str) -> DataLoader:
         return DataLoader(
             Blocks(self.blocks[split]),
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            batch_size=self.eval_batch_size,
             collate_fn=_stacked,
-            drop_last=shuffle,
+            generator=_private_generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        trainer = self.trainer
+        sampler = StepBatches(
+            self.blocks["train"].shape[0],
+            self.batch_size,
+            self.seed,
+            start_step=(lambda: trainer.global_step) if trainer else 0,  # read when iteration starts: after a resume
+            total_steps=trainer.max_steps if trainer and trainer.max_steps > 0 else None,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        return DataLoader(
+            Blocks(self.blocks["train"]), batch_sampler=sampler, collate_fn=_stacked, generator=_private_generator()
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
 
 class SyntheticDataModule(BlockDataModule):

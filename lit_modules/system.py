@@ -30,6 +30,8 @@ class LanguageModelSystem(pl.LightningModule):
         self.val_nll = torchmetrics.MeanMetric()
         self.test_nll = torchmetrics.MeanMetric()
         self.val_history: list[tuple[int, float]] = []  # (step, val/nll) at every validation
+        self._objective_ready = False
+        self._rng_to_restore: dict | None = None
         self._last_step_time: float | None = None
         self._tokens_per_s: float | None = None
 
@@ -37,9 +39,27 @@ class LanguageModelSystem(pl.LightningModule):
         context = min(self.model.cfg.context, block_size + 1)
         self.objective.setup(self.model, ObjectiveContext(self.model.cfg.vocab_size, context, unigram_counts))
 
-    def on_fit_start(self) -> None:
+    def setup(self, stage: str) -> None:
+        # Before a checkpoint is restored: objective state (NCE's noise distribution, the
+        # preference reference model) must exist when the state dict is loaded.
         dm = self.trainer.datamodule
-        self.setup_objective(dm.block_size, dm.unigram_counts())
+        if stage == "fit" and dm is not None and not self._objective_ready:
+            self.setup_objective(dm.block_size, dm.unigram_counts())
+            self._objective_ready = True
+
+    # ---- checkpoint extras: what exact resumption needs beyond weights, optimiser and loops ----
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["objbench"] = {"val_history": self.val_history, "rng": rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extras = checkpoint.get("objbench", {})
+        self.val_history = [tuple(x) for x in extras.get("val_history", [])]
+        self._rng_to_restore = extras.get("rng")
+
+    def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # the first resumed step draws what the uninterrupted run drew
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -47,6 +67,12 @@ class LanguageModelSystem(pl.LightningModule):
     # ---- training ----
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         out = self.objective(self.model, batch, self.global_step)
+        if not torch.isfinite(out.loss):
+            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.logs.items())
+            raise NonFiniteLossError(
+                f"non-finite loss ({out.loss.item()}) at step {self.global_step} of objective "
+                f"{self.objective.name}{f' ({terms})' if terms else ''}; the last good checkpoint is kept"
+            )
         self.log("train/loss", out.loss, prog_bar=True)
         for key, value in out.logs.items():
             self.log(f"train/{self.objective.name}/{key}", value)
@@ -101,6 +127,42 @@ class LanguageModelSystem(pl.LightningModule):
             optimizer, lambda step: lr_factor(step, o["warmup_steps"], total, o["min_lr_ratio"])
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops (no results are written)."""
+
+
+def rng_state() -> dict:
+    import random
+
+    import numpy as np
+
+    # plain tensors, lists and numbers only: the checkpoint stays loadable with weights_only=True
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(py_state), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def build_objective(config: dict) -> Objective:

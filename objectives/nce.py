@@ -57,8 +57,9 @@ class NCE(Objective):
         y = targets.flatten()  # (N,)
         noise = self.sample_noise()  # (k,)
         log_kq = torch.log(self.k * self.noise_probs.clamp_min(1e-12))  # (V,)
-        s_gold = (h * emb[y]).sum(-1).float()  # (N,)
-        s_noise = (h @ emb[noise].T).float()  # (N, k)
+        # F.embedding, not emb[y]: its backward sums repeated rows in a fixed order (deterministic)
+        s_gold = (h * F.embedding(y, emb)).sum(-1).float()  # (N,)
+        s_noise = (h @ F.embedding(noise, emb).T).float()  # (N, k)
         delta_gold = s_gold - self.log_z - log_kq[y]
         delta_noise = s_noise - self.log_z - log_kq[noise]
         loss = (-F.logsigmoid(delta_gold) - F.logsigmoid(-delta_noise).sum(-1)).mean()

@@ -1,0 +1,371 @@
+"""Speed of objbench, measured: training steps, objectives, generation, evaluation; Hugging Face beside it.
+
+    python benchmarks/perf.py                        # the default shape on this machine, a table
+    python benchmarks/perf.py --json perf.json       # also the figures as JSON
+    python benchmarks/perf.py --preset gpt2 --device cuda   # GPT-2 124M on a GPU: tokens/s and MFU
+
+Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Every figure is the
+median of ``--repeats`` timed windows after warm-up steps. With the ``perf`` extra (transformers)
+installed, Hugging Face GPT-2 runs the same work at the same shape and precision and the ratios are
+printed. Speed goals live here, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from lit_modules.model import GPT, GPTConfig
+from lit_modules.util import atomic_write_json, cpu_supports_bf16
+
+PRESETS = {
+    "default": dict(n_layer=4, n_head=4, d_model=256, context=256, vocab_size=8192, batch=16, seq=256),
+    "tiny": dict(n_layer=2, n_head=4, d_model=128, context=128, vocab_size=1024, batch=32, seq=128),
+    "gpt2": dict(n_layer=12, n_head=12, d_model=768, context=1024, vocab_size=50304, batch=16, seq=1024),
+}
+# bf16 dense peak of the card, for MFU (H100 SXM: 989 TFLOP/s; H200: the same chip)
+GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+@dataclass
+class Shape:
+    n_layer: int
+    n_head: int
+    d_model: int
+    context: int
+    vocab_size: int
+    batch: int
+    seq: int
+
+    def gpt_config(self, vocab_size: int | None = None) -> GPTConfig:
+        return GPTConfig(
+            vocab_size=vocab_size or self.vocab_size,
+            context=self.context,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            d_model=self.d_model,
+        )
+
+    def flops_per_token(self, n_params: int) -> float:
+        """Training FLOPs per token: 6·N + 12·L·T·d (Kaplan et al. 2020; PaLM appendix B)."""
+        return 6 * n_params + 12 * self.n_layer * self.seq * self.d_model
+
+
+def timed(fn: Callable[[], None], warmup: int, steps: int, repeats: int, sync: Callable[[], None]) -> float:
+    """Median seconds per call of ``fn`` over ``repeats`` windows of ``steps`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    windows = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync()
+        windows.append((time.perf_counter() - t0) / steps)
+    return statistics.median(windows)
+
+
+class Bench:
+    def __init__(self, shape: Shape, device: str, warmup: int, steps: int, repeats: int) -> None:
+        self.shape, self.device = shape, torch.device(device)
+        self.warmup, self.steps, self.repeats = warmup, steps, repeats
+        self.sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        self.g = torch.Generator().manual_seed(0)
+
+    def batch(self, vocab_size: int | None = None) -> torch.Tensor:
+        V = vocab_size or self.shape.vocab_size
+        return torch.randint(0, V, (self.shape.batch, self.shape.seq + 1), generator=self.g).to(self.device)
+
+    def autocast(self, bf16: bool):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    # ---- training, raw loop ----
+    def train_step_time(
+        self, objective, bf16: bool, compile_model: bool = False, vocab_size: int | None = None
+    ) -> float:
+        from objectives.base import ObjectiveContext
+
+        torch.manual_seed(0)
+        model = GPT(self.shape.gpt_config(vocab_size)).to(self.device)
+        V = model.cfg.vocab_size
+        objective = objective.to(self.device)
+        counts = torch.ones(V, dtype=torch.float64)
+        objective.setup(model, ObjectiveContext(V, min(model.cfg.context, self.shape.seq + 1), counts))
+        forward_model = torch.compile(model) if compile_model else model
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=self.device.type == "cuda")
+        batch = self.batch(V)
+        step = [0]
+
+        def one():
+            with self.autocast(bf16):
+                loss = objective(forward_model, batch, step[0]).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step[0] += 1
+
+        return timed(one, self.warmup, self.steps, self.repeats, self.sync)
+
+    # ---- training through the Lightning Trainer ----
+    def trainer_tokens_per_s(self, precision: str) -> float:
+        import lightning.pytorch as pl
+        from torch.utils.data import DataLoader
+
+        from lit_modules.data import Blocks, _stacked
+        from lit_modules.system import LanguageModelSystem
+
+        s = self.shape
+        model_cfg = dict(
+            vocab_size=s.vocab_size, context=s.context, n_layer=s.n_layer, n_head=s.n_head, d_model=s.d_model
+        )
+        system = LanguageModelSystem(
+            model_cfg,
+            {"_target_": "objectives.mle.MLE"},
+            dict(lr=1e-4, weight_decay=0.1, betas=[0.9, 0.95], warmup_steps=10, min_lr_ratio=0.1),
+        )
+        total = self.warmup + self.steps * self.repeats
+        blocks = torch.randint(0, s.vocab_size, (s.batch * total, s.seq + 1), generator=self.g)
+
+        class Clock(pl.Callback):
+            def __init__(self):
+                self.marks = []
+
+            def on_train_batch_end(self, trainer, *args):
+                if self_sync := (torch.cuda.synchronize if trainer.strategy.root_device.type == "cuda" else None):
+                    self_sync()
+                self.marks.append(time.perf_counter())
+
+        clock = Clock()
+        trainer = pl.Trainer(
+            max_steps=total,
+            accelerator=self.device.type if self.device.type == "cuda" else "cpu",
+            devices=1,
+            precision=precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=[clock],
+            gradient_clip_val=1.0,
+        )
+
+        class RandomData(pl.LightningDataModule):
+            block_size = s.seq
+
+            def train_dataloader(self):
+                return DataLoader(Blocks(blocks), batch_size=s.batch, shuffle=False, collate_fn=_stacked)
+
+            def unigram_counts(self):
+                return torch.ones(s.vocab_size, dtype=torch.float64)
+
+        trainer.fit(system, datamodule=RandomData())
+        marks = clock.marks[self.warmup - 1 :]
+        windows = [(marks[(i + 1) * self.steps] - marks[i * self.steps]) / self.steps for i in range(self.repeats)]
+        return s.batch * s.seq / statistics.median(windows)
+
+    # ---- generation ----
+    def generate_tokens_per_s(self, strategy: dict, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
+        from lit_modules.decoding import DecodingConfig, generate
+
+        torch.manual_seed(0)
+        model = GPT(self.shape.gpt_config()).to(self.device).eval()
+        prompt = torch.randint(0, self.shape.vocab_size, (16, prompt_len), generator=self.g).to(self.device)
+        cfg = DecodingConfig(**strategy)
+        gen = torch.Generator(device=self.device).manual_seed(0)
+
+        def one():
+            with self.autocast(bf16):
+                generate(model, prompt, new, cfg, gen)
+
+        seconds = timed(one, 1, 1, self.repeats, self.sync)
+        return 16 * new / seconds
+
+
+def hf_model(shape: Shape, device):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(
+        vocab_size=shape.vocab_size,
+        n_positions=shape.context,
+        n_embd=shape.d_model,
+        n_layer=shape.n_layer,
+        n_head=shape.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    return GPT2LMHeadModel(cfg, attn_implementation="sdpa").to(device)
+
+
+def hf_train_tokens_per_s(bench: Bench, bf16: bool) -> float:
+    torch.manual_seed(0)
+    model = hf_model(bench.shape, bench.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=bench.device.type == "cuda")
+    batch = bench.batch()
+
+    def one():
+        with bench.autocast(bf16):
+            loss = model(batch[:, :-1], labels=batch[:, :-1]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return bench.shape.batch * bench.shape.seq / timed(one, bench.warmup, bench.steps, bench.repeats, bench.sync)
+
+
+def hf_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
+    torch.manual_seed(0)
+    model = hf_model(bench.shape, bench.device).eval()
+    prompt = torch.randint(0, bench.shape.vocab_size, (16, prompt_len), generator=bench.g).to(bench.device)
+
+    def one():
+        with torch.no_grad(), bench.autocast(bf16):
+            model.generate(
+                prompt,
+                do_sample=True,
+                top_p=0.9,
+                top_k=0,
+                max_new_tokens=new,
+                min_new_tokens=new,
+                pad_token_id=0,
+                use_cache=True,
+            )
+
+    return 16 * new / timed(one, 1, 1, bench.repeats, bench.sync)
+
+
+def objective_costs(bench: Bench, bf16: bool) -> dict[str, float]:
+    """Training-step time of each objective relative to MLE's at the bench shape."""
+    from objectives.entropy_penalty import EntropyPenalty
+    from objectives.label_smoothing import LabelSmoothing
+    from objectives.mixce import MixCE
+    from objectives.mle import MLE
+    from objectives.nce import NCE
+    from objectives.preference import Preference
+    from objectives.scheduled_sampling import ScheduledSampling
+    from objectives.simctg import SimCTG
+    from objectives.tailr import TaiLr
+    from objectives.unlikelihood_seq import UnlikelihoodSeq
+    from objectives.unlikelihood_token import UnlikelihoodToken
+
+    objectives = {
+        "mle": MLE(),
+        "entropy_penalty": EntropyPenalty(),
+        "label_smoothing": LabelSmoothing(),
+        "mixce": MixCE(),
+        "tailr": TaiLr(),
+        "simctg": SimCTG(),
+        "unlikelihood_token": UnlikelihoodToken(),
+        "nce": NCE(),
+        "scheduled_sampling": ScheduledSampling(),
+        "preference": Preference(start_step=0),
+        "unlikelihood_seq": UnlikelihoodSeq(rate=1.0, prefix_len=32, cont_len=64),
+    }
+    base = bench.train_step_time(MLE(), bf16)
+    return {name: bench.train_step_time(obj, bf16) / base for name, obj in objectives.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per window")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--objectives", action="store_true", help="also time every objective against MLE")
+    parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    shape = Shape(**PRESETS[args.preset])
+    bench = Bench(shape, args.device, args.warmup, args.steps, args.repeats)
+    native_bf16 = args.device == "cuda" or cpu_supports_bf16()
+    tokens = shape.batch * shape.seq
+    from objectives.mle import MLE
+
+    fig: dict[str, float | str | dict] = {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "shape": PRESETS[args.preset],
+        "torch": torch.__version__,
+    }
+    rows = []
+    for bf16 in [False, True] if native_bf16 else [False]:
+        tag = "bf16" if bf16 else "fp32"
+        fig[f"raw_train_tokens_per_s_{tag}"] = tokens / bench.train_step_time(MLE(), bf16)
+        rows.append((f"train step, raw loop, {tag}", fig[f"raw_train_tokens_per_s_{tag}"], "tokens/s"))
+        if args.compile:
+            fig[f"raw_train_tokens_per_s_{tag}_compiled"] = tokens / bench.train_step_time(MLE(), bf16, True)
+            compiled = fig[f"raw_train_tokens_per_s_{tag}_compiled"]
+            rows.append((f"train step, raw loop, {tag}, compiled", compiled, "tokens/s"))
+        precision = "bf16-mixed" if bf16 else "32-true"
+        fig[f"trainer_tokens_per_s_{tag}"] = bench.trainer_tokens_per_s(precision)
+        rows.append((f"train step, Lightning Trainer, {tag}", fig[f"trainer_tokens_per_s_{tag}"], "tokens/s"))
+    default_tag = "bf16" if native_bf16 else "fp32"
+    fig["train_tokens_per_s"] = fig[f"trainer_tokens_per_s_{default_tag}"]
+    for name, strategy in {
+        "greedy": {"strategy": "greedy"},
+        "top_p": {"strategy": "sample", "top_p": 0.9},
+        "beam": {"strategy": "beam", "beam_size": 4},
+        "contrastive": {"strategy": "contrastive", "top_k": 8},
+    }.items():
+        fig[f"generate_tokens_per_s_{name}"] = bench.generate_tokens_per_s(strategy, native_bf16)
+        label = f"generate {name} (KV cache, batch 16, 32+128)"
+        rows.append((label, fig[f"generate_tokens_per_s_{name}"], "new tokens/s"))
+    fig["generate_tokens_per_s"] = fig["generate_tokens_per_s_top_p"]
+    if args.device == "cuda":
+        n_params = GPT(shape.gpt_config()).num_params(non_embedding=False)
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
+        if peak:
+            fig["mfu"] = fig["train_tokens_per_s"] * shape.flops_per_token(n_params) / peak
+            rows.append((f"MFU (bf16 peak {peak / 1e12:.0f} TFLOP/s)", 100 * fig["mfu"], "%"))
+    if not args.skip_hf:
+        try:
+            import transformers  # noqa: F401
+
+            fig["hf_train_tokens_per_s"] = hf_train_tokens_per_s(bench, native_bf16)
+            fig["hf_generate_tokens_per_s"] = hf_generate_tokens_per_s(bench, native_bf16)
+            rows.append((f"Hugging Face GPT-2 train step, {default_tag}", fig["hf_train_tokens_per_s"], "tokens/s"))
+            rows.append(("Hugging Face generate top-p (KV cache)", fig["hf_generate_tokens_per_s"], "new tokens/s"))
+            fig["ratio_train_vs_hf"] = fig["train_tokens_per_s"] / fig["hf_train_tokens_per_s"]
+            fig["ratio_generate_vs_hf"] = fig["generate_tokens_per_s"] / fig["hf_generate_tokens_per_s"]
+            rows.append(("objbench / Hugging Face, training (Trainer)", fig["ratio_train_vs_hf"], "x"))
+            rows.append(("objbench / Hugging Face, generation", fig["ratio_generate_vs_hf"], "x"))
+        except ImportError:
+            print("transformers is not installed (pip install -e '.[perf]'): Hugging Face comparison skipped")
+    if args.objectives:
+        costs = objective_costs(bench, native_bf16)
+        fig["objective_step_cost_vs_mle"] = costs
+        for name, ratio in costs.items():
+            rows.append((f"step cost {name} / mle", ratio, "x"))
+        big = Bench(
+            Shape(**{**PRESETS[args.preset], "vocab_size": 32768}), args.device, args.warmup, args.steps, args.repeats
+        )
+        from objectives.nce import NCE
+
+        fig["nce_vs_mle_at_v32768"] = big.train_step_time(NCE(), native_bf16) / big.train_step_time(MLE(), native_bf16)
+        rows.append(("step cost nce / mle at vocab 32768", fig["nce_vs_mle_at_v32768"], "x"))
+    width = max(len(r[0]) for r in rows)
+    print(f"\nobjbench perf: {fig['device']}, preset {args.preset} {PRESETS[args.preset]}, torch {torch.__version__}")
+    for label, value, unit in rows:
+        print(f"  {label:<{width}}  {value:12,.2f}  {unit}")
+    if args.json:
+        atomic_write_json(args.json, fig)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
