@@ -182,7 +182,7 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     """
     import lightning.pytorch as pl
 
-    from lit_modules.callbacks import save_checkpoint_atomic
+    from lit_modules.callbacks import save_checkpoint_atomic, save_on_sigterm
     from lit_modules.system import LanguageModelSystem
 
     decodings = validate(cfg)
@@ -206,6 +206,10 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     t0 = time.perf_counter()
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit as e:
+        if trainer.received_sigterm and e.code in (0, None):  # Lightning's SIGTERMException
+            save_on_sigterm(trainer, run_dir / "checkpoints")
+        raise
     except RuntimeError as e:
         if ckpt_path and "state_dict" in str(e):  # e.g. size mismatch: another model shape
             raise ConfigError(

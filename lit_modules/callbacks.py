@@ -37,8 +37,9 @@ class PeriodicCheckpoint(pl.Callback):
 class CheckpointOnSigterm(pl.Callback):
     """On SIGTERM (a scheduler's pre-emption, ``kill``), save ``last.ckpt`` after the current step and exit 143.
 
-    Lightning notes the signal (``trainer.received_sigterm``) but acts on it only at an epoch's end;
-    an objbench run is one long epoch, so this acts after the step in progress.
+    Lightning notes the signal (``trainer.received_sigterm``) but acts on it only at an epoch's end or by
+    ending ``fit`` with a status-0 SIGTERMException; an objbench run is one long epoch, so this acts after
+    the step in progress, and run.py calls ``save_on_sigterm`` when ``fit`` ended the other way.
     """
 
     def __init__(self, dirpath: str | Path) -> None:
@@ -46,10 +47,15 @@ class CheckpointOnSigterm(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if trainer.received_sigterm:
-            save_checkpoint_atomic(trainer, self.dirpath / "last.ckpt")
-            print(
-                f"SIGTERM: checkpoint saved at step {trainer.global_step} in {self.dirpath / 'last.ckpt'}; "
-                "rerun the same command with resume=true to continue",
-                flush=True,
-            )
-            raise SystemExit(143)
+            save_on_sigterm(trainer, self.dirpath)
+
+
+def save_on_sigterm(trainer: pl.Trainer, dirpath: Path) -> None:
+    """Save last.ckpt after a SIGTERM and exit with status 143 (128 + SIGTERM)."""
+    save_checkpoint_atomic(trainer, Path(dirpath) / "last.ckpt")
+    print(
+        f"SIGTERM: checkpoint saved at step {trainer.global_step} in {Path(dirpath) / 'last.ckpt'}; "
+        "rerun the same command with resume=true to continue",
+        flush=True,
+    )
+    raise SystemExit(143)

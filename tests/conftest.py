@@ -68,3 +68,25 @@ def text_corpus(tmp_path) -> Path:
     (folder / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
     (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return tmp_path
+
+
+def _mle():
+    from objectives.mle import MLE
+
+    return MLE
+
+
+class NaNAtStep(_mle()):
+    """A test-only objective: MLE until ``step``, then a NaN loss (the injected fault)."""
+
+    name = "nan_at_step"
+
+    def __init__(self, step: int = 2) -> None:
+        super().__init__()
+        self.step = step
+
+    def forward(self, model, batch, step):
+        out = super().forward(model, batch, step)
+        if step >= self.step:
+            out.loss = out.loss * float("nan")
+        return out
