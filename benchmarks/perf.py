@@ -193,6 +193,27 @@ class Bench:
         return 16 * new / seconds
 
 
+def no_cache_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
+    """The same top-p sampling without the KV cache: the whole sequence re-run for every new token."""
+    from lit_modules.decoding import DecodingConfig, filter_logits
+
+    torch.manual_seed(0)
+    model = GPT(bench.shape.gpt_config()).to(bench.device).eval()
+    prompt = torch.randint(0, bench.shape.vocab_size, (16, prompt_len), generator=bench.g).to(bench.device)
+    cfg = DecodingConfig(strategy="sample", top_p=0.9)
+
+    @torch.no_grad()
+    def one():
+        seq = prompt
+        for _ in range(new):
+            with bench.autocast(bf16):
+                logits = model(seq)[:, -1]
+            probs = filter_logits(logits.float(), cfg).softmax(-1)
+            seq = torch.cat([seq, torch.multinomial(probs, 1)], dim=1)
+
+    return 16 * new / timed(one, 0, 1, bench.repeats, bench.sync)
+
+
 def hf_model(shape: Shape, device):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -325,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         label = f"generate {name} (KV cache, batch 16, 32+128)"
         rows.append((label, fig[f"generate_tokens_per_s_{name}"], "new tokens/s"))
     fig["generate_tokens_per_s"] = fig["generate_tokens_per_s_top_p"]
+    fig["generate_tokens_per_s_top_p_no_cache"] = no_cache_generate_tokens_per_s(bench, native_bf16)
+    rows.append(("generate top_p without the KV cache", fig["generate_tokens_per_s_top_p_no_cache"], "new tokens/s"))
     if args.device == "cuda":
         n_params = GPT(shape.gpt_config()).num_params(non_embedding=False)
         name = torch.cuda.get_device_name()
