@@ -179,6 +179,7 @@ class Bench:
     def generate_tokens_per_s(self, strategy: dict, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
         from lit_modules.decoding import DecodingConfig, generate
 
+        new = min(new, self.shape.context - prompt_len)
         torch.manual_seed(0)
         model = GPT(self.shape.gpt_config()).to(self.device).eval()
         prompt = torch.randint(0, self.shape.vocab_size, (16, prompt_len), generator=self.g).to(self.device)
@@ -197,6 +198,7 @@ def no_cache_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 3
     """The same top-p sampling without the KV cache: the whole sequence re-run for every new token."""
     from lit_modules.decoding import DecodingConfig, filter_logits
 
+    new = min(new, bench.shape.context - prompt_len)
     torch.manual_seed(0)
     model = GPT(bench.shape.gpt_config()).to(bench.device).eval()
     prompt = torch.randint(0, bench.shape.vocab_size, (16, prompt_len), generator=bench.g).to(bench.device)
