@@ -161,8 +161,11 @@ def test_killed_tuner_continues_the_study(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     trials = optuna.load_study(study_name="label_smoothing", storage=f"sqlite:///{db}").trials
     states = [t.state.name for t in trials]
-    assert states.count("FAIL") == 1  # the interrupted trial
+    assert states.count("FAIL") == 1, states  # the interrupted trial
+    assert "RUNNING" not in states, states
     failed = next(t for t in trials if t.state.name == "FAIL")
-    retried = [t for t in trials if t.state.name == "COMPLETE" and t.params == failed.params]
-    assert retried, "the interrupted trial was not retried"
-    assert states.count("COMPLETE") >= 2  # the trial finished before the kill is still there
+    # the heartbeat callback re-queues it with its parameters (run now, or by the next invocation)
+    assert any(t.params == failed.params for t in trials if t.state.name in ("COMPLETE", "WAITING")), states
+    complete_before = [t for t in trials if t.state.name == "COMPLETE" and t.number < failed.number]
+    assert complete_before, "the trial finished before the kill was lost"
+    assert states.count("COMPLETE") >= 2  # and the restarted tuner finished one more
