@@ -39,6 +39,12 @@ def check_knob(name: str, value: float, ok: bool, allowed: str) -> None:
         raise KnobError(f"objective.{name}={value!r} is not allowed; {allowed}")
 
 
+def check_prefix_fits(prefix_len: int, cont_len: int, length: int) -> None:
+    """For objectives that build (prefix, continuation) pairs: both must fit ``length`` tokens."""
+    allowed = f"it must fit the sequences: at most {length} = min(model.context, data.block_size + 1)"
+    check_knob("prefix_len + cont_len", prefix_len + cont_len, prefix_len + cont_len <= length, allowed)
+
+
 def split_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T+1) -> inputs (B, T), targets (B, T)."""
     return batch[:, :-1], batch[:, 1:]

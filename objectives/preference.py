@@ -19,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objectives.base import LossOutput, Objective, ObjectiveContext, check_knob, split_batch, token_nll
+from objectives.base import (
+    LossOutput,
+    Objective,
+    ObjectiveContext,
+    check_knob,
+    check_prefix_fits,
+    split_batch,
+    token_nll,
+)
 
 LOSSES = ("dpo", "ipo", "simpo", "orpo")
 REJECTED = ("greedy", "sample", "repeat")
@@ -64,9 +72,7 @@ class Preference(Objective):
         return self.loss_name in ("dpo", "ipo")
 
     def check_fits(self, length: int) -> None:
-        total = self.prefix_len + self.cont_len
-        allowed = f"it must fit the sequences: at most {length} = min(model.context, data.block_size + 1)"
-        check_knob("prefix_len + cont_len", total, total <= length, allowed)
+        check_prefix_fits(self.prefix_len, self.cont_len, length)
 
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         self.check_fits(context.context)

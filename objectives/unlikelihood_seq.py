@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objectives.base import LossOutput, ObjectiveContext, check_knob
+from objectives.base import LossOutput, ObjectiveContext, check_knob, check_prefix_fits
 from objectives.unlikelihood_token import UnlikelihoodToken
 
 
@@ -58,9 +58,7 @@ class UnlikelihoodSeq(UnlikelihoodToken):
         self.start_step = start_step
 
     def check_fits(self, length: int) -> None:
-        total = self.prefix_len + self.cont_len
-        allowed = f"it must fit the sequences: at most {length} = min(model.context, data.block_size + 1)"
-        check_knob("prefix_len + cont_len", total, total <= length, allowed)
+        check_prefix_fits(self.prefix_len, self.cont_len, length)
 
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         self.check_fits(context.context)
