@@ -45,11 +45,13 @@ def ppl_vs_repetition(runs, path: Path) -> Path | None:
         drawn = True
         xs, ys, labels = zip(*pts, strict=True)
         ax.scatter(xs, ys, marker=marker, label=f"{decoding} decoding", s=40)
-        _label_points(ax, xs, ys, labels)
+        if decoding == "greedy":  # top-p points sit near 0: labelling them too only overlaps
+            _label_points(ax, xs, ys, labels)
     human = next((r.metrics.get("gen/human/seq_rep_4") for r in runs if "gen/human/seq_rep_4" in r.metrics), None)
     if _finite(human):
         ax.axhline(human, color="grey", linestyle="--", label="real text")
-    ax.set_xlabel("test perplexity (lower is better)")
+    ax.set_xscale("log")  # perplexities span orders of magnitude (e.g. NCE's unnormalised softmax)
+    ax.set_xlabel("test perplexity, log scale (lower is better)")
     ax.set_ylabel("seq-rep-4 of continuations (lower = less repetitive)")
     ax.set_title("Perplexity vs repetition")
     ax.legend(fontsize=8)
