@@ -228,8 +228,11 @@ def hf_model(shape: Shape, device):
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
     )
-    return GPT2LMHeadModel(cfg, attn_implementation="sdpa").to(device)
+    cfg._attn_implementation = "sdpa"  # the config field both transformers 4.4x and 5.x read
+    return GPT2LMHeadModel(cfg).to(device)
 
 
 def hf_train_tokens_per_s(bench: Bench, bf16: bool) -> float:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from lit_modules.model import GPT
 from lit_modules.util import ConfigError
+from objectives.base import draw
 
 STRATEGIES = ("greedy", "sample", "beam", "contrastive")
 
@@ -72,6 +73,37 @@ def filter_logits(logits: torch.Tensor, cfg: DecodingConfig) -> torch.Tensor:
     return logits
 
 
+NUCLEUS_TRIES = 32  # rejection rounds before the exact sort-based filter takes the rows still pending
+
+
+def sample_token(logits: torch.Tensor, cfg: DecodingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token per row from logits (B, V) filtered as ``filter_logits`` says -> (B,).
+
+    Top-p without sorting the vocabulary (a sort of (16, 8192) takes 5.5 ms here): draw v from the
+    whole distribution and keep it iff the mass of the tokens strictly more probable than v is
+    below top_p, i.e. v is in the nucleus; redraw the rows that were not. Accepted draws follow p
+    restricted to the nucleus and renormalised: exactly top-p sampling (tokens tied at the nucleus
+    boundary are all kept). A round is accepted with probability >= top_p.
+    """
+    logits = logits.float()
+    if cfg.typical_p is not None:
+        return draw(filter_logits(logits, cfg).softmax(-1), generator)
+    probs = filter_logits(logits, DecodingConfig(temperature=cfg.temperature, top_k=cfg.top_k)).softmax(-1)
+    token = draw(probs, generator)
+    if cfg.top_p is None or cfg.top_p >= 1.0:
+        return token
+    rows = torch.arange(probs.shape[0], device=probs.device)
+    for _ in range(NUCLEUS_TRIES):
+        p_token = probs[rows, token[rows]][:, None]  # (R, 1)
+        mass_before = (probs[rows] * (probs[rows] > p_token)).sum(-1)  # strictly more probable tokens
+        rows = rows[mass_before >= cfg.top_p]  # drawn outside the nucleus
+        if rows.numel() == 0:
+            return token
+        token[rows] = draw(probs[rows], generator)
+    token[rows] = draw(filter_logits(logits[rows], cfg).softmax(-1), generator)
+    return token
+
+
 def _keep_mass(logits: torch.Tensor, order_key: torch.Tensor, mass: float) -> torch.Tensor:
     """Keep tokens in ascending ``order_key`` until their probability reaches ``mass`` (>= 1 token)."""
     order = torch.argsort(order_key, dim=-1)
@@ -118,8 +150,7 @@ def _ancestral(model: GPT, prompt: torch.Tensor, n: int, cfg: DecodingConfig, ge
         if cfg.strategy == "greedy":
             token = logits.argmax(dim=-1)
         else:
-            probs = filter_logits(logits.float(), cfg).softmax(dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            token = sample_token(logits, cfg, generator)
         out[:, t] = token
         if t + 1 < n:
             logits = model(token[:, None], cache=cache, last_only=True)[:, -1]

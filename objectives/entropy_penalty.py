@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
 
 
 class EntropyPenalty(Objective):
@@ -21,14 +22,21 @@ class EntropyPenalty(Objective):
         check_knob("threshold", threshold, threshold is None or threshold >= 0, "use null or a value >= 0 (nats)")
         self.lam, self.threshold = lam, threshold
 
+    @closed_form
+    def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """Logits (r, V) -> ℓ_t + λ·penalty_t; with ∂H/∂z_i = −p_i·(log p_i + H):
+        ∂/∂z = p − onehot(y) + λ·[penalty active]·p·(log p + H)."""
+        logp, p, nll = softmax_nll(z, targets)
+        entropy = -(p * logp).sum(-1)  # (r,)
+        if self.threshold is None:
+            penalty, active = -entropy, torch.ones_like(entropy)
+        else:
+            penalty = (self.threshold - entropy).clamp_min(0)
+            active = (self.threshold - entropy >= 0).float()
+        grad = (logp + entropy[:, None]).mul_(p).mul_(self.lam * active[:, None]).add_(p)
+        return TokenLoss(nll + self.lam * penalty, {"nll": nll, "entropy": entropy}, minus_onehot_(grad, targets))
+
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
-        logp = model(inputs).float().log_softmax(-1)  # (B, T, V)
-        nll = -logp.gather(-1, targets[..., None]).mean()
-        entropy = -(logp.exp() * logp).sum(-1)  # (B, T)
-        if self.threshold is None:
-            penalty = -entropy.mean()
-        else:
-            penalty = (self.threshold - entropy).clamp_min(0).mean()
-        loss = nll + self.lam * penalty
-        return LossOutput(loss, {"nll": nll.detach(), "entropy": entropy.mean().detach()})
+        losses, stats = token_losses(model, model.hidden(inputs), self.token_loss, targets)
+        return LossOutput(losses.mean(), {"nll": stats["nll"].mean(), "entropy": stats["entropy"].mean()})

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
 
 
 class LabelSmoothing(Objective):
@@ -22,10 +23,15 @@ class LabelSmoothing(Objective):
         check_knob("eps", eps, 0 <= eps < 1, "use 0 <= eps < 1")
         self.eps = eps
 
+    @closed_form
+    def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """Logits (r, V) -> smoothed cross-entropy; ∂/∂z = p − (1−ε)·onehot(y) − ε/V."""
+        _, p, nll = softmax_nll(z, targets)
+        loss = F.cross_entropy(z, targets, label_smoothing=self.eps, reduction="none")
+        grad = minus_onehot_(p.sub_(self.eps / z.shape[-1]), targets, 1.0 - self.eps)
+        return TokenLoss(loss, {"nll": nll}, grad)
+
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
-        logits = model(inputs).float().flatten(0, 1)
-        loss = F.cross_entropy(logits, targets.flatten(), label_smoothing=self.eps)
-        with torch.no_grad():
-            nll = F.cross_entropy(logits, targets.flatten())
-        return LossOutput(loss, {"nll": nll})
+        losses, stats = token_losses(model, model.hidden(inputs), self.token_loss, targets)
+        return LossOutput(losses.mean(), {"nll": stats["nll"].mean()})

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from objectives.base import LossOutput, Objective, check_knob, split_batch, token_nll
+from objectives.base import LossOutput, Objective, check_knob, split_batch
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
 
 
 class MixCE(Objective):
@@ -20,9 +21,16 @@ class MixCE(Objective):
         check_knob("eta", eta, 0 <= eta <= 1, "use 0 <= eta <= 1")
         self.eta = eta
 
+    @closed_form
+    def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """Logits (r, V) -> w_t·ℓ_t with w_t = η + (1−η)·q_t detached; ∂/∂z = w_t·(p − onehot(y))."""
+        _, p, nll = softmax_nll(z, targets)
+        q = torch.exp(-nll.detach())
+        weight = self.eta + (1 - self.eta) * q
+        grad = minus_onehot_(p, targets).mul_(weight[:, None])
+        return TokenLoss(weight * nll, {"nll": nll, "q": q}, grad)
+
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
-        nll = token_nll(model(inputs), targets)  # (B, T)
-        q = torch.exp(-nll.detach())
-        loss = (self.eta * nll + (1 - self.eta) * q * nll).mean()
-        return LossOutput(loss, {"nll": nll.mean().detach(), "q": q.mean()})
+        losses, stats = token_losses(model, model.hidden(inputs), self.token_loss, targets)
+        return LossOutput(losses.mean(), {"nll": stats["nll"].mean(), "q": stats["q"].mean()})

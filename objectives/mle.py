@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from objectives.base import LossOutput, Objective, split_batch, token_nll
+from objectives.base import LossOutput, Objective, split_batch
+from objectives.chunked_head import nll_fn, token_losses
 
 
 class MLE(Objective):
@@ -13,5 +14,5 @@ class MLE(Objective):
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
-        nll = token_nll(model(inputs), targets).mean()
+        nll = token_losses(model, model.hidden(inputs), nll_fn, targets)[0].mean()
         return LossOutput(loss=nll, logs={"nll": nll.detach()})

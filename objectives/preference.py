@@ -26,8 +26,8 @@ from objectives.base import (
     check_knob,
     check_prefix_fits,
     split_batch,
-    token_nll,
 )
+from objectives.chunked_head import nll_fn, token_losses
 
 LOSSES = ("dpo", "ipo", "simpo", "orpo")
 REJECTED = ("greedy", "sample", "repeat")
@@ -105,8 +105,8 @@ class Preference(Objective):
     def continuation_logps(self, model: nn.Module, prefix: torch.Tensor, conts: torch.Tensor) -> torch.Tensor:
         """Per-token log π(cont_t | prefix, cont_<t): (B, C)."""
         seq = torch.cat([prefix, conts], dim=1)
-        logits = model(seq[:, :-1])[:, prefix.shape[1] - 1 :]
-        return -token_nll(logits, conts)
+        h = model.hidden(seq[:, :-1])[:, prefix.shape[1] - 1 :]  # states that predict the continuation
+        return -token_losses(model, h, nll_fn, conts)[0]
 
     def pairwise(
         self, policy_w: torch.Tensor, policy_l: torch.Tensor, ref_w: torch.Tensor | None, ref_l: torch.Tensor | None
@@ -129,7 +129,7 @@ class Preference(Objective):
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
-        nll = token_nll(model(inputs), targets).mean()
+        nll = token_losses(model, model.hidden(inputs), nll_fn, targets)[0].mean()
         if step < self.start_step or self.lam == 0:
             return LossOutput(nll, {"nll": nll.detach()})
         if self.uses_reference and not bool(self.reference_taken):

@@ -15,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-from objectives.base import LossOutput, Objective, check_knob, split_batch, token_nll
+from objectives.base import LossOutput, Objective, check_knob, draw, split_batch
+from objectives.chunked_head import nll_fn, token_losses
 
 SCHEDULES = ("linear", "exponential", "inverse_sigmoid")
 MIXES = ("argmax", "sample")
@@ -59,12 +60,12 @@ class ScheduledSampling(Objective):
         self, model: nn.Module, inputs: torch.Tensor, step: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Pass 1: inputs (B, T) -> mixed inputs (B, T); position 0 always keeps the gold token."""
-        logits = model(inputs).float()  # (B, T, V): logits[:, t] predicts x_{t+1}
+        logits = model(inputs)  # (B, T, V): logits[:, t] predicts x_{t+1}
         if self.mix == "argmax":
             predicted = logits.argmax(-1)
         else:
-            probs = logits.softmax(-1).flatten(0, 1)
-            predicted = torch.multinomial(probs, 1, generator=generator).view(inputs.shape)
+            probs = logits.float().softmax(-1).flatten(0, 1)
+            predicted = draw(probs, generator).view(inputs.shape)
         use_model = torch.rand(inputs.shape, device=inputs.device, generator=generator) >= self.gold_probability(step)
         mixed = inputs.clone()
         mixed[:, 1:] = torch.where(use_model[:, 1:], predicted[:, :-1], inputs[:, 1:])
@@ -73,6 +74,6 @@ class ScheduledSampling(Objective):
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
         mixed = self.mix_inputs(model, inputs, step)
-        nll = token_nll(model(mixed), targets).mean()
+        nll = token_losses(model, model.hidden(mixed), nll_fn, targets)[0].mean()
         replaced = (mixed != inputs).float().mean()
         return LossOutput(nll, {"gold_prob": self.gold_probability(step), "replaced": replaced})

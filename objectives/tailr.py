@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from objectives.base import LossOutput, Objective, check_knob, split_batch, token_nll
+from objectives.base import LossOutput, Objective, check_knob, split_batch
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
 
 
 class TaiLr(Objective):
@@ -21,10 +22,16 @@ class TaiLr(Objective):
         check_knob("min_w", min_w, 0 <= min_w <= 1, "use 0 <= min_w <= 1")
         self.gamma, self.min_w = gamma, min_w
 
+    @closed_form
+    def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """Logits (r, V) -> w_t·ℓ_t, w_t detached; ∂/∂z = w_t·(p − onehot(y))."""
+        _, p, nll = softmax_nll(z, targets)
+        p_gold = torch.exp(-nll.detach())
+        weight = (p_gold / (self.gamma + (1 - self.gamma) * p_gold)).clamp(self.min_w, 1.0)
+        grad = minus_onehot_(p, targets).mul_(weight[:, None])
+        return TokenLoss(weight * nll, {"nll": nll, "weight": weight}, grad)
+
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
-        nll = token_nll(model(inputs), targets)  # (B, T)
-        p = torch.exp(-nll.detach())
-        weight = (p / (self.gamma + (1 - self.gamma) * p)).clamp(self.min_w, 1.0)
-        loss = (weight * nll).mean()
-        return LossOutput(loss, {"nll": nll.mean().detach(), "weight": weight.mean()})
+        losses, stats = token_losses(model, model.hidden(inputs), self.token_loss, targets)
+        return LossOutput(losses.mean(), {"nll": stats["nll"].mean(), "weight": stats["weight"].mean()})

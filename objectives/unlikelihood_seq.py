@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from objectives.base import LossOutput, ObjectiveContext, check_knob, check_prefix_fits
+from objectives.chunked_head import TokenLoss, closed_form, softmax_nll, token_losses
 from objectives.unlikelihood_token import UnlikelihoodToken
 
 
@@ -67,11 +68,21 @@ class UnlikelihoodSeq(UnlikelihoodToken):
         prefix = batch[:, : self.prefix_len]
         cont = model.generate(prefix, self.cont_len, strategy="greedy")  # (B, cont_len), no gradient
         seq = torch.cat([prefix, cont], dim=1)
-        logits = model(seq[:, :-1])[:, self.prefix_len - 1 :]  # predictions of the continuation tokens
-        p = logits.float().softmax(-1).gather(-1, cont[..., None]).squeeze(-1)  # (B, cont_len)
+        h = model.hidden(seq[:, :-1])[:, self.prefix_len - 1 :]  # states that predict the continuation
         mask = ngram_repeat_mask(cont, self.ngram)
-        loss = -(torch.log((1.0 - p).clamp_min(1e-5)) * mask).mean()
+        loss = token_losses(model, h, self.repeat_loss, cont, mask)[0].mean()
         return loss, {"seq_ul": loss.detach(), "repeat_share": mask.float().mean()}
+
+    @staticmethod
+    @closed_form
+    def repeat_loss(z: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TokenLoss:
+        """Logits (r, V) -> mask_t·−log(1 − p(ŷ_t)); ∂/∂z = a_t·(onehot(ŷ) − p), a_t = mask_t·p/(1 − p)."""
+        _, p, _ = softmax_nll(z, tokens)
+        p_token = p.gather(-1, tokens[:, None]).squeeze(-1)
+        one_minus_p = (1.0 - p_token).clamp_min(1e-5)
+        a = p_token / one_minus_p * (mask & (1.0 - p_token >= 1e-5))
+        grad = (p * -a[:, None]).scatter_add_(-1, tokens[:, None], a[:, None])
+        return TokenLoss(-one_minus_p.log() * mask, grad=grad)
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         use_sequence = step >= self.start_step and torch.rand(()).item() < self.rate

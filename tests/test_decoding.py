@@ -59,3 +59,33 @@ def test_bad_decoding_config():
         DecodingConfig(name="x", strategy="beamish")
     with pytest.raises(ValueError, match="top_p=1.5 is not allowed"):
         DecodingConfig(strategy="sample", top_p=1.5)
+
+
+@pytest.mark.parametrize(
+    "cfg, tries",
+    [
+        (DecodingConfig(strategy="sample"), 32),
+        (DecodingConfig(strategy="sample", top_p=0.6), 32),  # the rejection draw
+        (DecodingConfig(strategy="sample", top_p=0.6), 0),  # the exact sort-based fallback
+        (DecodingConfig(strategy="sample", top_k=20, top_p=0.7, temperature=0.8), 32),
+        (DecodingConfig(strategy="sample", typical_p=0.5), 32),
+    ],
+    ids=["plain", "top_p", "top_p-fallback", "top_k-top_p-temperature", "typical"],
+)
+def test_sample_token_follows_the_filtered_distribution(cfg, tries, monkeypatch):
+    """Frequencies of sample_token's draws match filter_logits's distribution (chi-square)."""
+    import math
+
+    import lit_modules.decoding as decoding
+
+    monkeypatch.setattr(decoding, "NUCLEUS_TRIES", tries)
+    V, n = 60, 40_000
+    logits = torch.randn(1, V, generator=torch.Generator().manual_seed(2)) * 1.5
+    drawn = decoding.sample_token(logits.expand(n, V), cfg, torch.Generator().manual_seed(3))
+    counts = torch.bincount(drawn, minlength=V).double()
+    expected = filter_logits(logits.double(), cfg)[0].softmax(-1) * n
+    keep = expected > 0
+    assert counts[~keep].sum() == 0  # nothing outside the filtered support
+    chi2 = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum().item()
+    df = int(keep.sum()) - 1
+    assert chi2 < df + 5 * math.sqrt(2 * df)
