@@ -5,14 +5,16 @@
     python benchmarks/perf.py --preset gpt2 --device cuda   # GPT-2 124M on a GPU: tokens/s and MFU
 
 Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Every figure is the
-median of ``--repeats`` timed windows after warm-up steps. With the ``perf`` extra (transformers)
-installed, Hugging Face GPT-2 runs the same work at the same shape and precision and the ratios are
-printed. Speed goals live here, never in timed tests.
+median of ``--repeats`` timed windows after warm-up steps; every ratio (against Hugging Face,
+against MLE) is the median of ratios of adjacent windows of the two, which alternate. With the
+``perf`` extra (transformers) installed, Hugging Face GPT-2 runs the same work at the same shape and
+precision and the ratios are printed. Speed goals live here, never in timed tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
@@ -26,7 +28,7 @@ if __package__ in (None, ""):
 import torch
 
 from lit_modules.model import GPT, GPTConfig
-from lit_modules.util import atomic_write_json, cpu_supports_bf16
+from lit_modules.util import atomic_write_json, cpu_supports_bf16, keep_freed_memory
 
 PRESETS = {
     "default": dict(n_layer=4, n_head=4, d_model=256, context=256, vocab_size=8192, batch=16, seq=256),
@@ -76,6 +78,29 @@ def timed(fn: Callable[[], None], warmup: int, steps: int, repeats: int, sync: C
     return statistics.median(windows)
 
 
+def paired(
+    fn_a: Callable[[], None], fn_b: Callable[[], None], warmup: int, steps: int, repeats: int, sync: Callable[[], None]
+) -> tuple[float, float, float]:
+    """Alternate windows of ``fn_a`` and ``fn_b``: median seconds per call of each and median ratio b/a.
+
+    On a shared machine the speed drifts by tens of percent over a minute; a ratio of adjacent
+    windows cancels the drift that separate measurements would put into it.
+    """
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    sync()
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, out in ((fn_a, a), (fn_b, b)):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync()
+            out.append((time.perf_counter() - t0) / steps)
+    return statistics.median(a), statistics.median(b), statistics.median(y / x for x, y in zip(a, b, strict=True))
+
+
 class Bench:
     def __init__(self, shape: Shape, device: str, warmup: int, steps: int, repeats: int) -> None:
         self.shape, self.device = shape, torch.device(device)
@@ -94,6 +119,13 @@ class Bench:
     def train_step_time(
         self, objective, bf16: bool, compile_model: bool = False, vocab_size: int | None = None
     ) -> float:
+        step = self.train_step(objective, bf16, compile_model, vocab_size)
+        return timed(step, self.warmup, self.steps, self.repeats, self.sync)
+
+    def train_step(
+        self, objective, bf16: bool, compile_model: bool = False, vocab_size: int | None = None
+    ) -> Callable[[], None]:
+        """One optimiser step of backbone + objective on a fixed batch, as a closure."""
         from objectives.base import ObjectiveContext
 
         torch.manual_seed(0)
@@ -103,7 +135,7 @@ class Bench:
         counts = torch.ones(V, dtype=torch.float64)
         objective.setup(model, ObjectiveContext(V, min(model.cfg.context, self.shape.seq + 1), counts))
         forward_model = torch.compile(model) if compile_model else model
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=self.device.type == "cuda")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the LightningModule
         batch = self.batch(V)
         step = [0]
 
@@ -115,10 +147,12 @@ class Bench:
             opt.zero_grad(set_to_none=True)
             step[0] += 1
 
-        return timed(one, self.warmup, self.steps, self.repeats, self.sync)
+        return one
 
     # ---- training through the Lightning Trainer ----
-    def trainer_tokens_per_s(self, precision: str) -> float:
+    def trainer_windows(self, precision: str, between: Callable[[], float] | None = None) -> tuple[list, list]:
+        """Seconds per step through ``Trainer.fit``, per window, and what ``between`` returned after each
+        window: another measurement run between the Trainer's windows, so that the two alternate."""
         import lightning.pytorch as pl
         from torch.utils.data import DataLoader
 
@@ -137,14 +171,23 @@ class Bench:
         total = self.warmup + self.steps * self.repeats
         blocks = torch.randint(0, s.vocab_size, (s.batch * total, s.seq + 1), generator=self.g)
 
+        bench = self
+
         class Clock(pl.Callback):
+            """Times windows of ``steps`` steps after ``warmup``; runs ``between`` after each window."""
+
             def __init__(self):
-                self.marks = []
+                self.done, self.start, self.windows, self.between = 0, 0.0, [], []
 
             def on_train_batch_end(self, trainer, *args):
-                if self_sync := (torch.cuda.synchronize if trainer.strategy.root_device.type == "cuda" else None):
-                    self_sync()
-                self.marks.append(time.perf_counter())
+                bench.sync()
+                self.done += 1
+                if self.done >= bench.warmup and (self.done - bench.warmup) % bench.steps == 0:
+                    if self.done > bench.warmup:
+                        self.windows.append((time.perf_counter() - self.start) / bench.steps)
+                        if between is not None:
+                            self.between.append(between())
+                    self.start = time.perf_counter()
 
         clock = Clock()
         trainer = pl.Trainer(
@@ -171,12 +214,15 @@ class Bench:
                 return torch.ones(s.vocab_size, dtype=torch.float64)
 
         trainer.fit(system, datamodule=RandomData())
-        marks = clock.marks[self.warmup - 1 :]
-        windows = [(marks[(i + 1) * self.steps] - marks[i * self.steps]) / self.steps for i in range(self.repeats)]
-        return s.batch * s.seq / statistics.median(windows)
+        return clock.windows, clock.between
 
     # ---- generation ----
     def generate_tokens_per_s(self, strategy: dict, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
+        one = self.generate_call(strategy, bf16, prompt_len, new)
+        return 16 * min(new, self.shape.context - prompt_len) / timed(one, 1, 1, self.repeats, self.sync)
+
+    def generate_call(self, strategy: dict, bf16: bool, prompt_len: int = 32, new: int = 128) -> Callable[[], None]:
+        """Continue 16 prompts by ``new`` tokens with the KV cache, as a closure."""
         from lit_modules.decoding import DecodingConfig, generate
 
         new = min(new, self.shape.context - prompt_len)
@@ -190,8 +236,7 @@ class Bench:
             with self.autocast(bf16):
                 generate(model, prompt, new, cfg, gen)
 
-        seconds = timed(one, 1, 1, self.repeats, self.sync)
-        return 16 * new / seconds
+        return one
 
 
 def no_cache_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
@@ -235,10 +280,11 @@ def hf_model(shape: Shape, device):
     return GPT2LMHeadModel(cfg).to(device)
 
 
-def hf_train_tokens_per_s(bench: Bench, bf16: bool) -> float:
+def hf_train_step(bench: Bench, bf16: bool) -> Callable[[], None]:
+    """One Hugging Face GPT-2 training step (its own loss), the same shape, optimiser and precision."""
     torch.manual_seed(0)
     model = hf_model(bench.shape, bench.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=bench.device.type == "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the same optimiser as objbench
     batch = bench.batch()
 
     def one():
@@ -248,10 +294,12 @@ def hf_train_tokens_per_s(bench: Bench, bf16: bool) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return bench.shape.batch * bench.shape.seq / timed(one, bench.warmup, bench.steps, bench.repeats, bench.sync)
+    return one
 
 
-def hf_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
+def hf_generate_call(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 128) -> Callable[[], None]:
+    """Hugging Face ``generate``: top-p 0.9, KV cache, exactly ``new`` tokens for 16 prompts."""
+    new = min(new, bench.shape.context - prompt_len)
     torch.manual_seed(0)
     model = hf_model(bench.shape, bench.device).eval()
     prompt = torch.randint(0, bench.shape.vocab_size, (16, prompt_len), generator=bench.g).to(bench.device)
@@ -269,7 +317,7 @@ def hf_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 32, new
                 use_cache=True,
             )
 
-    return 16 * new / timed(one, 1, 1, bench.repeats, bench.sync)
+    return one
 
 
 def objective_costs(bench: Bench, bf16: bool) -> dict[str, float]:
@@ -299,8 +347,11 @@ def objective_costs(bench: Bench, bf16: bool) -> dict[str, float]:
         "preference": Preference(start_step=0),
         "unlikelihood_seq": UnlikelihoodSeq(rate=1.0, prefix_len=32, cont_len=64),
     }
-    base = bench.train_step_time(MLE(), bf16)
-    return {name: bench.train_step_time(obj, bf16) / base for name, obj in objectives.items()}
+    costs = {}
+    for name, objective in objectives.items():
+        mle, this = bench.train_step(MLE(), bf16), bench.train_step(objective, bf16)
+        costs[name] = paired(mle, this, bench.warmup, bench.steps, bench.repeats, bench.sync)[2]
+    return costs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as run.py: the same allocator for objbench and Hugging Face
 
     shape = Shape(**PRESETS[args.preset])
     bench = Bench(shape, args.device, args.warmup, args.steps, args.repeats)
@@ -328,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
     }
     rows = []
+    hf = not args.skip_hf and importlib.util.find_spec("transformers") is not None
+    if not args.skip_hf and not hf:
+        print("transformers is not installed (pip install -e '.[perf]'): Hugging Face comparison skipped")
+    default_tag = "bf16" if native_bf16 else "fp32"
     for bf16 in [False, True] if native_bf16 else [False]:
         tag = "bf16" if bf16 else "fp32"
         fig[f"raw_train_tokens_per_s_{tag}"] = tokens / bench.train_step_time(MLE(), bf16)
@@ -336,19 +392,40 @@ def main(argv: list[str] | None = None) -> int:
             fig[f"raw_train_tokens_per_s_{tag}_compiled"] = tokens / bench.train_step_time(MLE(), bf16, True)
             compiled = fig[f"raw_train_tokens_per_s_{tag}_compiled"]
             rows.append((f"train step, raw loop, {tag}, compiled", compiled, "tokens/s"))
-        precision = "bf16-mixed" if bf16 else "32-true"
-        fig[f"trainer_tokens_per_s_{tag}"] = bench.trainer_tokens_per_s(precision)
+        between = None
+        if hf and tag == default_tag:  # Hugging Face windows alternate with the Trainer's
+            hf_step = hf_train_step(bench, bf16)
+            for _ in range(bench.warmup):
+                hf_step()
+            between = lambda: timed(hf_step, 0, bench.steps, 1, bench.sync)  # noqa: B023
+        windows, hf_windows = bench.trainer_windows("bf16-mixed" if bf16 else "32-true", between)
+        fig[f"trainer_tokens_per_s_{tag}"] = tokens / statistics.median(windows)
         rows.append((f"train step, Lightning Trainer, {tag}", fig[f"trainer_tokens_per_s_{tag}"], "tokens/s"))
-    default_tag = "bf16" if native_bf16 else "fp32"
+        if hf_windows:
+            fig["hf_train_tokens_per_s"] = tokens / statistics.median(hf_windows)
+            fig["ratio_train_vs_hf"] = statistics.median(h / w for w, h in zip(windows, hf_windows, strict=True))
+            rows.append((f"Hugging Face GPT-2 train step, {tag}", fig["hf_train_tokens_per_s"], "tokens/s"))
+            rows.append(("objbench (Trainer) / Hugging Face, training", fig["ratio_train_vs_hf"], "x"))
     fig["train_tokens_per_s"] = fig[f"trainer_tokens_per_s_{default_tag}"]
+    new = min(128, shape.context - 32)
     for name, strategy in {
         "greedy": {"strategy": "greedy"},
         "top_p": {"strategy": "sample", "top_p": 0.9},
         "beam": {"strategy": "beam", "beam_size": 4},
         "contrastive": {"strategy": "contrastive", "top_k": 8},
     }.items():
+        label = f"generate {name} (KV cache, batch 16, 32+{new})"
+        if name == "top_p" and hf:  # Hugging Face generate alternates with ours
+            ours, theirs = bench.generate_call(strategy, native_bf16), hf_generate_call(bench, native_bf16)
+            ours_s, hf_s, ratio = paired(ours, theirs, 1, 1, bench.repeats, bench.sync)
+            fig["generate_tokens_per_s_top_p"] = 16 * new / ours_s
+            fig["hf_generate_tokens_per_s"] = 16 * new / hf_s
+            fig["ratio_generate_vs_hf"] = ratio  # their seconds / ours
+            rows.append((label, fig["generate_tokens_per_s_top_p"], "new tokens/s"))
+            rows.append(("Hugging Face generate top-p (KV cache)", fig["hf_generate_tokens_per_s"], "new tokens/s"))
+            rows.append(("objbench / Hugging Face, generation", fig["ratio_generate_vs_hf"], "x"))
+            continue
         fig[f"generate_tokens_per_s_{name}"] = bench.generate_tokens_per_s(strategy, native_bf16)
-        label = f"generate {name} (KV cache, batch 16, 32+128)"
         rows.append((label, fig[f"generate_tokens_per_s_{name}"], "new tokens/s"))
     fig["generate_tokens_per_s"] = fig["generate_tokens_per_s_top_p"]
     fig["generate_tokens_per_s_top_p_no_cache"] = no_cache_generate_tokens_per_s(bench, native_bf16)
@@ -360,20 +437,6 @@ def main(argv: list[str] | None = None) -> int:
         if peak:
             fig["mfu"] = fig["train_tokens_per_s"] * shape.flops_per_token(n_params) / peak
             rows.append((f"MFU (bf16 peak {peak / 1e12:.0f} TFLOP/s)", 100 * fig["mfu"], "%"))
-    if not args.skip_hf:
-        try:
-            import transformers  # noqa: F401
-
-            fig["hf_train_tokens_per_s"] = hf_train_tokens_per_s(bench, native_bf16)
-            fig["hf_generate_tokens_per_s"] = hf_generate_tokens_per_s(bench, native_bf16)
-            rows.append((f"Hugging Face GPT-2 train step, {default_tag}", fig["hf_train_tokens_per_s"], "tokens/s"))
-            rows.append(("Hugging Face generate top-p (KV cache)", fig["hf_generate_tokens_per_s"], "new tokens/s"))
-            fig["ratio_train_vs_hf"] = fig["train_tokens_per_s"] / fig["hf_train_tokens_per_s"]
-            fig["ratio_generate_vs_hf"] = fig["generate_tokens_per_s"] / fig["hf_generate_tokens_per_s"]
-            rows.append(("objbench / Hugging Face, training (Trainer)", fig["ratio_train_vs_hf"], "x"))
-            rows.append(("objbench / Hugging Face, generation", fig["ratio_generate_vs_hf"], "x"))
-        except ImportError:
-            print("transformers is not installed (pip install -e '.[perf]'): Hugging Face comparison skipped")
     if args.objectives:
         costs = objective_costs(bench, native_bf16)
         fig["objective_step_cost_vs_mle"] = costs
@@ -384,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         from objectives.nce import NCE
 
-        fig["nce_vs_mle_at_v32768"] = big.train_step_time(NCE(), native_bf16) / big.train_step_time(MLE(), native_bf16)
+        mle, nce = big.train_step(MLE(), native_bf16), big.train_step(NCE(), native_bf16)
+        fig["nce_vs_mle_at_v32768"] = paired(mle, nce, big.warmup, big.steps, big.repeats, big.sync)[2]
         rows.append(("step cost nce / mle at vocab 32768", fig["nce_vs_mle_at_v32768"], "x"))
     width = max(len(r[0]) for r in rows)
     print(f"\nobjbench perf: {fig['device']}, preset {args.preset} {PRESETS[args.preset]}, torch {torch.__version__}")

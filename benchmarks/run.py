@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.cli import USER_ERRORS, check_config, fail, load_decodings, user_errors_as_one_line
-from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, resolve_precision
+from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, keep_freed_memory, resolve_precision
 
 SUMMARY_KEYS = (
     "val/nll",
@@ -186,6 +186,7 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     from lit_modules.system import LanguageModelSystem
 
     decodings = validate(cfg)
+    keep_freed_memory()
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     bf16 = precision.startswith("bf16")
     if torch.cuda.is_available():

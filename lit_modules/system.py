@@ -115,13 +115,26 @@ class LanguageModelSystem(pl.LightningModule):
         self.log_dict({"test/nll": nll, "test/ppl": nll.exp()})
         self.test_nll.reset()
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Lightning's mixed-precision plugin refuses to clip for any fused optimiser because an fp16
+        # scaler would still hold scaled gradients; bf16 and fp32 have no scaler, so clip directly.
+        if not gradient_clip_val:
+            return
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
     # ---- optimiser: AdamW, linear warmup, cosine decay to min_lr ----
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.optim
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
         groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-        fused = self.device.type == "cuda"
+        # Fused AdamW (4.7 ms vs 20.6 ms a step at the perf shape on this CPU), except under an fp16
+        # gradient scaler, which cannot unscale before clipping when step() unscales internally.
+        scaled = self.trainer is not None and str(self.trainer.precision).startswith("16")
+        fused = self.device.type in ("cpu", "cuda") and not scaled
         optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o.get("eps", 1e-8), fused=fused)
         total = max(int(self.trainer.max_steps), 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -61,6 +61,23 @@ def token_losses(
     return losses.view(lead), {k: v.view(lead) for k, v in stats.items()}
 
 
+@torch.no_grad()
+def map_logits(model: nn.Module, h: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """fn(h_t · Eᵀ) over states h (..., D) in the same row chunks, no gradient -> fn's (...) output.
+
+    For per-position decisions over the vocabulary (argmax, a draw) without the (N, V) logits.
+    """
+    lead = h.shape[:-1]
+    weight = model.output_embedding
+    flat_h = h.reshape(-1, h.shape[-1])
+    dtype = _compute_dtype(flat_h)
+    rows = max(16, CHUNK_ELEMENTS // weight.shape[0])
+    with torch.autocast(h.device.type, enabled=False):
+        h_c, w_c = flat_h.to(dtype), weight.to(dtype)
+        out = [fn((h_c[start : start + rows] @ w_c.T).float()) for start in range(0, flat_h.shape[0], rows)]
+    return torch.cat(out).view(lead)
+
+
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:
     """The matmul dtype autocast would pick for the LM head, else h's own."""
     device = h.device.type

@@ -27,13 +27,15 @@ class EntropyPenalty(Objective):
         """Logits (r, V) -> ℓ_t + λ·penalty_t; with ∂H/∂z_i = −p_i·(log p_i + H):
         ∂/∂z = p − onehot(y) + λ·[penalty active]·p·(log p + H)."""
         logp, p, nll = softmax_nll(z, targets)
-        entropy = -(p * logp).sum(-1)  # (r,)
+        entropy = -torch.linalg.vecdot(p, logp)  # (r,)
+        log_ratio = logp + entropy[:, None]  # log p + H
         if self.threshold is None:
-            penalty, active = -entropy, torch.ones_like(entropy)
+            penalty = -entropy
+            grad = torch.addcmul(p, p, log_ratio, value=self.lam)
         else:
             penalty = (self.threshold - entropy).clamp_min(0)
             active = (self.threshold - entropy >= 0).float()
-        grad = (logp + entropy[:, None]).mul_(p).mul_(self.lam * active[:, None]).add_(p)
+            grad = torch.addcmul(p, p, log_ratio.mul_(self.lam * active[:, None]))
         return TokenLoss(nll + self.lam * penalty, {"nll": nll, "entropy": entropy}, minus_onehot_(grad, targets))
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, draw, split_batch
-from objectives.chunked_head import nll_fn, token_losses
+from objectives.chunked_head import map_logits, nll_fn, token_losses
 
 SCHEDULES = ("linear", "exponential", "inverse_sigmoid")
 MIXES = ("argmax", "sample")
@@ -60,12 +60,11 @@ class ScheduledSampling(Objective):
         self, model: nn.Module, inputs: torch.Tensor, step: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Pass 1: inputs (B, T) -> mixed inputs (B, T); position 0 always keeps the gold token."""
-        logits = model(inputs)  # (B, T, V): logits[:, t] predicts x_{t+1}
+        h = model.hidden(inputs)  # (B, T, D): h[:, t] predicts x_{t+1}
         if self.mix == "argmax":
-            predicted = logits.argmax(-1)
+            predicted = map_logits(model, h, lambda z: z.argmax(-1))
         else:
-            probs = logits.float().softmax(-1).flatten(0, 1)
-            predicted = draw(probs, generator).view(inputs.shape)
+            predicted = map_logits(model, h, lambda z: draw(z.softmax(-1), generator))
         use_model = torch.rand(inputs.shape, device=inputs.device, generator=generator) >= self.gold_probability(step)
         mixed = inputs.clone()
         mixed[:, 1:] = torch.where(use_model[:, 1:], predicted[:, :-1], inputs[:, 1:])

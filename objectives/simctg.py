@@ -29,7 +29,8 @@ class SimCTG(Objective):
         unit = F.normalize(h.float(), dim=-1)
         cosine = unit @ unit.transpose(1, 2)  # (B, T, T)
         self_sim = cosine.diagonal(dim1=1, dim2=2)[..., None]  # (B, T, 1), 1 up to rounding
-        T = h.shape[1]
-        off_diagonal = ~torch.eye(T, dtype=torch.bool, device=h.device)
-        contrastive = (self.margin - self_sim + cosine).clamp_min(0)[:, off_diagonal].mean()
+        B, T = h.shape[:2]
+        off_diagonal = 1.0 - torch.eye(T, device=h.device)  # a product, not boolean indexing: no (B, T²) copy
+        hinge = (self.margin - self_sim + cosine).clamp_min(0) * off_diagonal
+        contrastive = hinge.sum() / (B * T * (T - 1))
         return LossOutput(nll + contrastive, {"nll": nll.detach(), "contrastive": contrastive.detach()})

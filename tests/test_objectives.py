@@ -253,16 +253,18 @@ def test_nce_is_evaluated_with_the_full_softmax(tmp_path):
 
 # ---- scheduled sampling ----
 class ConstantModel(torch.nn.Module):
-    """Always predicts token c."""
+    """Always predicts token c: every state is e_c, the output embedding 10·I."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
         self.c = c
+        self.output_embedding = 10.0 * torch.eye(V)
+
+    def hidden(self, idx):
+        return F.one_hot(torch.full_like(idx, self.c), V).float()
 
     def forward(self, idx):
-        logits = torch.zeros(*idx.shape, V)
-        logits[..., self.c] = 10.0
-        return logits
+        return self.hidden(idx) @ self.output_embedding.T
 
 
 def test_scheduled_sampling_replaces_inputs_with_previous_predictions(batch):

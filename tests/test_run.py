@@ -162,3 +162,22 @@ def test_bad_text_file_is_one_line(content, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: data.files:") and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_gradient_clipping_with_the_fused_optimiser():
+    """Lightning refuses to clip for fused optimisers; the system clips itself, by norm or by value."""
+    import torch
+
+    from lit_modules.system import LanguageModelSystem
+
+    system = LanguageModelSystem(
+        dict(vocab_size=16, context=8, n_layer=1, n_head=1, d_model=8), {"_target_": "objectives.mle.MLE"}, {}
+    )
+    for algorithm, check in (
+        ("norm", lambda g: torch.linalg.vector_norm(torch.cat([x.flatten() for x in g])) <= 0.5 + 1e-5),
+        ("value", lambda g: all(x.abs().max() <= 0.01 for x in g)),
+    ):
+        for p in system.parameters():
+            p.grad = torch.full_like(p, 3.0)
+        system.configure_gradient_clipping(None, 0.5 if algorithm == "norm" else 0.01, algorithm)
+        assert check([p.grad for p in system.parameters()])
