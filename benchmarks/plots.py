@@ -29,97 +29,193 @@ def _finite(*values) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
-def _label_points(ax, xs, ys, labels) -> None:
-    for x, y, label in zip(xs, ys, labels, strict=True):
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+DECODING_MARKERS = {"greedy": "o", "top_p": "^", "sample": "s", "top_k": "D", "typical": "v", "beam": "P"}
+
+
+def _colors(runs) -> dict[str, tuple]:
+    """One colour per objective, the same in every plot."""
+    cmap = plt.get_cmap("tab20")
+    return {name: cmap(i % 20) for i, name in enumerate(sorted({r.objective for r in runs}))}
+
+
+def _inlier_limits(values: list[float], floor: float | None = None) -> tuple[float, float]:
+    """Axis limits around the bulk of the values: a far outlier (say NCE's unnormalised softmax, 4x the
+    others' NLL) would otherwise squeeze every other point into a corner. Outliers: > q3 + 3·IQR."""
+    ordered = sorted(values)
+    q1, q3 = ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
+    spread = max(q3 - q1, 0.05 * max(abs(q3), 1e-9))
+    inliers = [v for v in ordered if v <= q3 + 3 * spread] or ordered
+    lo, hi = min(inliers + ([floor] if floor is not None else [])), max(inliers)
+    pad = 0.08 * (hi - lo or 1.0)
+    return lo - pad, hi + pad
+
+
+def _scatter(ax, points, colors, marker, clip_x=None, clip_y=None) -> None:
+    """points: (x, y, objective). Points beyond clip_x / clip_y are drawn on the edge, value written."""
+    for x, y, name in points:
+        shown_x = min(x, clip_x) if clip_x is not None else x
+        shown_y = min(y, clip_y) if clip_y is not None else y
+        clipped = (shown_x, shown_y) != (x, y)
+        ax.scatter(
+            [shown_x],
+            [shown_y],
+            marker=">" if shown_x != x else ("^" if clipped else marker),
+            s=46,
+            color=colors[name],
+            edgecolor="black",
+            linewidth=0.4,
+            zorder=3,
+        )
+        if clipped:
+            text = f"{name}: {x:.3g}" if shown_x != x else f"{name}: {y:.3g}"
+            ax.annotate(text, (shown_x, shown_y), textcoords="offset points", xytext=(-4, -10), ha="right", fontsize=7)
+
+
+def _legends(ax, colors, markers: dict[str, str], extra: list | None = None) -> None:
+    """Objectives (colour) in a legend right of the axes; decodings (marker) and lines inside."""
+    from matplotlib.lines import Line2D
+
+    objective_handles = [
+        Line2D([], [], marker="o", linestyle="", color=c, markeredgecolor="black", markeredgewidth=0.4, label=name)
+        for name, c in colors.items()
+    ]
+    first = ax.legend(
+        handles=objective_handles,
+        title="objective",
+        fontsize=7,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+    )
+    ax.add_artist(first)
+    handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=f"{d} decoding") for d, m in markers.items()]
+    ax.legend(handles=handles + (extra or []), fontsize=7, loc="best")
 
 
 def ppl_vs_repetition(runs, path: Path) -> Path | None:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    drawn = False
-    for decoding, marker in (("greedy", "o"), ("top_p", "^")):
+    from matplotlib.lines import Line2D
+
+    colors = _colors(runs)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    markers = {}
+    for decoding in ("greedy", "top_p"):
         pts = [(r.metrics.get("tf/ppl"), r.metrics.get(f"gen/{decoding}/seq_rep_4"), r.objective) for r in runs]
         pts = [p for p in pts if _finite(p[0], p[1])]
-        if not pts:
-            continue
-        drawn = True
-        xs, ys, labels = zip(*pts, strict=True)
-        ax.scatter(xs, ys, marker=marker, label=f"{decoding} decoding", s=40)
-        if decoding == "greedy":  # top-p points sit near 0: labelling them too only overlaps
-            _label_points(ax, xs, ys, labels)
+        if pts:
+            markers[decoding] = DECODING_MARKERS[decoding]
+            _scatter(ax, pts, colors, markers[decoding])
+    if not markers:
+        plt.close(fig)
+        return None
+    extra = []
     human = next((r.metrics.get("gen/human/seq_rep_4") for r in runs if "gen/human/seq_rep_4" in r.metrics), None)
     if _finite(human):
-        ax.axhline(human, color="grey", linestyle="--", label="real text")
+        ax.axhline(human, color="grey", linestyle="--", linewidth=1)
+        extra.append(Line2D([], [], color="grey", linestyle="--", label="real text"))
     ax.set_xscale("log")  # perplexities span orders of magnitude (e.g. NCE's unnormalised softmax)
     ax.set_xlabel("test perplexity, log scale (lower is better)")
     ax.set_ylabel("seq-rep-4 of continuations (lower = less repetitive)")
-    ax.set_title("Perplexity vs repetition")
-    ax.legend(fontsize=8)
-    return _save(fig, path) if drawn else plt.close(fig)
+    ax.set_title("Perplexity vs repetition: greedy text loops, top-p text does not")
+    _legends(ax, colors, markers, extra)
+    return _save(fig, path)
 
 
 def entropy_vs_nll(runs, path: Path) -> Path | None:
+    from matplotlib.lines import Line2D
+
     pts = [(r.metrics.get("tf/nll"), r.metrics.get("tf/entropy"), r.objective) for r in runs]
     pts = [p for p in pts if _finite(p[0], p[1])]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    xs, ys, labels = zip(*pts, strict=True)
-    ax.scatter(xs, ys, s=40, color="tab:blue", label="objective")
-    _label_points(ax, xs, ys, labels)
-    lo, hi = min(min(xs), min(ys)), max(max(xs), max(ys))
-    ax.plot([lo, hi], [lo, hi], color="lightgrey", linewidth=1, label="entropy = NLL (calibrated in entropy)")
+    colors = _colors(runs)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     rate = next((r.metrics.get("gt/entropy_rate") for r in runs if "gt/entropy_rate" in r.metrics), None)
-    if _finite(rate):
-        ax.axhline(rate, color="tab:green", linestyle="--", label=f"source entropy rate ({rate:.2f})")
+    floor = rate if _finite(rate) else None
+    x_lo, x_hi = _inlier_limits([p[0] for p in pts], floor)
+    y_lo, y_hi = _inlier_limits([p[1] for p in pts], floor)
+    _scatter(ax, pts, colors, "o", clip_x=x_hi, clip_y=y_hi)
+    lo, hi = min(x_lo, y_lo), max(x_hi, y_hi)
+    ax.plot([lo, hi], [lo, hi], color="lightgrey", linewidth=1)
+    extra = [Line2D([], [], color="lightgrey", label="entropy = NLL (calibrated in entropy)")]
+    if floor is not None:
+        ax.axhline(rate, color="tab:green", linestyle="--", linewidth=1)
         ax.axvline(rate, color="tab:green", linestyle=":", linewidth=1)
+        extra.append(Line2D([], [], color="tab:green", linestyle="--", label=f"source entropy rate ({rate:.2f})"))
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_lo, y_hi)
     ax.set_xlabel("test NLL (nats/token)")
     ax.set_ylabel("mean predictive entropy (nats)")
-    ax.set_title("Predictive entropy vs NLL")
-    ax.legend(fontsize=8)
+    ax.set_title("Predictive entropy vs NLL (teacher-forced, test split)")
+    _legends(ax, colors, {}, extra)
     return _save(fig, path)
 
 
 def validation_curves(runs, path: Path) -> Path | None:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    drawn = False
+    colors = _colors(runs)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    finals = []
     for r in runs:
         history = r.data.get("history", {}).get("val/nll", [])
         if history:
             steps, values = zip(*history, strict=True)
-            ax.plot(steps, values, marker=".", label=r.objective)
-            drawn = True
+            ax.plot(steps, values, marker=".", color=colors[r.objective], label=r.objective)
+            finals.extend(values)
+    if not finals:
+        plt.close(fig)
+        return None
     rate = next((r.metrics.get("gt/entropy_rate") for r in runs if "gt/entropy_rate" in r.metrics), None)
     if _finite(rate):
         ax.axhline(rate, color="black", linestyle="--", linewidth=1, label="source entropy rate")
+    lo, hi = _inlier_limits(finals, rate if _finite(rate) else None)
+    ax.set_ylim(lo, hi)
+    above = sorted({r.objective for r in runs for _, v in r.data.get("history", {}).get("val/nll", []) if v > hi})
+    if above:
+        ax.text(
+            0.99, 0.98, f"above the axis: {', '.join(above)}", transform=ax.transAxes, ha="right", va="top", fontsize=7
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel("validation NLL (nats/token)")
     ax.set_title("Validation NLL during training")
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path) if drawn else plt.close(fig)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _save(fig, path)
 
 
 def coverage_vs_quality(runs, path: Path) -> Path | None:
+    from matplotlib.lines import Line2D
+
+    colors = _colors(runs)
     decodings = sorted({d for r in runs for d in r.decodings})
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    drawn = False
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    series = {}
     for decoding in decodings:
         pts = [(r.metrics.get("gt/forward_kl"), r.metrics.get(f"gt/{decoding}/sample_nll"), r.objective) for r in runs]
         pts = [p for p in pts if _finite(p[0], p[1])]
         if pts:
-            drawn = True
-            xs, ys, labels = zip(*pts, strict=True)
-            ax.scatter(xs, ys, s=36, label=decoding)
-            if decoding == "greedy":
-                _label_points(ax, xs, ys, labels)
+            series[decoding] = pts
+    if not series:
+        plt.close(fig)
+        return None
     human = next((r.metrics.get("gt/human/sample_nll") for r in runs if "gt/human/sample_nll" in r.metrics), None)
+    xs = [p[0] for pts in series.values() for p in pts]
+    ys = [p[1] for pts in series.values() for p in pts] + ([human] if _finite(human) else [])
+    x_lo, x_hi = _inlier_limits(xs, 0.0)
+    y_lo, y_hi = _inlier_limits(ys)
+    markers = {}
+    for decoding, pts in series.items():
+        markers[decoding] = DECODING_MARKERS.get(decoding, "o")
+        _scatter(ax, pts, colors, markers[decoding], clip_x=x_hi, clip_y=y_hi)
+    extra = []
     if _finite(human):
-        ax.axhline(human, color="grey", linestyle="--", label="real text")
+        ax.axhline(human, color="grey", linestyle="--", linewidth=1)
+        extra.append(Line2D([], [], color="grey", linestyle="--", label="real text"))
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_lo, y_hi)
     ax.set_xlabel("forward KL(P_data ‖ p_θ), nats (coverage: lower is better)")
-    ax.set_ylabel("NLL of generated text under the source (quality)")
+    ax.set_ylabel("NLL of generated text under the source\n(low = degenerate, near real text = plausible)")
     ax.set_title("Coverage vs quality per decoding")
-    ax.legend(fontsize=8)
-    return _save(fig, path) if drawn else plt.close(fig)
+    _legends(ax, colors, markers, extra)
+    return _save(fig, path)
 
 
 def reliability(runs, path: Path) -> Path | None:

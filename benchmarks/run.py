@@ -218,6 +218,8 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
                 "saved with, or use another hydra.run.dir"
             ) from None
         raise
+    if not system.val_history or system.val_history[-1][0] != trainer.global_step:
+        trainer.validate(system, datamodule=datamodule, verbose=False)  # val/ metrics of the final weights
     train_s = time.perf_counter() - t0
     save_checkpoint_atomic(trainer, run_dir / "checkpoints" / "last.ckpt")
     if not trainer.is_global_zero:

@@ -173,7 +173,7 @@ def step_pruning_callback(trial, monitor: str):
                 warnings.warn(f"pruning: {self.monitor} was not logged", stacklevel=1)
                 return None
             self._trial.report(score.item(), step=trainer.global_step)
-            if self._trial.should_prune():
+            if trainer.state.fn == "fit" and self._trial.should_prune():  # not the final validate() of a finished run
                 raise optuna.TrialPruned(f"pruned at step {trainer.global_step}")
             return None
 

@@ -132,14 +132,25 @@ def generate(
         )
     was_training = model.training
     model.eval()
+    device = prompt.device.type
+    # Keep autocast's bf16 weight copies across the decoding steps: Lightning's training-step
+    # autocast turns that cache off, and then every step of every linear re-casts its weight.
+    recast = torch.autocast(
+        device, dtype=torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device), cache_enabled=True
+    )
     try:
-        if cfg.strategy == "beam":
-            return _beam_search(model, prompt, max_new_tokens, cfg.beam_size)
-        if cfg.strategy == "contrastive":
-            return _contrastive_search(model, prompt, max_new_tokens, cfg.top_k, cfg.penalty_alpha)
-        return _ancestral(model, prompt, max_new_tokens, cfg, generator)
+        with recast:
+            return _decode(model, prompt, max_new_tokens, cfg, generator)
     finally:
         model.train(was_training)
+
+
+def _decode(model: GPT, prompt: torch.Tensor, max_new_tokens: int, cfg: DecodingConfig, generator) -> torch.Tensor:
+    if cfg.strategy == "beam":
+        return _beam_search(model, prompt, max_new_tokens, cfg.beam_size)
+    if cfg.strategy == "contrastive":
+        return _contrastive_search(model, prompt, max_new_tokens, cfg.top_k, cfg.penalty_alpha)
+    return _ancestral(model, prompt, max_new_tokens, cfg, generator)
 
 
 def _ancestral(model: GPT, prompt: torch.Tensor, n: int, cfg: DecodingConfig, generator) -> torch.Tensor:

@@ -40,7 +40,7 @@ def suite_dir(tmp_path_factory):
     proc = sweep(out, "entropy_penalty,label_smoothing", "++objective.eps=0.2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "error: entropy_penalty: objective.eps is not a knob of entropy_penalty" in proc.stderr
-    more = sweep(out, "mle")  # a second sweep into the same suite directory
+    more = sweep(out, "mle", "trainer.val_check_interval=2")  # a second sweep into the same suite directory
     assert more.returncode == 0, more.stderr[-3000:]
     return out, proc
 
@@ -111,4 +111,5 @@ def test_results_hold_the_validation_history(suite_dir):
     out, _ = suite_dir
     results = json.loads((out / "mle" / "results.json").read_text())
     steps = [step for step, _ in results["history"]["val/nll"]]
-    assert steps == [3]  # TINY validates once, at step 3
+    assert steps == [2, 3]  # every 2 steps, and the final weights (step 3) once more
+    assert results["metrics"]["val/nll"] == results["history"]["val/nll"][-1][1]
