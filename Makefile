@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench test lint clean
+.PHONY: venv bench results test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ SUITE_DIR ?= runs/suite
 bench: venv
 	$(BIN)/python benchmarks/run.py -m 'objective=glob(*)' suite=default hydra.sweep.dir=$(SUITE_DIR)
 	$(BIN)/python benchmarks/report.py $(SUITE_DIR)
+
+# the README's Results section: the default suite's report table and two of its plots
+results: bench
+	mkdir -p benchmarks/results
+	cp $(SUITE_DIR)/report.md benchmarks/results/default_suite.md
+	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png benchmarks/results/
 
 test: venv
 	$(BIN)/python -m pytest tests

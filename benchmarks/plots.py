@@ -18,7 +18,7 @@ DPI = 120
 
 def _save(fig, path: Path) -> Path:
     buffer = io.BytesIO()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.8, 1) if fig.legends else None)  # room for a figure legend on the right
     fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
@@ -72,23 +72,14 @@ def _scatter(ax, points, colors, marker, clip_x=None, clip_y=None) -> None:
 
 
 def _legends(ax, colors, markers: dict[str, str], extra: list | None = None) -> None:
-    """Objectives (colour) in a legend right of the axes; decodings (marker) and lines inside."""
+    """Objectives (colour) in a figure legend on the right; decodings (marker) and lines inside the axes."""
     from matplotlib.lines import Line2D
 
     objective_handles = [
         Line2D([], [], marker="o", linestyle="", color=c, markeredgecolor="black", markeredgewidth=0.4, label=name)
         for name, c in colors.items()
     ]
-    first = ax.legend(
-        handles=objective_handles,
-        title="objective",
-        fontsize=7,
-        title_fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        borderaxespad=0,
-    )
-    ax.add_artist(first)
+    ax.figure.legend(handles=objective_handles, title="objective", fontsize=7, title_fontsize=8, loc="center right")
     handles = [Line2D([], [], marker=m, linestyle="", color="grey", label=f"{d} decoding") for d, m in markers.items()]
     ax.legend(handles=handles + (extra or []), fontsize=7, loc="best")
 
@@ -177,7 +168,7 @@ def validation_curves(runs, path: Path) -> Path | None:
     ax.set_xlabel("training step")
     ax.set_ylabel("validation NLL (nats/token)")
     ax.set_title("Validation NLL during training")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="center right")
     return _save(fig, path)
 
 
