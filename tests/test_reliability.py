@@ -169,3 +169,15 @@ def test_killed_tuner_continues_the_study(tmp_path):
     complete_before = [t for t in trials if t.state.name == "COMPLETE" and t.number < failed.number]
     assert complete_before, "the trial finished before the kill was lost"
     assert states.count("COMPLETE") >= 2  # and the restarted tuner finished one more
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    """mkstemp makes 0600 files; results and reports must be readable like any file the user writes."""
+    from lit_modules.util import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "r.json", "{}")
+        assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)
