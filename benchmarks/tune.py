@@ -36,7 +36,7 @@ SPACE_TYPES = ("float", "int", "categorical")
 def parse_space(space, objective_cfg: DictConfig) -> dict[str, dict]:
     """Validate an objective's search space: {knob: {type, low, high[, log]} | {type: categorical, choices}}."""
     if not space:
-        raise ConfigError("objective.search_space is empty: this objective has no knob to tune")
+        raise ConfigError("objective.search_space is empty: this objective has no knob to tune (mle has none)")
     out = {}
     for knob, spec in space.items():
         where = f"objective.search_space.{knob}"
@@ -204,7 +204,8 @@ def tune(cfg: DictConfig, study_dir: Path, objective_name: str, overrides: list[
     from benchmarks.run import run, validate
 
     t = cfg.tune
-    space = parse_space(OmegaConf.to_container(cfg.objective.get("search_space") or {}), cfg.objective)
+    raw_space = cfg.objective.get("search_space")
+    space = parse_space(OmegaConf.to_container(raw_space) if raw_space is not None else {}, cfg.objective)
     metrics = check_metrics(t.metrics, cfg)
     directions = list(t.directions) if t.directions else ["minimize"] * len(metrics)
     if len(directions) != len(metrics) or any(d not in ("minimize", "maximize") for d in directions):

@@ -262,7 +262,13 @@ class TextDataModule(BlockDataModule):
             if self.splits.get(split) in raw:
                 out[split] = raw[self.splits[split]]
             else:  # no such split: carve it out of train, deterministically
-                parts = out["train"].train_test_split(test_size=frac, seed=self.seed, shuffle=True)
+                try:
+                    parts = out["train"].train_test_split(test_size=frac, seed=self.seed, shuffle=True)
+                except ValueError:  # too few documents for both sides of the split
+                    raise DataError(
+                        f"data: {len(out['train'])} document(s) are too few to carve a {split} split of "
+                        f"{frac:g} out of them; give a longer corpus (or one with its own {split} split)"
+                    ) from None
                 out["train"], out[split] = parts["train"], parts["test"]
         if self.max_train_docs is not None:
             out["train"] = out["train"].select(range(min(self.max_train_docs, len(out["train"]))))

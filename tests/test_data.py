@@ -85,3 +85,11 @@ def test_corpus_shorter_than_one_block(tmp_path):
         TextDataModule(
             path="text", files=[str(tmp_path / "short.txt")], vocab_size=260, block_size=128, batch_size=4
         ).setup()
+
+
+def test_corpus_too_small_to_split(tmp_path):
+    (tmp_path / "one.txt").write_text("a single line of text")
+    with pytest.raises(DataError, match=r"1 document\(s\) are too few to carve a val split"):
+        TextDataModule(
+            path="text", files=[str(tmp_path / "one.txt")], vocab_size=260, block_size=8, batch_size=4
+        ).setup()

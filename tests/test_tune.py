@@ -106,6 +106,7 @@ def test_two_processes_share_a_journal(tmp_path):
         (["objective.search_space.eps.type=gaussian"], "objective.search_space.eps={'type': 'gaussian'"),
         (["tune.metrics=[val/nlll]"], "tune.metrics: 'val/nlll' is not a metric of this run"),
         (["tune.sampler=grid"], "tune.sampler='grid' is unknown"),
+        (["objective=mle"], "objective.search_space is empty: this objective has no knob to tune"),
     ],
 )
 def test_bad_tuning_input(tmp_path, extra, message):
