@@ -94,8 +94,9 @@ def sample_token(logits: torch.Tensor, cfg: DecodingConfig, generator: torch.Gen
         return token
     rows = torch.arange(probs.shape[0], device=probs.device)
     for _ in range(NUCLEUS_TRIES):
-        p_token = probs[rows, token[rows]][:, None]  # (R, 1)
-        mass_before = (probs[rows] * (probs[rows] > p_token)).sum(-1)  # strictly more probable tokens
+        pending = probs[rows]  # (R, V)
+        p_token = pending.gather(-1, token[rows, None])  # (R, 1)
+        mass_before = (pending * (pending > p_token)).sum(-1)  # strictly more probable tokens
         rows = rows[mass_before >= cfg.top_p]  # drawn outside the nucleus
         if rows.numel() == 0:
             return token

@@ -52,7 +52,7 @@ def token_losses(
     weight = model.output_embedding  # (V, D)
     flat_h = h.reshape(-1, h.shape[-1])
     flat_extra = [x.reshape(flat_h.shape[0], *x.shape[len(lead) :]) for x in per_token]
-    rows = max(16, CHUNK_ELEMENTS // weight.shape[0])
+    rows = _chunk_rows(weight)
     stats: dict[str, torch.Tensor] = {}
     if torch.is_grad_enabled() and (flat_h.requires_grad or weight.requires_grad):
         losses = _ChunkedHead.apply(flat_h, weight, fn, rows, stats, *flat_extra)
@@ -71,11 +71,16 @@ def map_logits(model: nn.Module, h: torch.Tensor, fn: Callable[[torch.Tensor], t
     weight = model.output_embedding
     flat_h = h.reshape(-1, h.shape[-1])
     dtype = _compute_dtype(flat_h)
-    rows = max(16, CHUNK_ELEMENTS // weight.shape[0])
+    rows = _chunk_rows(weight)
     with torch.autocast(h.device.type, enabled=False):
         h_c, w_c = flat_h.to(dtype), weight.to(dtype)
         out = [fn((h_c[start : start + rows] @ w_c.T).float()) for start in range(0, flat_h.shape[0], rows)]
     return torch.cat(out).view(lead)
+
+
+def _chunk_rows(weight: torch.Tensor) -> int:
+    """Rows per chunk: about ``CHUNK_ELEMENTS`` logits of a (V, D) output embedding."""
+    return max(16, CHUNK_ELEMENTS // weight.shape[0])
 
 
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:
