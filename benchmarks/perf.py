@@ -134,14 +134,15 @@ class Bench:
         objective = objective.to(self.device)
         counts = torch.ones(V, dtype=torch.float64)
         objective.setup(model, ObjectiveContext(V, min(model.cfg.context, self.shape.seq + 1), counts))
-        forward_model = torch.compile(model) if compile_model else model
+        if compile_model:
+            model.compile_blocks()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the LightningModule
         batch = self.batch(V)
         step = [0]
 
         def one():
             with self.autocast(bf16):
-                loss = objective(forward_model, batch, step[0]).loss
+                loss = objective(model, batch, step[0]).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -150,7 +151,9 @@ class Bench:
         return one
 
     # ---- training through the Lightning Trainer ----
-    def trainer_windows(self, precision: str, between: Callable[[], float] | None = None) -> tuple[list, list]:
+    def trainer_windows(
+        self, precision: str, between: Callable[[], float] | None = None, compile_model: bool = False
+    ) -> tuple[list, list]:
         """Seconds per step through ``Trainer.fit``, per window, and what ``between`` returned after each
         window: another measurement run between the Trainer's windows, so that the two alternate."""
         import lightning.pytorch as pl
@@ -168,6 +171,8 @@ class Bench:
             {"_target_": "objectives.mle.MLE"},
             dict(lr=1e-4, weight_decay=0.1, betas=[0.9, 0.95], warmup_steps=10, min_lr_ratio=0.1),
         )
+        if compile_model:
+            system.model.compile_blocks()  # as run.py with trainer.compile=true
         total = self.warmup + self.steps * self.repeats
         blocks = torch.randint(0, s.vocab_size, (s.batch * total, s.seq + 1), generator=self.g)
 
@@ -361,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per window")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the blocks")
     parser.add_argument("--objectives", action="store_true", help="also time every objective against MLE")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--json", type=Path)
@@ -398,9 +403,14 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(bench.warmup):
                 hf_step()
             between = lambda: timed(hf_step, 0, bench.steps, 1, bench.sync)  # noqa: B023
-        windows, hf_windows = bench.trainer_windows("bf16-mixed" if bf16 else "32-true", between)
+        precision = "bf16-mixed" if bf16 else "32-true"
+        windows, hf_windows = bench.trainer_windows(precision, between)
         fig[f"trainer_tokens_per_s_{tag}"] = tokens / statistics.median(windows)
         rows.append((f"train step, Lightning Trainer, {tag}", fig[f"trainer_tokens_per_s_{tag}"], "tokens/s"))
+        if args.compile:
+            compiled = tokens / statistics.median(bench.trainer_windows(precision, compile_model=True)[0])
+            fig[f"trainer_tokens_per_s_{tag}_compiled"] = compiled
+            rows.append((f"train step, Lightning Trainer, {tag}, compiled", compiled, "tokens/s"))
         if hf_windows:
             fig["hf_train_tokens_per_s"] = tokens / statistics.median(hf_windows)
             fig["ratio_train_vs_hf"] = statistics.median(h / w for w, h in zip(windows, hf_windows, strict=True))

@@ -87,6 +87,8 @@ def validate(cfg: DictConfig) -> dict:
             f"context ({limit} = min(model.context, data.block_size + 1)); shorten one of them"
         )
     resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    if not isinstance(cfg.trainer.compile, bool):
+        raise ConfigError(f"trainer.compile={cfg.trainer.compile!r} is not allowed; use true or false")
     from lit_modules.system import build_objective  # knobs are checked when the objective is built
 
     objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True))
@@ -199,6 +201,8 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
         objective=OmegaConf.to_container(cfg.objective, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
     )
+    if cfg.trainer.compile:
+        system.model.compile_blocks()
     datamodule.setup("fit")
     trainer = build_trainer(cfg, run_dir, precision, run_label(objective_name, cfg.objective))
     trainer.callbacks.extend(callbacks)

@@ -142,9 +142,14 @@ def make_sampler(t: DictConfig, n_metrics: int, seed_offset: int = 0):
 def make_pruner(t: DictConfig, max_steps: int):
     import optuna
 
+    warmup = t.prune_warmup_steps
+    if warmup is None:
+        warmup = max_steps // 3
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise ConfigError(f"tune.prune_warmup_steps={warmup!r} is not allowed; use null or an integer >= 0")
     pruners = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=t.n_startup_trials, n_warmup_steps=0),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_steps),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=t.n_startup_trials, n_warmup_steps=warmup),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(warmup, 1), max_resource=max_steps),
         "threshold": lambda: optuna.pruners.ThresholdPruner(upper=t.prune_above),
         "none": lambda: optuna.pruners.NopPruner(),
     }

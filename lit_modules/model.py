@@ -167,6 +167,17 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         self.apply(self._init_weights)
+        self.compiled_blocks: list[nn.Module] | None = None  # see compile_blocks; a plain list: no extra state
+
+    def compile_blocks(self, **options) -> None:
+        """``torch.compile`` each block for the passes without a KV cache (training, teacher-forced
+        evaluation). Decoding keeps the eager blocks: its lengths change at every step, and one
+        decoding step is too small for compilation to pay off."""
+        self.compiled_blocks = [torch.compile(block, **options) for block in self.blocks]
+
+    def __getstate__(self) -> dict:
+        # copies (e.g. a frozen reference model) and pickles carry the eager blocks only
+        return {**self.__dict__, "compiled_blocks": None}
 
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2: N(0, 0.02), zero biases, residual projections N(0, 0.02/sqrt(2·n_layer)).
@@ -197,7 +208,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens is longer than model.context={self.cfg.context}")
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, D)
-        for layer, block in enumerate(self.blocks):
+        blocks = self.compiled_blocks if cache is None and self.compiled_blocks is not None else self.blocks
+        for layer, block in enumerate(blocks):
             x = block(x, cache, layer)
         if cache is not None:
             cache.advance(T)

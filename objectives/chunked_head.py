@@ -167,6 +167,12 @@ def softmax_nll(z: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, t
     return logp, logp.exp(), -logp.gather(-1, targets[:, None]).squeeze(-1)
 
 
+def scratch(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, to overwrite, when no autograd graph reads it (the training path); else a copy
+    (the tests take autograd of the same function to check its closed form)."""
+    return t.detach().clone() if t.requires_grad else t
+
+
 def minus_onehot_(grad: torch.Tensor, targets: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """grad[t, y_t] −= scale (in place); returns grad."""
     if not torch.is_tensor(scale):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, scratch, softmax_nll, token_losses
 
 
 class EntropyPenalty(Objective):
@@ -28,14 +28,15 @@ class EntropyPenalty(Objective):
         ∂/∂z = p − onehot(y) + λ·[penalty active]·p·(log p + H)."""
         logp, p, nll = softmax_nll(z, targets)
         entropy = -torch.linalg.vecdot(p, logp)  # (r,)
-        log_ratio = logp + entropy[:, None]  # log p + H
         if self.threshold is None:
             penalty = -entropy
-            grad = torch.addcmul(p, p, log_ratio, value=self.lam)
         else:
             penalty = (self.threshold - entropy).clamp_min(0)
-            active = (self.threshold - entropy >= 0).float()
-            grad = torch.addcmul(p, p, log_ratio.mul_(self.lam * active[:, None]))
+        with torch.no_grad():  # the gradient is built in logp's memory: two passes instead of four
+            log_ratio = scratch(logp).add_(entropy[:, None])  # log p + H
+            if self.threshold is not None:
+                log_ratio.mul_((self.threshold - entropy >= 0)[:, None])  # zero where the hinge is inactive
+            grad = torch.addcmul(p, p, log_ratio, value=self.lam, out=log_ratio)  # p + λ·p·(log p + H)
         return TokenLoss(nll + self.lam * penalty, {"nll": nll, "entropy": entropy}, minus_onehot_(grad, targets))
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:

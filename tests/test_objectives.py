@@ -447,7 +447,7 @@ def closed_form_cases():
     return [
         ("mle", nll_fn, (y,)),
         ("entropy_penalty", EntropyPenalty(lam=0.7).token_loss, (y,)),
-        ("entropy_penalty_hinge", EntropyPenalty(lam=0.7, threshold=3.4).token_loss, (y,)),
+        ("entropy_penalty_hinge", EntropyPenalty(lam=0.7, threshold=1.5).token_loss, (y,)),  # both sides
         ("label_smoothing", LabelSmoothing(eps=0.2).token_loss, (y,)),
         ("mixce", MixCE(eta=0.3).token_loss, (y,)),
         ("tailr", TaiLr(gamma=0.4, min_w=0.1).token_loss, (y,)),

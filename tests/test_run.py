@@ -132,6 +132,7 @@ BAD = [
     (["objective=unlikelihood_seq", "objective.cont_len=200"], "objective.prefix_len + cont_len=232 is not allowed"),
     (["objective=label_smoothing", "objective.eps=1.5"], "objective.eps=1.5 is not allowed; use 0 <= eps < 1"),
     (["data=text", "data.files=[/no/such/file.txt]"], "'/no/such/file.txt' does not exist"),
+    (["trainer.compile=maybe"], "trainer.compile='maybe' is not allowed; use true or false"),
 ]
 
 

@@ -60,6 +60,23 @@ def test_aggressive_pruner_prunes(tmp_path):
     assert list(trial.intermediate_values) == [1]  # reported at the global step, pruned at the first check
 
 
+def test_median_pruner_waits_a_third_of_the_run_by_default():
+    from benchmarks.tune import make_pruner
+
+    cfg = compose_tune([*BASE])
+    pruner = make_pruner(cfg.tune, 900)
+    study = optuna.create_study(pruner=pruner)
+    for value in (1.0, 1.0, 1.0, 1.0, 1.0):  # five finished trials that reported 1.0 at steps 250 and 500
+        trial = study.ask()
+        trial.report(value, 250), trial.report(value, 500)
+        study.tell(trial, value)
+    worse = study.ask()
+    worse.report(2.0, 250)
+    assert not worse.should_prune()  # step 250 < 900 // 3: too early to judge
+    worse.report(2.0, 500)
+    assert worse.should_prune()
+
+
 def test_multi_objective_returns_a_pareto_set(tmp_path):
     summary = run_tune(tmp_path, "tune.n_trials=3", "tune.metrics=[val/nll,gen/greedy/seq_rep_4]")
     best = summary["best"]
@@ -107,6 +124,7 @@ def test_two_processes_share_a_journal(tmp_path):
         (["tune.metrics=[val/nlll]"], "tune.metrics: 'val/nlll' is not a metric of this run"),
         (["tune.sampler=grid"], "tune.sampler='grid' is unknown"),
         (["objective=mle"], "objective.search_space is empty: this objective has no knob to tune"),
+        (["tune.prune_warmup_steps=-5"], "tune.prune_warmup_steps=-5 is not allowed; use null or an integer >= 0"),
     ],
 )
 def test_bad_tuning_input(tmp_path, extra, message):
