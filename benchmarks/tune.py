@@ -240,7 +240,11 @@ def tune(cfg: DictConfig, study_dir: Path, objective_name: str, overrides: list[
         trial.set_user_attr("overrides", trial_overrides)
         run_cfg = compose_run(trial_overrides)
         callbacks = (step_pruning_callback(trial, metrics[0]),) if single and metrics[0].startswith("val/") else ()
-        results = run(run_cfg, study_dir / f"trial_{trial.number:04d}", objective_name, callbacks, needs_evaluation)
+        try:
+            results = run(run_cfg, study_dir / f"trial_{trial.number:04d}", objective_name, callbacks, needs_evaluation)
+        except SystemExit:  # SIGTERM: Optuna records Exception and KeyboardInterrupt only; the trial would stay RUNNING
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
         out = []
         for name in metrics:
             value = results["metrics"].get(name)

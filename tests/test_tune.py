@@ -60,6 +60,18 @@ def test_aggressive_pruner_prunes(tmp_path):
     assert list(trial.intermediate_values) == [1]  # reported at the global step, pruned at the first check
 
 
+def test_a_terminated_trial_is_failed_not_left_running(tmp_path, monkeypatch):
+    import benchmarks.run
+
+    def terminated(*args, **kwargs):
+        raise SystemExit(0)  # what a run does after SIGTERM, once its checkpoint is written
+
+    monkeypatch.setattr(benchmarks.run, "run", terminated)
+    with pytest.raises(SystemExit):
+        run_tune(tmp_path, "tune.n_trials=2")
+    assert [t.state.name for t in load(tmp_path).trials] == ["FAIL"]
+
+
 def test_median_pruner_waits_a_third_of_the_run_by_default():
     from benchmarks.tune import make_pruner
 
