@@ -2,6 +2,7 @@
 
     python benchmarks/report.py runs/suite            # writes report.md, results.csv, plots/ there
     python benchmarks/report.py runs/suite --out docs  # somewhere else
+    python benchmarks/report.py runs/suite --readme README.md  # also the tables between its suite-tables markers
 
 Reads every ``results.json`` under the directory (and ``failed.json`` of failed sweep jobs).
 """
@@ -177,10 +178,26 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+README_BEGIN, README_END = "<!-- suite-tables:begin -->", "<!-- suite-tables:end -->"
+
+
+def update_readme(path: Path, body: str) -> None:
+    """Replace what lies between the README's suite-tables markers with the report's tables."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"--readme {path}: {e.strerror}") from None
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"--readme {path} has no {README_BEGIN} ... {README_END} block to fill")
+    atomic_write_text(path, text[: start + len(README_BEGIN)] + "\n" + body + text[end:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, help="a directory holding runs (searched recursively)")
     parser.add_argument("--out", type=Path, help="where to write report.md, results.csv, plots/ (default: runs)")
+    parser.add_argument("--readme", type=Path, help="also put the tables into this Markdown file's suite-tables block")
     args = parser.parse_args(argv)
     try:
         runs = collect(args.runs)
@@ -188,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(e))
     out = args.out or args.runs
     body, csv_rows = tables(runs)
+    if args.readme:  # checked before anything is written
+        try:
+            update_readme(args.readme, body)
+        except ValueError as e:
+            fail(str(e))
     from benchmarks.plots import make_plots
 
     plots = make_plots([r for r in runs if not r.failed], out / "plots")

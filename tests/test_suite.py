@@ -88,6 +88,21 @@ def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
     assert all((out / "plots" / p).stat().st_size > 5000 for p in pngs)
 
 
+def test_report_fills_the_readme_block(suite_dir, tmp_path):
+    out, _ = suite_dir
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- suite-tables:begin -->\nold table\n<!-- suite-tables:end -->\nafter\n")
+    proc = subprocess.run([*REPORT, str(out), "--readme", str(readme)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    assert "old table" not in text and "| mle | greedy |" in text
+    assert text.endswith("<!-- suite-tables:end -->\nafter\n")
+    readme.write_text("# no markers\n")
+    proc = subprocess.run([*REPORT, str(out), "--readme", str(readme)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "has no <!-- suite-tables:begin -->" in proc.stderr
+    assert readme.read_text() == "# no markers\n"
+
+
 def test_report_bad_input(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
