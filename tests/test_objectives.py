@@ -74,6 +74,12 @@ def test_label_smoothing_formula(model, batch):
             total += (1 - eps) * -logp[y[b, t]].item() + eps * -logp.mean().item()
             n += 1
     assert LabelSmoothing(eps=eps)(model, batch, 0).loss.item() == pytest.approx(total / n, rel=1e-5)
+    z = torch.randn(12, 37, generator=torch.Generator().manual_seed(2)) * 3
+    targets = torch.randint(0, 37, (12,), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(  # torch's convention for the ε mass
+        LabelSmoothing(eps=eps).token_loss(z, targets).loss,
+        torch.nn.functional.cross_entropy(z, targets, label_smoothing=eps, reduction="none"),
+    )
 
 
 def test_mixce_and_tailr_formulas(model, batch):
