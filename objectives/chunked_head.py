@@ -37,7 +37,10 @@ class TokenLoss:
 # f(z (r, V) fp32 logits, *per_token (r, ...)) -> TokenLoss; with ``closed_form`` it sets ``grad``
 TokenFn = Callable[..., TokenLoss]
 
-CHUNK_ELEMENTS = 1 << 21  # logits per chunk: 8 MB in fp32 (measured best of 0.5-2 M at V = 8192)
+CHUNK_ELEMENTS = 1 << 21  # logits per chunk on a CPU: 8 MB in fp32 (measured best of 0.5-2 M at V = 8192)
+# On a GPU the chunks are there for memory only and every chunk costs ~10 kernel launches: 64 M logits
+# (256 MB in fp32) is ~1,300 rows of GPT-2's 50k vocabulary, ~13 chunks for 16 x 1024 tokens.
+GPU_CHUNK_ELEMENTS = 1 << 26
 
 
 def token_losses(
@@ -79,8 +82,9 @@ def map_logits(model: nn.Module, h: torch.Tensor, fn: Callable[[torch.Tensor], t
 
 
 def _chunk_rows(weight: torch.Tensor) -> int:
-    """Rows per chunk: about ``CHUNK_ELEMENTS`` logits of a (V, D) output embedding."""
-    return max(16, CHUNK_ELEMENTS // weight.shape[0])
+    """Rows per chunk: about ``CHUNK_ELEMENTS`` (CPU) or ``GPU_CHUNK_ELEMENTS`` logits of a (V, D) embedding."""
+    elements = CHUNK_ELEMENTS if weight.device.type == "cpu" else GPU_CHUNK_ELEMENTS
+    return max(16, elements // weight.shape[0])
 
 
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:
