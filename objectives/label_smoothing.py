@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll_, token_losses
 
 
 class LabelSmoothing(Objective):
@@ -24,9 +24,11 @@ class LabelSmoothing(Objective):
     @closed_form
     def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """Logits (r, V) -> smoothed cross-entropy; ∂/∂z = p − (1−ε)·onehot(y) − ε/V."""
-        logp, p, nll = softmax_nll(z, targets)
-        # = F.cross_entropy(z, targets, label_smoothing=ε) (tested), without its second log-softmax pass
-        loss = (1.0 - self.eps) * nll - self.eps * logp.mean(-1)
+        # (1−ε)·ℓ − ε·mean_v log p_v = ℓ + ε·(z_y − mean_v z_v), since log p_v = z_v − z_y − ℓ: the mean
+        # of z is read before z's memory becomes p (= F.cross_entropy(z, y, label_smoothing=ε), tested)
+        z_gap = z.gather(-1, targets[:, None]).squeeze(-1) - z.mean(-1)
+        p, nll = softmax_nll_(z, targets)
+        loss = nll + self.eps * z_gap
         grad = minus_onehot_(p.sub_(self.eps / z.shape[-1]), targets, 1.0 - self.eps)
         return TokenLoss(loss, {"nll": nll}, grad)
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll_, token_losses
 
 
 class MixCE(Objective):
@@ -24,7 +24,7 @@ class MixCE(Objective):
     @closed_form
     def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """Logits (r, V) -> w_t·ℓ_t with w_t = η + (1−η)·q_t detached; ∂/∂z = w_t·(p − onehot(y))."""
-        _, p, nll = softmax_nll(z, targets)
+        p, nll = softmax_nll_(z, targets)
         q = torch.exp(-nll.detach())
         weight = self.eta + (1 - self.eta) * q
         grad = minus_onehot_(p, targets).mul_(weight[:, None])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll_, token_losses
 
 
 class TaiLr(Objective):
@@ -25,7 +25,7 @@ class TaiLr(Objective):
     @closed_form
     def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """Logits (r, V) -> w_t·ℓ_t, w_t detached; ∂/∂z = w_t·(p − onehot(y))."""
-        _, p, nll = softmax_nll(z, targets)
+        p, nll = softmax_nll_(z, targets)
         p_gold = torch.exp(-nll.detach())
         weight = (p_gold / (self.gamma + (1 - self.gamma) * p_gold)).clamp(self.min_w, 1.0)
         grad = minus_onehot_(p, targets).mul_(weight[:, None])

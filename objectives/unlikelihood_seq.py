@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from objectives.base import LossOutput, ObjectiveContext, check_knob, check_prefix_fits
-from objectives.chunked_head import TokenLoss, closed_form, softmax_nll, token_losses
+from objectives.chunked_head import TokenLoss, closed_form, softmax_nll_, token_losses
 from objectives.unlikelihood_token import UnlikelihoodToken
 
 
@@ -77,7 +77,7 @@ class UnlikelihoodSeq(UnlikelihoodToken):
     @closed_form
     def repeat_loss(z: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TokenLoss:
         """Logits (r, V) -> mask_t·−log(1 − p(ŷ_t)); ∂/∂z = a_t·(onehot(ŷ) − p), a_t = mask_t·p/(1 − p)."""
-        _, p, _ = softmax_nll(z, tokens)
+        p, _ = softmax_nll_(z, tokens)
         p_token = p.gather(-1, tokens[:, None]).squeeze(-1)
         one_minus_p = (1.0 - p_token).clamp_min(1e-5)
         a = p_token / one_minus_p * (mask & (1.0 - p_token >= 1e-5))

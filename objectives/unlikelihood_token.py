@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll, token_losses
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll_, token_losses
 
 
 def candidate_positions(inputs: torch.Tensor, targets: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -61,7 +61,7 @@ class UnlikelihoodToken(Objective):
         With a_s = counted·p(x_s)/(1 − p(x_s)) (0 where 1 − p is clamped):
         ∂/∂z = p − onehot(y) + α·(Σ_s a_s·onehot(x_s) − (Σ_s a_s)·p).
         """
-        _, p, nll = softmax_nll(z, targets)
+        p, nll = softmax_nll_(z, targets)
         p_context = p.gather(-1, context)  # (r, S): p_t(x_s)
         one_minus_p = (1.0 - p_context).clamp_min(1e-5)
         unlikelihood = -(one_minus_p.log() * counted).sum(-1)

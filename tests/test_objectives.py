@@ -77,7 +77,7 @@ def test_label_smoothing_formula(model, batch):
     z = torch.randn(12, 37, generator=torch.Generator().manual_seed(2)) * 3
     targets = torch.randint(0, 37, (12,), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(  # torch's convention for the ε mass
-        LabelSmoothing(eps=eps).token_loss(z, targets).loss,
+        LabelSmoothing(eps=eps).token_loss(z.clone(), targets).loss,  # a token function consumes z
         torch.nn.functional.cross_entropy(z, targets, label_smoothing=eps, reduction="none"),
     )
 
@@ -468,10 +468,14 @@ def test_closed_form_gradient_is_autograds(case):
     _, fn, extra = closed_form_cases()[case]
     z = torch.randn(12, 37, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 3
     z[0, :5] = 12.0  # a confident row: p near 1 for some tokens, the clamps of 1 − p are exercised
-    closed = fn(z.clone(), *extra).grad
+    closed = fn(z.clone(), *extra)  # the training path: z's memory is reused in place
     leaf = z.clone().requires_grad_()
-    (auto,) = torch.autograd.grad(fn(leaf, *extra).loss.sum(), leaf)
-    assert torch.allclose(closed, auto, atol=1e-10), (closed - auto).abs().max()
+    auto = fn(leaf, *extra)
+    (auto_grad,) = torch.autograd.grad(auto.loss.sum(), leaf)
+    assert torch.allclose(closed.grad, auto_grad, atol=1e-10), (closed.grad - auto_grad).abs().max()
+    assert torch.allclose(closed.loss, auto.loss.detach(), atol=1e-12)
+    for key, value in closed.stats.items():
+        assert torch.allclose(value, auto.stats[key].detach(), atol=1e-12), key
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
