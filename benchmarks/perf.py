@@ -3,6 +3,7 @@
     python benchmarks/perf.py                        # the default shape on this machine, a table
     python benchmarks/perf.py --json perf.json       # also the figures as JSON
     python benchmarks/perf.py --preset gpt2 --device cuda   # GPT-2 124M on a GPU: tokens/s and MFU
+    python benchmarks/perf.py --nanogpt ../nanoGPT/model.py  # nanoGPT's step beside ours (your clone)
 
 Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Every figure is the
 median of ``--repeats`` timed windows after warm-up steps; every ratio (against Hugging Face,
@@ -34,6 +35,7 @@ PRESETS = {
     "default": dict(n_layer=4, n_head=4, d_model=256, context=256, vocab_size=8192, batch=16, seq=256),
     "tiny": dict(n_layer=2, n_head=4, d_model=128, context=128, vocab_size=1024, batch=32, seq=128),
     "gpt2": dict(n_layer=12, n_head=12, d_model=768, context=1024, vocab_size=50304, batch=16, seq=1024),
+    "micro": dict(n_layer=1, n_head=2, d_model=32, context=64, vocab_size=256, batch=4, seq=32),  # a smoke test
 }
 # bf16 dense peak of the card, for MFU (H100 SXM: 989 TFLOP/s; H200: the same chip)
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -244,6 +246,36 @@ class Bench:
         return one
 
 
+def evaluation_seconds(bench: Bench, bf16: bool, n: int = 64) -> dict[str, float]:
+    """Wall seconds of a run's evaluation at the bench shape, as run.py does it by default: the
+    teacher-forced metrics over ``n`` test blocks, and generation with the greedy, sample and top-p
+    decodings for ``n`` prompts of 32 tokens continued by 96 (gen/ metrics included)."""
+    from benchmarks.evaluate import generate_all, teacher_forced
+    from lit_modules.decoding import DecodingConfig
+
+    torch.manual_seed(0)
+    model = GPT(bench.shape.gpt_config()).to(bench.device).eval()
+    V, cont_len = bench.shape.vocab_size, min(96, bench.shape.context - 32)
+    blocks = torch.randint(0, V, (n, bench.shape.seq + 1), generator=bench.g)
+    held_out = torch.randint(0, V, (n, 32 + cont_len), generator=bench.g)  # prompts + real continuations
+    decodings = {
+        "greedy": DecodingConfig(strategy="greedy"),
+        "sample": DecodingConfig(strategy="sample"),
+        "top_p": DecodingConfig(strategy="sample", top_p=0.9),
+    }
+
+    def tf():
+        teacher_forced(model, blocks, bench.shape.batch, bf16)
+
+    def gen():
+        generate_all(model, held_out, decodings, 32, cont_len, n, bf16, 0, lambda ids: " ".join(map(str, ids)))
+
+    return {
+        "teacher_forced": timed(tf, 1, 1, bench.repeats, bench.sync),
+        "generation": timed(gen, 0, 1, bench.repeats, bench.sync),
+    }
+
+
 def no_cache_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
     """The same top-p sampling without the KV cache: the whole sequence re-run for every new token."""
     from lit_modules.decoding import DecodingConfig, filter_logits
@@ -295,6 +327,34 @@ def hf_train_step(bench: Bench, bf16: bool) -> Callable[[], None]:
     def one():
         with bench.autocast(bf16):
             loss = model(batch[:, :-1], labels=batch[:, :-1]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return one
+
+
+def nanogpt_train_step(bench: Bench, model_py: Path, bf16: bool) -> Callable[[], None]:
+    """nanoGPT's training step (its ``model.py`` from a local clone, its own loss), the same shape,
+    optimiser and precision. Nothing of nanoGPT ships with objbench: the path is the user's."""
+    spec = importlib.util.spec_from_file_location("nanogpt_model", model_py)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--nanogpt {model_py}: not a Python file; give the path of nanoGPT's model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    s = bench.shape
+    torch.manual_seed(0)
+    cfg = module.GPTConfig(
+        block_size=s.context, vocab_size=s.vocab_size, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model, dropout=0.0
+    )
+    model = module.GPT(cfg).to(bench.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the same optimiser as objbench
+    batch = bench.batch()
+    inputs, targets = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+
+    def one():
+        with bench.autocast(bf16):
+            _, loss = model(inputs, targets)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -369,8 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the blocks")
     parser.add_argument("--objectives", action="store_true", help="also time every objective against MLE")
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument(
+        "--nanogpt", type=Path, metavar="MODEL_PY", help="nanoGPT's model.py (a local clone): its step beside ours"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.nanogpt is not None and not args.nanogpt.is_file():
+        parser.error(f"--nanogpt {args.nanogpt}: no such file; give the path of nanoGPT's model.py")
     keep_freed_memory()  # as run.py: the same allocator for objbench and Hugging Face
 
     shape = Shape(**PRESETS[args.preset])
@@ -391,8 +456,18 @@ def main(argv: list[str] | None = None) -> int:
     default_tag = "bf16" if native_bf16 else "fp32"
     for bf16 in [False, True] if native_bf16 else [False]:
         tag = "bf16" if bf16 else "fp32"
-        fig[f"raw_train_tokens_per_s_{tag}"] = tokens / bench.train_step_time(MLE(), bf16)
+        if args.nanogpt is not None:  # nanoGPT's windows alternate with objbench's raw loop
+            ours, theirs = bench.train_step(MLE(), bf16), nanogpt_train_step(bench, args.nanogpt, bf16)
+            ours_s, theirs_s, ratio = paired(ours, theirs, bench.warmup, bench.steps, bench.repeats, bench.sync)
+            fig[f"raw_train_tokens_per_s_{tag}"] = tokens / ours_s
+            fig[f"nanogpt_train_tokens_per_s_{tag}"] = tokens / theirs_s
+            fig[f"ratio_raw_train_vs_nanogpt_{tag}"] = ratio  # their seconds / ours
+        else:
+            fig[f"raw_train_tokens_per_s_{tag}"] = tokens / bench.train_step_time(MLE(), bf16)
         rows.append((f"train step, raw loop, {tag}", fig[f"raw_train_tokens_per_s_{tag}"], "tokens/s"))
+        if args.nanogpt is not None:
+            rows.append((f"nanoGPT train step, {tag}", fig[f"nanogpt_train_tokens_per_s_{tag}"], "tokens/s"))
+            rows.append((f"objbench (raw loop) / nanoGPT, {tag}", fig[f"ratio_raw_train_vs_nanogpt_{tag}"], "x"))
         if args.compile:
             fig[f"raw_train_tokens_per_s_{tag}_compiled"] = tokens / bench.train_step_time(MLE(), bf16, True)
             compiled = fig[f"raw_train_tokens_per_s_{tag}_compiled"]
@@ -417,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"Hugging Face GPT-2 train step, {tag}", fig["hf_train_tokens_per_s"], "tokens/s"))
             rows.append(("objbench (Trainer) / Hugging Face, training", fig["ratio_train_vs_hf"], "x"))
     fig["train_tokens_per_s"] = fig[f"trainer_tokens_per_s_{default_tag}"]
+    if "nanogpt_train_tokens_per_s_fp32" in fig:  # the issue's yardstick: nanoGPT's plain fp32 step (not paired)
+        fig["ratio_train_vs_nanogpt_fp32"] = fig["train_tokens_per_s"] / fig["nanogpt_train_tokens_per_s_fp32"]
+        rows.append((f"objbench (Trainer, {default_tag}) / nanoGPT fp32", fig["ratio_train_vs_nanogpt_fp32"], "x"))
     new = min(128, shape.context - 32)
     for name, strategy in {
         "greedy": {"strategy": "greedy"},
@@ -440,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     fig["generate_tokens_per_s"] = fig["generate_tokens_per_s_top_p"]
     fig["generate_tokens_per_s_top_p_no_cache"] = no_cache_generate_tokens_per_s(bench, native_bf16)
     rows.append(("generate top_p without the KV cache", fig["generate_tokens_per_s_top_p_no_cache"], "new tokens/s"))
+    fig["evaluation_seconds"] = evaluation_seconds(bench, native_bf16)
+    for part, seconds in fig["evaluation_seconds"].items():
+        label = {"teacher_forced": "teacher-forced metrics, 64 blocks", "generation": "3 decodings x 64 prompts, 32+96"}
+        rows.append((f"evaluation: {label[part]}", seconds, "s"))
     if args.device == "cuda":
         n_params = GPT(shape.gpt_config()).num_params(non_embedding=False)
         name = torch.cuda.get_device_name()

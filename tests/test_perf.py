@@ -1,0 +1,68 @@
+"""benchmarks/perf.py end to end at a micro shape: the figures it promises exist and are positive, nanoGPT
+is timed from a user-given model.py, bad paths are refused. No speed is asserted (speed goals live in
+perf.py's output, never in timed tests)."""
+
+import json
+
+import pytest
+
+from benchmarks import perf
+
+# a stand-in with nanoGPT's interface: GPTConfig(block_size, vocab_size, n_layer, n_head, n_embd, dropout),
+# GPT(config)(idx, targets) -> (logits, loss)
+NANOGPT_STANDIN = """
+from dataclasses import dataclass
+import torch.nn.functional as F
+from torch import nn
+
+@dataclass
+class GPTConfig:
+    block_size: int
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+
+    def forward(self, idx, targets):
+        logits = self.lm_head(self.wte(idx))
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+"""
+
+
+def test_perf_writes_every_promised_figure(tmp_path):
+    model_py = tmp_path / "model.py"
+    model_py.write_text(NANOGPT_STANDIN)
+    out = tmp_path / "perf.json"
+    args = ["--preset", "micro", "--repeats", "1", "--steps", "1", "--warmup", "1", "--skip-hf"]
+    assert perf.main([*args, "--nanogpt", str(model_py), "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    for key in (
+        "train_tokens_per_s",
+        "generate_tokens_per_s",
+        "raw_train_tokens_per_s_fp32",
+        "nanogpt_train_tokens_per_s_fp32",
+        "ratio_raw_train_vs_nanogpt_fp32",
+        "ratio_train_vs_nanogpt_fp32",
+        "generate_tokens_per_s_greedy",
+        "generate_tokens_per_s_beam",
+        "generate_tokens_per_s_top_p_no_cache",
+    ):
+        assert fig[key] > 0, key
+    assert set(fig["evaluation_seconds"]) == {"teacher_forced", "generation"}
+    assert all(seconds > 0 for seconds in fig["evaluation_seconds"].values())
+    assert fig["shape"] == perf.PRESETS["micro"]
+
+
+def test_perf_refuses_a_missing_nanogpt_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        perf.main(["--preset", "micro", "--nanogpt", str(tmp_path / "nope.py")])
+    assert exit_info.value.code != 0
+    assert "nope.py" in capsys.readouterr().err
