@@ -91,8 +91,14 @@ def _transposed(w: torch.Tensor) -> torch.Tensor:
     """Eᵀ (D, V) as the right operand of h·Eᵀ. On a CPU it is copied to a contiguous (D, V) once per call:
     oneDNN's bf16 matmul with a transposed right operand repacks it at every chunk (h·Eᵀ at N = 4096,
     V = 8192, D = 256 in 256-row chunks: 56 vs 25 ms on this project's CPU; 205 vs 118 ms at V = 32768).
-    GPUs read the transposed view at no cost."""
-    return w.T.contiguous() if w.device.type == "cpu" else w.T
+    fp32 (MKL) and GPUs read the transposed view at no cost."""
+    return w.T.contiguous() if _onednn_bf16(w) else w.T
+
+
+def _onednn_bf16(t: torch.Tensor) -> bool:
+    """A bf16 matmul on a CPU (oneDNN): the layouts above matter there, not for fp32 (MKL: within noise,
+    (hᵀ·G)ᵀ even 1.2x slower) or on GPUs."""
+    return t.device.type == "cpu" and t.dtype == torch.bfloat16
 
 
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:
@@ -168,13 +174,13 @@ class _ChunkedHead(torch.autograd.Function):
 
 
 def _weight_grad(grad_logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """∂E = Gᵀ·h (V, D) for G (N, V), h (N, D). On a CPU taken as (hᵀ·G)ᵀ with hᵀ contiguous: oneDNN's
+    """∂E = Gᵀ·h (V, D) for G (N, V), h (N, D). On a CPU in bf16 taken as (hᵀ·G)ᵀ with hᵀ contiguous: oneDNN's
     bf16 kernel with a transposed left operand is ~1.8x slower (57 vs 32 ms at N = 4096, V = 8192,
     D = 256; 287 vs 158 ms at V = 32768). The same sums of the same bf16 products in fp32; only the
     summation order differs. (A label_smoothing run whose validation NLL moved by 0.28 with this change
     was chaos, not error: over seeds 1-3 the two forms traded places, 3.856 / 3.702, 3.641 / 3.639,
     3.619 / 3.619 after 450 steps.)"""
-    if h.device.type == "cpu":
+    if _onednn_bf16(h):
         return (h.T.contiguous() @ grad_logits).T
     return grad_logits.T @ h
 
