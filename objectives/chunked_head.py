@@ -177,9 +177,7 @@ def _weight_grad(grad_logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """∂E = Gᵀ·h (V, D) for G (N, V), h (N, D). On a CPU in bf16 taken as (hᵀ·G)ᵀ with hᵀ contiguous: oneDNN's
     bf16 kernel with a transposed left operand is ~1.8x slower (57 vs 32 ms at N = 4096, V = 8192,
     D = 256; 287 vs 158 ms at V = 32768). The same sums of the same bf16 products in fp32; only the
-    summation order differs. (A label_smoothing run whose validation NLL moved by 0.28 with this change
-    was chaos, not error: over seeds 1-3 the two forms traded places, 3.856 / 3.702, 3.641 / 3.639,
-    3.619 / 3.619 after 450 steps.)"""
+    summation order differs (runs that move with it are chaotic, not wrong: README, "How far to trust a row")."""
     if _onednn_bf16(h):
         return (h.T.contiguous() @ grad_logits).T
     return grad_logits.T @ h
@@ -207,8 +205,8 @@ def softmax_nll_(z: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, 
     instead of three: ~30% less time in the chunk's elementwise passes on this project's CPU (fewer
     bytes through the cache). With autograd (the tests) z is left alone."""
     if z.requires_grad:
-        logp = z.log_softmax(-1)
-        return logp.exp(), -logp.gather(-1, targets[:, None]).squeeze(-1)
+        _, p, nll = softmax_nll(z, targets)
+        return p, nll
     logp = torch.ops.aten._log_softmax.out(z, -1, False, out=z)  # a row's output is written after its reads
     nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
     return logp.exp_(), nll
