@@ -2,8 +2,9 @@
 
     python benchmarks/perf.py                        # the default shape on this machine, a table
     python benchmarks/perf.py --json perf.json       # also the figures as JSON
-    python benchmarks/perf.py --preset gpt2 --device cuda   # GPT-2 124M on a GPU: tokens/s and MFU
+    python benchmarks/perf.py --preset gpt2 --device cuda --compile   # GPT-2 124M on a GPU: tokens/s, MFU
     python benchmarks/perf.py --nanogpt ../nanoGPT/model.py  # nanoGPT's step beside ours (your clone)
+    python benchmarks/perf.py --profile              # where the training step's time goes, op by op
 
 Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Every figure is the
 median of ``--repeats`` timed windows after warm-up steps; every ratio (against Hugging Face,
@@ -187,9 +188,9 @@ class Bench:
                 self.done, self.start, self.windows, self.between = 0, 0.0, [], []
 
             def on_train_batch_end(self, trainer, *args):
-                bench.sync()
                 self.done += 1
                 if self.done >= bench.warmup and (self.done - bench.warmup) % bench.steps == 0:
+                    bench.sync()  # at window ends only: a wait at every step would hide the launch overlap
                     if self.done > bench.warmup:
                         self.windows.append((time.perf_counter() - self.start) / bench.steps)
                         if between is not None:
@@ -419,6 +420,27 @@ def objective_costs(bench: Bench, bf16: bool) -> dict[str, float]:
     return costs
 
 
+def profile_train_step(bench: Bench, bf16: bool, compile_model: bool, rows: int = 25) -> str:
+    """torch.profiler's table of the raw-loop MLE step: the ops that take the most time, on the
+    device (CUDA kernels) or on the CPU, over ``bench.steps`` steps after warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from objectives.mle import MLE
+
+    step = bench.train_step(MLE(), bf16, compile_model)
+    for _ in range(bench.warmup):
+        step()
+    bench.sync()
+    cuda = bench.device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        for _ in range(bench.steps):
+            step()
+        bench.sync()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
@@ -429,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the blocks")
     parser.add_argument("--objectives", action="store_true", help="also time every objective against MLE")
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="only profile the training step (op by op) and exit")
     parser.add_argument(
         "--nanogpt", type=Path, metavar="MODEL_PY", help="nanoGPT's model.py (a local clone): its step beside ours"
     )
@@ -437,11 +460,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.nanogpt is not None and not args.nanogpt.is_file():
         parser.error(f"--nanogpt {args.nanogpt}: no such file; give the path of nanoGPT's model.py")
     keep_freed_memory()  # as run.py: the same allocator for objbench and Hugging Face
+    if args.device == "cuda":
+        torch.set_float32_matmul_precision("high")  # as run.py: TF32 for fp32 matmuls on GPUs
 
     shape = Shape(**PRESETS[args.preset])
     bench = Bench(shape, args.device, args.warmup, args.steps, args.repeats)
     native_bf16 = args.device == "cuda" or cpu_supports_bf16()
     tokens = shape.batch * shape.seq
+    if args.profile:
+        print(profile_train_step(bench, native_bf16, args.compile))
+        return 0
     from objectives.mle import MLE
 
     fig: dict[str, float | str | dict] = {
@@ -526,8 +554,12 @@ def main(argv: list[str] | None = None) -> int:
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
         if peak:
-            fig["mfu"] = fig["train_tokens_per_s"] * shape.flops_per_token(n_params) / peak
-            rows.append((f"MFU (bf16 peak {peak / 1e12:.0f} TFLOP/s)", 100 * fig["mfu"], "%"))
+            flops = shape.flops_per_token(n_params) / peak
+            fig["mfu"] = fig["train_tokens_per_s"] * flops
+            rows.append((f"MFU, Trainer bf16 (peak {peak / 1e12:.0f} TFLOP/s)", 100 * fig["mfu"], "%"))
+            if "trainer_tokens_per_s_bf16_compiled" in fig:
+                fig["mfu_compiled"] = fig["trainer_tokens_per_s_bf16_compiled"] * flops
+                rows.append(("MFU, Trainer bf16, compiled", 100 * fig["mfu_compiled"], "%"))
     if args.objectives:
         costs = objective_costs(bench, native_bf16)
         fig["objective_step_cost_vs_mle"] = costs

@@ -168,16 +168,20 @@ class GPT(nn.Module):
         self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         self.apply(self._init_weights)
         self.compiled_blocks: list[nn.Module] | None = None  # see compile_blocks; a plain list: no extra state
+        self.compile_options: dict | None = None  # set by compile_blocks: the LM-head losses compile too
+        self.compiled_losses: dict = {}  # per-chunk loss functions compiled by objectives.chunked_head
 
     def compile_blocks(self, **options) -> None:
         """``torch.compile`` each block for the passes without a KV cache (training, teacher-forced
-        evaluation). Decoding keeps the eager blocks: its lengths change at every step, and one
-        decoding step is too small for compilation to pay off."""
+        evaluation), and from then on the objectives' per-chunk LM-head losses (objectives/chunked_head.py)
+        with the same options. Decoding keeps the eager blocks: its lengths change at every step, and
+        one decoding step is too small for compilation to pay off."""
         self.compiled_blocks = [torch.compile(block, **options) for block in self.blocks]
+        self.compile_options = options
 
     def __getstate__(self) -> dict:
         # copies (e.g. a frozen reference model) and pickles carry the eager blocks only
-        return {**self.__dict__, "compiled_blocks": None}
+        return {**self.__dict__, "compiled_blocks": None, "compile_options": None, "compiled_losses": {}}
 
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2: N(0, 0.02), zero biases, residual projections N(0, 0.02/sqrt(2·n_layer)).

@@ -58,9 +58,10 @@ def token_losses(
     rows = _chunk_rows(weight)
     stats: dict[str, torch.Tensor] = {}
     if torch.is_grad_enabled() and (flat_h.requires_grad or weight.requires_grad):
-        losses = _ChunkedHead.apply(flat_h, weight, fn, rows, stats, *flat_extra)
+        compiled = _compiled_chunk(model, fn)
+        losses = _ChunkedHead.apply(flat_h, weight, fn, compiled, rows, stats, *flat_extra)
     else:
-        losses = _forward(flat_h, weight, fn, rows, stats, flat_extra, keep_grad=False)[0]
+        losses = _forward(flat_h, weight, fn, None, rows, stats, flat_extra, keep_grad=False)[0]
     return losses.view(lead), {k: v.view(lead) for k, v in stats.items()}
 
 
@@ -79,6 +80,26 @@ def map_logits(model: nn.Module, h: torch.Tensor, fn: Callable[[torch.Tensor], t
         h_c, w_t = flat_h.to(dtype), _transposed(weight.to(dtype))
         out = [fn((h_c[start : start + rows] @ w_t).float()) for start in range(0, flat_h.shape[0], rows)]
     return torch.cat(out).view(lead)
+
+
+def _compiled_chunk(model: nn.Module, fn: TokenFn) -> Callable | None:
+    """For a model whose blocks are compiled (``trainer.compile=true``) and a closed-form ``fn``: one
+    compiled function that turns a chunk's logits z (r, V), in the matmul dtype, into ∂ℓ/∂z in the same
+    memory and returns (ℓ, stats). The upcast, the objective's passes over the vocabulary and the
+    downcast fuse into one kernel over z instead of ~6 passes: the GPT-2 preset's LM head + NLL
+    forward and backward take 9.6 instead of 19.8 ms on an H100 (2026-11-26). Else None (eager)."""
+    options = getattr(model, "compile_options", None)
+    if options is None or not getattr(fn, "closed_form", False):
+        return None
+    if fn not in model.compiled_losses:  # a bound method equals another of the same object and function
+
+        def chunk(z: torch.Tensor, *extra: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            out = fn(z.float(), *extra)
+            z.copy_(out.grad)
+            return out.loss, out.stats
+
+        model.compiled_losses[fn] = torch.compile(chunk, **{"dynamic": False, **options})
+    return model.compiled_losses[fn]
 
 
 def _chunk_rows(weight: torch.Tensor) -> int:
@@ -113,6 +134,7 @@ def _forward(
     h: torch.Tensor,
     weight: torch.Tensor,
     fn: TokenFn,
+    compiled: Callable | None,
     rows: int,
     stats: dict[str, torch.Tensor],
     extra: list[torch.Tensor],
@@ -126,21 +148,28 @@ def _forward(
         N, V = h.shape[0], weight.shape[0]
         losses = torch.empty(N, dtype=torch.float32, device=h.device)
         grad_logits = torch.empty(N, V, dtype=dtype, device=h.device) if keep_grad else None
+        if compiled is not None:  # one fused pass per row keeps no (r, V) temporaries: one chunk, one launch
+            rows = N
         for start in range(0, N, rows):
             end = min(start + rows, N)
-            z = (h_c[start:end] @ w_t).float()  # (r, V)
             chunk_extra = [x[start:end] for x in extra]
-            if keep_grad and not closed:
-                with torch.enable_grad():
-                    z.requires_grad_(True)
-                    out = fn(z, *chunk_extra)
-                    out.grad = torch.autograd.grad(out.loss.sum(), z)[0]
+            if compiled is not None:  # the logits are written where their gradient goes, then turned into it
+                z = torch.mm(h_c[start:end], w_t, out=grad_logits[start:end])
+                loss, chunk_stats = compiled(z, *chunk_extra)
             else:
-                out = fn(z, *chunk_extra)
-            if keep_grad:
-                grad_logits[start:end] = out.grad
-            losses[start:end] = out.loss.detach()
-            for key, value in out.stats.items():
+                z = (h_c[start:end] @ w_t).float()  # (r, V)
+                if keep_grad and not closed:
+                    with torch.enable_grad():
+                        z.requires_grad_(True)
+                        out = fn(z, *chunk_extra)
+                        out.grad = torch.autograd.grad(out.loss.sum(), z)[0]
+                else:
+                    out = fn(z, *chunk_extra)
+                if keep_grad:
+                    grad_logits[start:end] = out.grad
+                loss, chunk_stats = out.loss, out.stats
+            losses[start:end] = loss.detach()
+            for key, value in chunk_stats.items():
                 if key not in stats:
                     stats[key] = torch.empty(N, dtype=torch.float32, device=h.device)
                 stats[key][start:end] = value.detach()
@@ -149,8 +178,8 @@ def _forward(
 
 class _ChunkedHead(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, fn, rows, stats, *extra):  # type: ignore[override]
-        losses, grad_logits, h_c, w_c = _forward(h, weight, fn, rows, stats, list(extra), keep_grad=True)
+    def forward(ctx, h, weight, fn, compiled, rows, stats, *extra):  # type: ignore[override]
+        losses, grad_logits, h_c, w_c = _forward(h, weight, fn, compiled, rows, stats, list(extra), keep_grad=True)
         ctx.save_for_backward(grad_logits, h_c, w_c)
         ctx.dtypes = (h.dtype, weight.dtype)
         return losses
@@ -160,7 +189,9 @@ class _ChunkedHead(torch.autograd.Function):
         grad_logits, h_c, w_c = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
         with torch.autocast(h_c.device.type, enabled=False):
-            if bool((grad_losses == grad_losses[0]).all()):  # a mean or a sum: scale after the matmuls
+            # a mean or a sum: scale after the matmuls. A mean's gradient is one value expanded
+            # (stride 0): known without reading it, so no wait for the device there
+            if grad_losses.stride(0) == 0 or bool((grad_losses == grad_losses[0]).all()):
                 scale = grad_losses[0]
             else:
                 scale = None
@@ -170,7 +201,7 @@ class _ChunkedHead(torch.autograd.Function):
             if scale is not None:
                 grad_h.mul_(scale)
                 grad_w.mul_(scale)
-        return grad_h, grad_w, None, None, None, *([None] * (len(ctx.needs_input_grad) - 5))
+        return grad_h, grad_w, *([None] * (len(ctx.needs_input_grad) - 2))
 
 
 def _weight_grad(grad_logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -220,6 +251,10 @@ def scratch(t: torch.Tensor) -> torch.Tensor:
 
 def minus_onehot_(grad: torch.Tensor, targets: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """grad[t, y_t] −= scale (in place); returns grad."""
+    if torch.compiler.is_compiling():  # a pointwise form fuses with the passes before it; a scatter does not
+        onehot = torch.arange(grad.shape[-1], device=grad.device) == targets[:, None]
+        scale = scale[:, None] if torch.is_tensor(scale) and scale.dim() else scale
+        return grad.sub_(onehot * scale)
     if not torch.is_tensor(scale):
         scale = torch.tensor(scale, dtype=grad.dtype, device=grad.device)
     return grad.scatter_add_(-1, targets[:, None], -scale.expand(targets.shape[0])[:, None].to(grad.dtype))

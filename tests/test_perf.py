@@ -66,3 +66,12 @@ def test_perf_refuses_a_missing_nanogpt_file(tmp_path, capsys):
         perf.main(["--preset", "micro", "--nanogpt", str(tmp_path / "nope.py")])
     assert exit_info.value.code != 0
     assert "nope.py" in capsys.readouterr().err
+
+
+def test_perf_profile_names_the_step_s_ops(capsys):
+    """--profile prints torch.profiler's table of the training step (its matmuls and the chunked head among
+    the rows) and times nothing else."""
+    assert perf.main(["--preset", "micro", "--profile", "--steps", "1", "--warmup", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "aten::mm" in table and "_ChunkedHead" in table
+    assert "tokens/s" not in table
