@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per window")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the blocks")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (blocks and fused loss)")
     parser.add_argument("--objectives", action="store_true", help="also time every objective against MLE")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--profile", action="store_true", help="only profile the training step (op by op) and exit")
