@@ -86,8 +86,9 @@ def _compiled_chunk(model: nn.Module, fn: TokenFn) -> Callable | None:
     """For a model whose blocks are compiled (``trainer.compile=true``) and a closed-form ``fn``: one
     compiled function that turns a chunk's logits z (r, V), in the matmul dtype, into ∂ℓ/∂z in the same
     memory and returns (ℓ, stats). The upcast, the objective's passes over the vocabulary and the
-    downcast fuse into one kernel over z instead of ~6 passes: the GPT-2 preset's LM head + NLL
-    forward and backward take 9.6 instead of 19.8 ms on an H100 (2026-11-26). Else None (eager)."""
+    downcast fuse into one kernel over z instead of ~6 passes: fused this way (in 1,334-row chunks), the GPT-2
+    preset's LM head + NLL forward and backward took 9.6 instead of 19.8 ms on an H100 (2026-11-26).
+    Else None (eager)."""
     options = getattr(model, "compile_options", None)
     if options is None or not getattr(fn, "closed_form", False):
         return None
