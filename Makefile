@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench results test lint clean
+.PHONY: venv bench results test gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ results: bench
 
 test: venv
 	$(BIN)/python -m pytest tests
+
+# on a CUDA machine: the GPU tests (skipped elsewhere), then the GPT-2 preset's tokens/s and MFU, eager and compiled
+gpu-check: venv
+	$(BIN)/python -m pytest tests/test_cuda.py
+	mkdir -p runs
+	$(BIN)/python benchmarks/perf.py --preset gpt2 --device cuda --compile --skip-hf --json runs/perf_gpt2.json
 
 lint: venv
 	$(BIN)/ruff check .
