@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, scratch, softmax_nll, token_losses
+from objectives.chunked_head import TokenLoss, closed_form, log_softmax_nll_, minus_onehot_, scratch, token_losses
 
 
 class EntropyPenalty(Objective):
@@ -26,7 +26,8 @@ class EntropyPenalty(Objective):
     def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """Logits (r, V) -> ℓ_t + λ·penalty_t; with ∂H/∂z_i = −p_i·(log p_i + H):
         ∂/∂z = p − onehot(y) + λ·[penalty active]·p·(log p + H)."""
-        logp, p, nll = softmax_nll(z, targets)
+        logp, nll = log_softmax_nll_(z, targets)  # log p in z's memory
+        p = logp.exp()
         entropy = -torch.linalg.vecdot(p, logp)  # (r,)
         if self.threshold is None:
             penalty = -entropy
