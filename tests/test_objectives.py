@@ -509,7 +509,7 @@ def test_compiled_chunk_loss_matches_eager(name, bf16, monkeypatch):
     logs and gradients (aot_eager: the graph capture and functionalisation, without inductor's C++ build)."""
     import objectives.chunked_head as chunked
 
-    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 3 * V)  # several chunks, the last one partial
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 3 * V)  # eager: several chunks; compiled: one for the batch
     objective = {
         "mle": MLE(),
         "entropy_penalty": EntropyPenalty(lam=0.5),
