@@ -16,12 +16,15 @@ precision and the ratios are printed. Speed goals live here, never in timed test
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -155,10 +158,10 @@ class Bench:
 
     # ---- training through the Lightning Trainer ----
     def trainer_windows(
-        self, precision: str, between: Callable[[], float] | None = None, compile_model: bool = False
+        self, precision: str, between: Callable[[], dict[str, float]] | None = None, compile_model: bool = False
     ) -> tuple[list, list]:
         """Seconds per step through ``Trainer.fit``, per window, and what ``between`` returned after each
-        window: another measurement run between the Trainer's windows, so that the two alternate."""
+        window: other measurements run between the Trainer's windows, so that they alternate with it."""
         import lightning.pytorch as pl
         from torch.utils.data import DataLoader
 
@@ -299,6 +302,39 @@ def no_cache_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 3
     return 16 * new / timed(one, 0, 1, bench.repeats, bench.sync)
 
 
+def reference_windows(
+    args: argparse.Namespace, bench: Bench, bf16: bool, hf: bool
+) -> tuple[list[tuple[str, str, str, Callable[[], float]]], list[ShippedStep]]:
+    """What alternates with the Trainer's windows at the default precision, as (figure name, label,
+    precision, one window's seconds per step): Hugging Face GPT-2 at the Trainer's precision and nanoGPT's
+    plain fp32 step (README, Performance), each in this process (the same allocator and fused AdamW:
+    their model code against ours) and, unless ``--no-shipped``, as shipped in a process of its own;
+    and the workers to close."""
+    tag = "bf16" if bf16 else "fp32"
+    refs: list[tuple[str, str, str, Callable[[], float]]] = []
+    workers: list[ShippedStep] = []
+
+    def in_process(step: Callable[[], None]) -> Callable[[], float]:
+        for _ in range(bench.warmup):
+            step()
+        return lambda: timed(step, 0, bench.steps, 1, bench.sync)
+
+    if hf:
+        refs.append(("hf", "Hugging Face GPT-2, same process", tag, in_process(hf_train_step(bench, bf16))))
+        if not args.no_shipped:
+            workers.append(ShippedStep("hf", args, bf16))
+            window = partial(workers[-1].window, bench.steps)
+            refs.append(("hf_shipped", "Hugging Face GPT-2 as shipped", tag, window))
+    if args.nanogpt is not None:
+        window = in_process(nanogpt_train_step(bench, args.nanogpt, False))
+        refs.append(("nanogpt_fp32", "nanoGPT, same process", "fp32", window))
+        if not args.no_shipped:
+            workers.append(ShippedStep("nanogpt", args, False))
+            window = partial(workers[-1].window, bench.steps)
+            refs.append(("nanogpt_fp32_shipped", "nanoGPT as shipped", "fp32", window))
+    return refs, workers
+
+
 def hf_model(shape: Shape, device):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -318,11 +354,15 @@ def hf_model(shape: Shape, device):
     return GPT2LMHeadModel(cfg).to(device)
 
 
-def hf_train_step(bench: Bench, bf16: bool) -> Callable[[], None]:
-    """One Hugging Face GPT-2 training step (its own loss), the same shape, optimiser and precision."""
+def hf_train_step(bench: Bench, bf16: bool, shipped: bool = False) -> Callable[[], None]:
+    """One Hugging Face GPT-2 training step (its own loss), the same shape and precision; the same fused
+    AdamW as objbench, or with ``shipped`` torch's default AdamW, as a training loop written for it would."""
     torch.manual_seed(0)
     model = hf_model(bench.shape, bench.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the same optimiser as objbench
+    if shipped:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the same optimiser as objbench
     batch = bench.batch()
 
     def one():
@@ -335,9 +375,10 @@ def hf_train_step(bench: Bench, bf16: bool) -> Callable[[], None]:
     return one
 
 
-def nanogpt_train_step(bench: Bench, model_py: Path, bf16: bool) -> Callable[[], None]:
-    """nanoGPT's training step (its ``model.py`` from a local clone, its own loss), the same shape,
-    optimiser and precision. Nothing of nanoGPT ships with objbench: the path is the user's."""
+def nanogpt_train_step(bench: Bench, model_py: Path, bf16: bool, shipped: bool = False) -> Callable[[], None]:
+    """nanoGPT's training step (its ``model.py`` from a local clone, its own loss), the same shape and
+    precision; the same fused AdamW as objbench, or with ``shipped`` the optimiser nanoGPT's own
+    ``configure_optimizers`` picks. Nothing of nanoGPT ships with objbench: the path is the user's."""
     spec = importlib.util.spec_from_file_location("nanogpt_model", model_py)
     if spec is None or spec.loader is None:
         raise SystemExit(f"--nanogpt {model_py}: not a Python file; give the path of nanoGPT's model.py")
@@ -349,7 +390,11 @@ def nanogpt_train_step(bench: Bench, model_py: Path, bf16: bool) -> Callable[[],
         block_size=s.context, vocab_size=s.vocab_size, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model, dropout=0.0
     )
     model = module.GPT(cfg).to(bench.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the same optimiser as objbench
+    if shipped and hasattr(model, "configure_optimizers"):
+        with contextlib.redirect_stdout(sys.stderr):  # it prints; a worker's stdout is its answer channel
+            opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), bench.device.type)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the same optimiser as objbench
     batch = bench.batch()
     inputs, targets = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
@@ -361,6 +406,60 @@ def nanogpt_train_step(bench: Bench, model_py: Path, bf16: bool) -> Callable[[],
         opt.zero_grad(set_to_none=True)
 
     return one
+
+
+WORKER_TAG = "objbench-worker:"  # the prefix of a worker's answers; anything else on its stdout is ignored
+
+
+class ShippedStep:
+    """A library's training step as shipped, in a process of its own, timed in windows on request.
+
+    objbench's process lets glibc keep freed blocks (``keep_freed_memory``) and uses fused AdamW; the
+    in-process Hugging Face and nanoGPT steps get both, which measures their model code. A user's own
+    script gets neither: this worker runs the library's step with the allocator and optimiser it
+    ships with. It waits on its stdin between windows, so its windows alternate with the Trainer's.
+    """
+
+    def __init__(self, library: str, args: argparse.Namespace, bf16: bool) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", library, "--preset", args.preset]
+        cmd += ["--device", args.device, "--warmup", str(args.warmup), *(["--bf16"] if bf16 else [])]
+        if args.nanogpt is not None:
+            cmd += ["--nanogpt", str(args.nanogpt)]
+        self.library = library
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._answer()  # built and warmed up
+
+    def window(self, steps: int) -> float:
+        """Seconds per step over ``steps`` steps."""
+        self.proc.stdin.write(f"{steps}\n")
+        self.proc.stdin.flush()
+        return float(self._answer())
+
+    def _answer(self) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(WORKER_TAG):
+                return line[len(WORKER_TAG) :].strip()
+        raise SystemExit(f"perf.py: the {self.library} worker exited with code {self.proc.wait()}; its error is above")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """The other end of ``ShippedStep``: build the step, warm up, then time a window per line of stdin."""
+    bench = Bench(Shape(**PRESETS[args.preset]), args.device, args.warmup, 1, 1)
+    if args.worker == "hf":
+        step = hf_train_step(bench, args.bf16, shipped=True)
+    else:
+        step = nanogpt_train_step(bench, args.nanogpt, args.bf16, shipped=True)
+    for _ in range(args.warmup):
+        step()
+    bench.sync()
+    print(WORKER_TAG, "ready", flush=True)
+    for line in sys.stdin:
+        print(WORKER_TAG, timed(step, 0, int(line), 1, bench.sync), flush=True)
+    return 0
 
 
 def hf_generate_call(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 128) -> Callable[[], None]:
@@ -459,11 +558,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--nanogpt", type=Path, metavar="MODEL_PY", help="nanoGPT's model.py (a local clone): its step beside ours"
     )
+    parser.add_argument(
+        "--no-shipped", action="store_true", help="skip Hugging Face / nanoGPT as shipped (their own process)"
+    )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--worker", choices=["hf", "nanogpt"], help=argparse.SUPPRESS)  # see ShippedStep
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # the worker's precision
     args = parser.parse_args(argv)
     if args.nanogpt is not None and not args.nanogpt.is_file():
         parser.error(f"--nanogpt {args.nanogpt}: no such file; give the path of nanoGPT's model.py")
-    keep_freed_memory()  # as run.py: the same allocator for objbench and Hugging Face
+    if args.worker:
+        return worker(args)  # before keep_freed_memory: a worker runs as shipped
+    keep_freed_memory()  # as run.py: the same allocator for objbench and the in-process Hugging Face / nanoGPT
     if args.device == "cuda":
         torch.set_float32_matmul_precision("high")  # as run.py: TF32 for fp32 matmuls on GPUs
 
@@ -504,29 +610,31 @@ def main(argv: list[str] | None = None) -> int:
             fig[f"raw_train_tokens_per_s_{tag}_compiled"] = tokens / bench.train_step_time(MLE(), bf16, True)
             compiled = fig[f"raw_train_tokens_per_s_{tag}_compiled"]
             rows.append((f"train step, raw loop, {tag}, compiled", compiled, "tokens/s"))
-        between = None
-        if hf and tag == default_tag:  # Hugging Face windows alternate with the Trainer's
-            hf_step = hf_train_step(bench, bf16)
-            for _ in range(bench.warmup):
-                hf_step()
-            between = lambda: timed(hf_step, 0, bench.steps, 1, bench.sync)  # noqa: B023
         precision = "bf16-mixed" if bf16 else "32-true"
-        windows, hf_windows = bench.trainer_windows(precision, between)
+        if tag != default_tag:
+            windows, _ = bench.trainer_windows(precision)
+        else:  # the references' windows alternate with the Trainer's: (figure name, label, precision, window)
+            refs, workers = reference_windows(args, bench, bf16, hf)
+            between = lambda: {name: window() for name, _, _, window in refs}  # noqa: B023
+            try:
+                windows, between_windows = bench.trainer_windows(precision, between)
+            finally:
+                for shipped in workers:
+                    shipped.close()
         fig[f"trainer_tokens_per_s_{tag}"] = tokens / statistics.median(windows)
         rows.append((f"train step, Lightning Trainer, {tag}", fig[f"trainer_tokens_per_s_{tag}"], "tokens/s"))
         if args.compile:
             compiled = tokens / statistics.median(bench.trainer_windows(precision, compile_model=True)[0])
             fig[f"trainer_tokens_per_s_{tag}_compiled"] = compiled
             rows.append((f"train step, Lightning Trainer, {tag}, compiled", compiled, "tokens/s"))
-        if hf_windows:
-            fig["hf_train_tokens_per_s"] = tokens / statistics.median(hf_windows)
-            fig["ratio_train_vs_hf"] = statistics.median(h / w for w, h in zip(windows, hf_windows, strict=True))
-            rows.append((f"Hugging Face GPT-2 train step, {tag}", fig["hf_train_tokens_per_s"], "tokens/s"))
-            rows.append(("objbench (Trainer) / Hugging Face, training", fig["ratio_train_vs_hf"], "x"))
+        if tag == default_tag:
+            for name, label, ref_tag, _ in refs:
+                seconds = [b[name] for b in between_windows]
+                fig[f"{name}_train_tokens_per_s"] = tokens / statistics.median(seconds)
+                fig[f"ratio_train_vs_{name}"] = statistics.median(r / w for w, r in zip(windows, seconds, strict=True))
+                rows.append((f"{label} train step, {ref_tag}", fig[f"{name}_train_tokens_per_s"], "tokens/s"))
+                rows.append((f"objbench (Trainer, {tag}) / {label}, {ref_tag}", fig[f"ratio_train_vs_{name}"], "x"))
     fig["train_tokens_per_s"] = fig[f"trainer_tokens_per_s_{default_tag}"]
-    if "nanogpt_train_tokens_per_s_fp32" in fig:  # the issue's yardstick: nanoGPT's plain fp32 step (not paired)
-        fig["ratio_train_vs_nanogpt_fp32"] = fig["train_tokens_per_s"] / fig["nanogpt_train_tokens_per_s_fp32"]
-        rows.append((f"objbench (Trainer, {default_tag}) / nanoGPT fp32", fig["ratio_train_vs_nanogpt_fp32"], "x"))
     new = min(128, shape.context - 32)
     for name, strategy in {
         "greedy": {"strategy": "greedy"},
