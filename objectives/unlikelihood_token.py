@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll_, token_losses
+from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, scratch, softmax_nll_, token_losses
 
 
 def candidate_positions(inputs: torch.Tensor, targets: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -66,7 +66,8 @@ class UnlikelihoodToken(Objective):
         one_minus_p = (1.0 - p_context).clamp_min(1e-5)
         unlikelihood = -(one_minus_p.log() * counted).sum(-1)
         a = p_context / one_minus_p * (counted & (1.0 - p_context >= 1e-5))
-        grad = (p * (1.0 - self.alpha * a.sum(-1, keepdim=True))).scatter_add_(-1, context, self.alpha * a)
+        grad = scratch(p).mul_(1.0 - self.alpha * a.sum(-1, keepdim=True))  # p's own memory: no new (r, V) buffer
+        grad = grad.scatter_add_(-1, context, self.alpha * a)
         grad = minus_onehot_(grad, targets)
         stats = {"nll": nll, "ul": unlikelihood, "candidates": counted.sum(-1).float()}
         return TokenLoss(nll + self.alpha * unlikelihood, stats, grad)
