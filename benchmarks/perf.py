@@ -10,7 +10,9 @@ Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Ever
 median of ``--repeats`` timed windows after warm-up steps; every ratio (against Hugging Face,
 against MLE) is the median of ratios of adjacent windows of the two, which alternate. With the
 ``perf`` extra (transformers) installed, Hugging Face GPT-2 runs the same work at the same shape and
-precision and the ratios are printed. Speed goals live here, never in timed tests.
+precision and the ratios are printed: in this process (objbench's allocator setting and fused AdamW: the
+model code against ours) and as shipped, in a process of its own (``ShippedStep``); nanoGPT too.
+Speed goals live here, never in timed tests.
 """
 
 from __future__ import annotations
