@@ -361,10 +361,8 @@ def hf_train_step(bench: Bench, bf16: bool, shipped: bool = False) -> Callable[[
     AdamW as objbench, or with ``shipped`` torch's default AdamW, as a training loop written for it would."""
     torch.manual_seed(0)
     model = hf_model(bench.shape, bench.device)
-    if shipped:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # the same optimiser as objbench
+    # fused=None: torch's default; True: the same optimiser as objbench
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=None if shipped else True)
     batch = bench.batch()
 
     def one():

@@ -11,6 +11,7 @@ What objectives use: ``hidden(idx)`` (final-layer states after the last LayerNor
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -97,26 +98,22 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))
         dropout = self.dropout if self.training else 0.0
         out_dtype = q.dtype
-        # CPU under bf16 autocast, when a backward pass follows: the bf16 flash kernel's forward is the
-        # fast one (4.5 vs 9.9 ms at B=16 H=4 T=256 hd=64 on AMX), the fp32 kernel's backward (30 vs 40 ms)
+        # CPU under bf16 autocast, when a backward pass follows: the bf16 flash forward with the fp32 flash
+        # backward (_CPUCausalAttention); where that pairing is not available (dropout, torch.compile,
+        # another torch) the whole kernel in fp32. Without gradients (evaluation, decoding) bf16, and the
+        # KV cache stays bf16.
         training_on_cpu = q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled()
         if training_on_cpu and cache is None and dropout == 0.0 and _CPUCausalAttention.usable(q):
             y = _CPUCausalAttention.apply(q, k, v)
-            return self.proj(y.transpose(1, 2).reshape(B, T, D))
-        # else (dropout, torch.compile, another torch) the whole kernel in fp32 when gradients follow;
-        # without them (evaluation, decoding) bf16, and the KV cache stays bf16
-        fp32_on_cpu = training_on_cpu
-        if fp32_on_cpu:
-            q, k, v = q.float(), k.float(), v.float()
-        past = 0
-        if cache is not None:
-            past = cache.length
-            k, v = cache.update(layer, k, v)
-        if fp32_on_cpu:
-            with torch.autocast("cpu", enabled=False):
-                y = self._attend(q, k, v, past, dropout)
         else:
-            y = self._attend(q, k, v, past, dropout)
+            if training_on_cpu:
+                q, k, v = q.float(), k.float(), v.float()
+            past = 0
+            if cache is not None:
+                past = cache.length
+                k, v = cache.update(layer, k, v)
+            with torch.autocast("cpu", enabled=False) if training_on_cpu else contextlib.nullcontext():
+                y = self._attend(q, k, v, past, dropout)
         y = y.to(out_dtype).transpose(1, 2).reshape(B, T, D)  # (B, H, T, hd) -> (B, T, D)
         return self.proj(y)
 
