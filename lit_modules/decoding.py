@@ -60,7 +60,8 @@ class DecodingConfig:
 
 def filter_logits(logits: torch.Tensor, cfg: DecodingConfig) -> torch.Tensor:
     """Apply temperature, top-k, top-p and typical filtering to logits (B, V); removed tokens get -inf."""
-    logits = logits / cfg.temperature
+    if cfg.temperature != 1.0:  # x / 1 is x: one pass over (B, V) fewer at every decoding step
+        logits = logits / cfg.temperature
     if cfg.top_k is not None and cfg.top_k < logits.size(-1):
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -92,15 +93,17 @@ def sample_token(logits: torch.Tensor, cfg: DecodingConfig, generator: torch.Gen
     token = draw(probs, generator)
     if cfg.top_p is None or cfg.top_p >= 1.0:
         return token
-    rows = torch.arange(probs.shape[0], device=probs.device)
+    rows = None  # the rows still pending; None: all of them, read in place (no copy of probs)
     for _ in range(NUCLEUS_TRIES):
-        pending = probs[rows]  # (R, V)
-        p_token = pending.gather(-1, token[rows, None])  # (R, 1)
+        pending, drawn = (probs, token) if rows is None else (probs[rows], token[rows])  # (R, V), (R,)
+        p_token = pending.gather(-1, drawn[:, None])  # (R, 1)
         mass_before = (pending * (pending > p_token)).sum(-1)  # strictly more probable tokens
-        rows = rows[mass_before >= cfg.top_p]  # drawn outside the nucleus
+        outside = mass_before >= cfg.top_p  # drawn outside the nucleus
+        rows = outside.nonzero().squeeze(-1) if rows is None else rows[outside]
         if rows.numel() == 0:
             return token
         token[rows] = draw(probs[rows], generator)
+    rows = slice(None) if rows is None else rows  # None: no round ran (NUCLEUS_TRIES = 0)
     token[rows] = draw(filter_logits(logits[rows], cfg).softmax(-1), generator)
     return token
 
@@ -140,7 +143,7 @@ def generate(
         device, dtype=torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device), cache_enabled=True
     )
     try:
-        with recast:
+        with recast, model.decoding_weights(rows=B):
             return _decode(model, prompt, max_new_tokens, cfg, generator)
     finally:
         model.train(was_training)

@@ -89,3 +89,41 @@ def test_sample_token_follows_the_filtered_distribution(cfg, tries, monkeypatch)
     chi2 = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum().item()
     df = int(keep.sum()) - 1
     assert chi2 < df + 5 * math.sqrt(2 * df)
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="oneDNN bf16 not supported here")
+def test_prepacked_decoding_weights_are_bit_identical_to_autocast(model, monkeypatch):
+    from lit_modules.model import Linear
+
+    prompt = torch.randint(0, 50, (4, 6))
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    assert len(linears) == 2 * 4 + 1  # qkv, proj, fc, proj per block, the head
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = model(prompt)
+        with model.decoding_weights(rows=4):
+            assert all(m.packed is not None for m in linears)
+            packed = model(prompt)
+    assert all(m.packed is None for m in linears)  # released on exit
+    assert packed.dtype == plain.dtype == torch.bfloat16
+    assert torch.equal(packed, plain)
+    with model.decoding_weights(rows=4):  # with gradients, or without autocast: untouched
+        assert all(m.packed is None for m in linears)
+
+    strategies = [
+        DecodingConfig(strategy="greedy"),
+        DecodingConfig(strategy="sample", top_p=0.9),
+        DecodingConfig(strategy="beam", beam_size=3),
+        DecodingConfig(strategy="contrastive", top_k=4),
+    ]
+
+    def decode_all():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return [generate(model, prompt, 12, cfg, torch.Generator().manual_seed(0)) for cfg in strategies]
+
+    packed_runs = decode_all()
+    packs = []
+    monkeypatch.setattr(Linear, "pack", lambda self, rows: packs.append(rows))  # packing off: plain autocast
+    plain_runs = decode_all()
+    assert len(packs) == len(strategies) * len(linears)  # generate asked for packed weights every time
+    for cfg, a, b in zip(strategies, packed_runs, plain_runs, strict=True):
+        assert torch.equal(a, b), cfg.strategy
