@@ -298,12 +298,17 @@ class GPT(nn.Module):
             and torch.is_autocast_enabled("cpu")
             and torch.get_autocast_dtype("cpu") == torch.bfloat16
             and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
             and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         )
         try:
             if usable:
-                for linear in linears:
-                    linear.pack(rows)
+                try:
+                    for linear in linears:
+                        linear.pack(rows)
+                except RuntimeError:  # a oneDNN build without this layout (not x86): plain autocast
+                    for linear in linears:
+                        linear.packed = None
             yield
         finally:
             for linear in linears:
