@@ -86,8 +86,9 @@ class Linear(nn.Linear):
     """``nn.Linear`` that can hold, while a model decodes on a CPU under bf16 autocast, a copy of its weight
     prepacked in oneDNN's blocked layout (``GPT.decoding_weights``). Autocast's ``F.linear`` hands oneDNN
     the (out, in) weight, which it re-lays out at every call; at one token per row that is most of the
-    product's time (16 rows: 53 µs packed vs 75 µs for 256 -> 768, 217 vs 317 µs for the head): 0.92x
-    the time of a top-p decoding at the perf shape. The same bf16 products and fp32 sums: bit-identical."""
+    product's time (16 rows: 53 µs packed vs 75 µs for 256 -> 768, 217 vs 317 µs for the head): 0.90x
+    the time of a top-p decoding at the perf shape (8 alternating pairs). The same bf16 products and fp32
+    sums: bit-identical."""
 
     packed: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (weight, bias) in bf16, oneDNN layout
 
