@@ -87,8 +87,8 @@ class Linear(nn.Linear):
     prepacked in oneDNN's blocked layout (``GPT.decoding_weights``). Autocast's ``F.linear`` hands oneDNN
     the (out, in) weight, which it re-lays out at every call; at one token per row that is most of the
     product's time (16 rows: 53 µs packed vs 75 µs for 256 -> 768, 217 vs 317 µs for the head): 0.90x
-    the time of a top-p decoding at the perf shape (8 alternating pairs). The same bf16 products and fp32
-    sums: bit-identical."""
+    the time of a top-p decoding at the perf shape (8 alternating pairs). The same bf16 products summed in
+    fp32, for some shapes in another order (K = 1024 at 128 rows: 0.4% of the logits one bf16 step apart)."""
 
     packed: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (weight, bias) in bf16, oneDNN layout
 
