@@ -303,13 +303,10 @@ class GPT(nn.Module):
             and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         )
         try:
-            if usable:
-                try:
-                    for linear in linears:
-                        linear.pack(rows)
-                except RuntimeError:  # a oneDNN build without this layout (not x86): plain autocast
-                    for linear in linears:
-                        linear.packed = None
+            # a oneDNN build without this layout (not x86) raises: the layers not packed stay plain autocast
+            with contextlib.suppress(RuntimeError):
+                for linear in linears if usable else []:
+                    linear.pack(rows)
             yield
         finally:
             for linear in linears:
