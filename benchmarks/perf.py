@@ -485,37 +485,34 @@ def hf_generate_call(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 
     return one
 
 
-def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> dict[str, float]:
-    """Training-step time of each objective relative to MLE's at the bench shape: the median ratio of
-    ``pairs`` alternating pairs of ``steps``-step windows. A ±5% question needs more, shorter pairs than
-    the other figures: with 5 pairs of 5 steps MLE against itself read 0.97-1.16 on this project's CPU."""
-    from objectives.entropy_penalty import EntropyPenalty
-    from objectives.label_smoothing import LabelSmoothing
-    from objectives.mixce import MixCE
-    from objectives.mle import MLE
-    from objectives.nce import NCE
-    from objectives.preference import Preference
-    from objectives.scheduled_sampling import ScheduledSampling
-    from objectives.simctg import SimCTG
-    from objectives.tailr import TaiLr
-    from objectives.unlikelihood_seq import UnlikelihoodSeq
-    from objectives.unlikelihood_token import UnlikelihoodToken
+def objectives_at_full_work() -> dict[str, torch.nn.Module]:
+    """Every objective of ``configs/objective/`` as its yaml builds it, with the knobs its class names in
+    ``full_work_knobs`` (a pairwise term from step 0, a sequence-level step every step): a cost is that
+    of the objective's dearest step, not an average over steps that skip work. A new objective's yaml
+    is timed with no change here."""
+    import hydra
+    from omegaconf import OmegaConf
 
-    objectives = {
-        "mle": MLE(),
-        "entropy_penalty": EntropyPenalty(),
-        "label_smoothing": LabelSmoothing(),
-        "mixce": MixCE(),
-        "tailr": TaiLr(),
-        "simctg": SimCTG(),
-        "unlikelihood_token": UnlikelihoodToken(),
-        "nce": NCE(),
-        "scheduled_sampling": ScheduledSampling(),
-        "preference": Preference(start_step=0),
-        "unlikelihood_seq": UnlikelihoodSeq(rate=1.0, prefix_len=32, cont_len=64),
-    }
+    from benchmarks.cli import CONFIG_DIR, available
+    from lit_modules.system import build_objective
+
+    objectives = {}
+    for name in available("objective"):
+        config = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "objective" / f"{name}.yaml"))
+        full_work = hydra.utils.get_class(config["_target_"]).full_work_knobs
+        objectives[name] = build_objective({**config, **full_work})
+    return objectives
+
+
+def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> dict[str, float]:
+    """Training-step time of each objective (``objectives_at_full_work``) relative to MLE's at the bench
+    shape: the median ratio of ``pairs`` alternating pairs of ``steps``-step windows. A ±5% question needs
+    more, shorter pairs than the other figures: with 5 pairs of 5 steps MLE against itself read 0.97-1.16
+    on this project's CPU."""
+    from objectives.mle import MLE
+
     costs = {}
-    for name, objective in objectives.items():
+    for name, objective in objectives_at_full_work().items():
         mle, this = bench.train_step(MLE(), bf16), bench.train_step(objective, bf16)
         costs[name] = paired(mle, this, bench.warmup, steps, pairs, bench.sync)[2]
     return costs
@@ -685,9 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         big = Bench(
             Shape(**{**PRESETS[args.preset], "vocab_size": 32768}), args.device, args.warmup, args.steps, args.repeats
         )
-        from objectives.nce import NCE
-
-        mle, nce = big.train_step(MLE(), native_bf16), big.train_step(NCE(), native_bf16)
+        nce = objectives_at_full_work()["nce"]  # as configs/objective/nce.yaml builds it
+        mle, nce = big.train_step(MLE(), native_bf16), big.train_step(nce, native_bf16)
         fig["nce_vs_mle_at_v32768"] = paired(mle, nce, big.warmup, big.steps, big.repeats, big.sync)[2]
         rows.append(("step cost nce / mle at vocab 32768", fig["nce_vs_mle_at_v32768"], "x"))
     width = max(len(r[0]) for r in rows)

@@ -10,6 +10,7 @@ inputs ``batch[:, :-1]``, targets ``batch[:, 1:]``. ``model`` is the backbone (s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -54,6 +55,9 @@ class Objective(nn.Module):
     """Base class. ``name`` is the config name; ``search_space`` is read by the tuner."""
 
     name: str = "objective"
+    # knob values under which every training step does the objective's full work (a pairwise term
+    # from step 0, a sequence-level step every step): ``benchmarks/perf.py`` times that step, the dearest
+    full_work_knobs: ClassVar[dict[str, Any]] = {}
 
     def check_fits(self, length: int) -> None:
         """Raise KnobError when the objective's sequences cannot fit ``length`` tokens (a batch row,

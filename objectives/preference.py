@@ -35,6 +35,7 @@ REJECTED = ("greedy", "sample", "repeat")
 
 class Preference(Objective):
     name = "preference"
+    full_work_knobs = {"start_step": 0}
 
     def __init__(
         self,

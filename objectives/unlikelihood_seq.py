@@ -36,6 +36,7 @@ def ngram_repeat_mask(seqs: torch.Tensor, n: int) -> torch.Tensor:
 
 class UnlikelihoodSeq(UnlikelihoodToken):
     name = "unlikelihood_seq"
+    full_work_knobs = {"rate": 1.0, "start_step": 0}
 
     def __init__(
         self,

@@ -82,3 +82,22 @@ def test_perf_profile_names_the_step_s_ops(capsys):
     table = capsys.readouterr().out
     assert "aten::mm" in table and "_ChunkedHead" in table
     assert "tokens/s" not in table
+
+
+def test_perf_times_every_objective_config_at_full_work():
+    """--objectives times every yaml of configs/objective/ (a new one with no change to perf.py), built as
+    the yaml says except the knobs that make every step do the objective's full work."""
+    from benchmarks.cli import available
+
+    objectives = perf.objectives_at_full_work()
+    assert sorted(objectives) == available("objective") and len(objectives) >= 11
+    assert objectives["preference"].start_step == 0  # the yaml's 300 MLE steps skipped
+    assert objectives["unlikelihood_seq"].rate == 1.0  # a sequence-level step every step (yaml: 0.5)
+    assert objectives["nce"].k == 64 and objectives["unlikelihood_seq"].cont_len == 64  # from the yamls
+
+
+def test_perf_objective_costs_cover_every_objective():
+    bench = perf.Bench(perf.Shape(**perf.PRESETS["tiny"]), "cpu", 1, 1, 1)
+    costs = perf.objective_costs(bench, bf16=False, pairs=1, steps=1)
+    assert sorted(costs) == sorted(perf.objectives_at_full_work())
+    assert all(0 < ratio < 100 for ratio in costs.values()), costs
