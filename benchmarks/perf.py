@@ -109,6 +109,15 @@ def paired(
     return statistics.median(a), statistics.median(b), statistics.median(y / x for x, y in zip(a, b, strict=True))
 
 
+def matmul_tflops(device: torch.device, dtype: torch.dtype, sync: Callable[[], None]) -> float:
+    """TFLOP/s of one square matmul (2048 on a CPU, 8192 on a GPU), the median of 5 windows: how fast the
+    machine multiplies while perf.py runs. A shared host swings (this project's CPU: 0.3-2.2 TFLOP/s bf16
+    within a day), and every figure of the run moves with it; the ratios against references much less."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    return 2 * n**3 / timed(lambda: a @ b, 2, 4 if device.type == "cpu" else 20, 5, sync) / 1e12
+
+
 class Bench:
     def __init__(self, shape: Shape, device: str, warmup: int, steps: int, repeats: int) -> None:
         self.shape, self.device = shape, torch.device(device)
@@ -590,6 +599,17 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
     }
     rows = []
+    # a CPU's bf16 (AMX) and fp32 speeds swing apart; a GPU's bf16 is the one its MFU is against
+    dtypes = ([torch.bfloat16] if native_bf16 else []) + ([torch.float32] if args.device == "cpu" else [])
+
+    def host_speed(when: str) -> None:
+        for dtype in dtypes:
+            tag = "bf16" if dtype == torch.bfloat16 else "fp32"
+            tflops = matmul_tflops(bench.device, dtype, bench.sync)
+            fig.setdefault("matmul_tflops", {}).setdefault(tag, {})[when] = tflops
+            rows.append((f"the machine: one square matmul, {tag}, {when} of the run", tflops, "TFLOP/s"))
+
+    host_speed("start")
     hf = not args.skip_hf and importlib.util.find_spec("transformers") is not None
     if not args.skip_hf and not hf:
         print("transformers is not installed (pip install -e '.[perf]'): Hugging Face comparison skipped")
@@ -686,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         mle, nce = big.train_step(MLE(), native_bf16), big.train_step(nce, native_bf16)
         fig["nce_vs_mle_at_v32768"] = paired(mle, nce, big.warmup, big.steps, big.repeats, big.sync)[2]
         rows.append(("step cost nce / mle at vocab 32768", fig["nce_vs_mle_at_v32768"], "x"))
+    host_speed("end")
     width = max(len(r[0]) for r in rows)
     print(f"\nobjbench perf: {fig['device']}, preset {args.preset} {PRESETS[args.preset]}, torch {torch.__version__}")
     for label, value, unit in rows:

@@ -66,6 +66,10 @@ def test_perf_writes_every_promised_figure(tmp_path):
     assert set(fig["evaluation_seconds"]) == {"teacher_forced", "generation"}
     assert all(seconds > 0 for seconds in fig["evaluation_seconds"].values())
     assert fig["shape"] == perf.PRESETS["micro"]
+    # the machine's matmul speed at both ends of the run, the context of every figure (fp32 always on a CPU)
+    assert "fp32" in fig["matmul_tflops"]
+    for speeds in fig["matmul_tflops"].values():
+        assert set(speeds) == {"start", "end"} and min(speeds.values()) > 0
 
 
 def test_perf_refuses_a_missing_nanogpt_file(tmp_path, capsys):
