@@ -513,18 +513,26 @@ def objectives_at_full_work() -> dict[str, torch.nn.Module]:
     return objectives
 
 
-def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> dict[str, float]:
+def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> tuple[dict[str, float], dict[str, str]]:
     """Training-step time of each objective (``objectives_at_full_work``) relative to MLE's at the bench
     shape: the median ratio of ``pairs`` alternating pairs of ``steps``-step windows. A ±5% question needs
     more, shorter pairs than the other figures: with 5 pairs of 5 steps MLE against itself read 0.97-1.16
-    on this project's CPU."""
+    on this project's CPU. Also returns the objectives whose sequences do not fit the shape's rows (a
+    small preset), each with its one-line reason, as run.py would refuse them."""
+    from objectives.base import KnobError
     from objectives.mle import MLE
 
-    costs = {}
+    costs, skipped = {}, {}
+    fits = min(bench.shape.context, bench.shape.seq + 1)  # run.py's limit: min(model.context, block_size + 1)
     for name, objective in objectives_at_full_work().items():
+        try:
+            objective.check_fits(fits)
+        except KnobError as e:
+            skipped[name] = str(e)
+            continue
         mle, this = bench.train_step(MLE(), bf16), bench.train_step(objective, bf16)
         costs[name] = paired(mle, this, bench.warmup, steps, pairs, bench.sync)[2]
-    return costs
+    return costs, skipped
 
 
 def profile_train_step(bench: Bench, bf16: bool, compile_model: bool, rows: int = 25) -> str:
@@ -695,8 +703,10 @@ def main(argv: list[str] | None = None) -> int:
                 fig["mfu_compiled"] = fig["trainer_tokens_per_s_bf16_compiled"] * flops
                 rows.append(("MFU, Trainer bf16, compiled", 100 * fig["mfu_compiled"], "%"))
     if args.objectives:
-        costs = objective_costs(bench, native_bf16, args.cost_pairs, args.cost_steps)
+        costs, skipped = objective_costs(bench, native_bf16, args.cost_pairs, args.cost_steps)
         fig["objective_step_cost_vs_mle"] = costs
+        if skipped:
+            fig["objective_step_cost_skipped"] = skipped
         for name, ratio in costs.items():
             rows.append((f"step cost {name} / mle", ratio, "x"))
         big = Bench(
@@ -711,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nobjbench perf: {fig['device']}, preset {args.preset} {PRESETS[args.preset]}, torch {torch.__version__}")
     for label, value, unit in rows:
         print(f"  {label:<{width}}  {value:12,.2f}  {unit}")
+    for name, reason in fig.get("objective_step_cost_skipped", {}).items():
+        print(f"  step cost {name}: not timed at this preset: {reason}")
     if args.json:
         atomic_write_json(args.json, fig)
     return 0

@@ -42,12 +42,13 @@ class GPT(nn.Module):
 """
 
 
-def test_perf_writes_every_promised_figure(tmp_path):
+def test_perf_writes_every_promised_figure(tmp_path, capsys):
     model_py = tmp_path / "model.py"
     model_py.write_text(NANOGPT_STANDIN)
     out = tmp_path / "perf.json"
     args = ["--preset", "micro", "--repeats", "1", "--steps", "1", "--warmup", "1", "--skip-hf"]
-    assert perf.main([*args, "--nanogpt", str(model_py), "--json", str(out)]) == 0
+    costs = ["--objectives", "--cost-pairs", "1", "--cost-steps", "1"]
+    assert perf.main([*args, *costs, "--nanogpt", str(model_py), "--json", str(out)]) == 0
     fig = json.loads(out.read_text())
     for key in (
         "train_tokens_per_s",
@@ -70,6 +71,12 @@ def test_perf_writes_every_promised_figure(tmp_path):
     assert "fp32" in fig["matmul_tflops"]
     for speeds in fig["matmul_tflops"].values():
         assert set(speeds) == {"start", "end"} and min(speeds.values()) > 0
+    # micro's 33-token rows cannot hold the preference yaml's 32 + 32 tokens: the other objectives are
+    # timed, and the table says which one was left out and why (as run.py refuses it), not a traceback
+    skipped = fig["objective_step_cost_skipped"]
+    assert "prefix_len + cont_len=64" in skipped["preference"]
+    assert "mle" in fig["objective_step_cost_vs_mle"] and not set(skipped) & set(fig["objective_step_cost_vs_mle"])
+    assert "step cost preference: not timed at this preset" in capsys.readouterr().out
 
 
 def test_perf_refuses_a_missing_nanogpt_file(tmp_path, capsys):
@@ -102,6 +109,6 @@ def test_perf_times_every_objective_config_at_full_work():
 
 def test_perf_objective_costs_cover_every_objective():
     bench = perf.Bench(perf.Shape(**perf.PRESETS["tiny"]), "cpu", 1, 1, 1)
-    costs = perf.objective_costs(bench, bf16=False, pairs=1, steps=1)
-    assert sorted(costs) == sorted(perf.objectives_at_full_work())
+    costs, skipped = perf.objective_costs(bench, bf16=False, pairs=1, steps=1)
+    assert sorted(costs) == sorted(perf.objectives_at_full_work()) and skipped == {}
     assert all(0 < ratio < 100 for ratio in costs.values()), costs
