@@ -66,6 +66,11 @@ class Shape:
             d_model=self.d_model,
         )
 
+    @property
+    def objective_length(self) -> int:
+        """The longest sequence an objective may use: run.py's min(model.context, data.block_size + 1)."""
+        return min(self.context, self.seq + 1)
+
     def flops_per_token(self, n_params: int) -> float:
         """Training FLOPs per token: 6·N + 12·L·T·d (Kaplan et al. 2020; PaLM appendix B)."""
         return 6 * n_params + 12 * self.n_layer * self.seq * self.d_model
@@ -150,7 +155,7 @@ class Bench:
         V = model.cfg.vocab_size
         objective = objective.to(self.device)
         counts = torch.ones(V, dtype=torch.float64)
-        objective.setup(model, ObjectiveContext(V, min(model.cfg.context, self.shape.seq + 1), counts))
+        objective.setup(model, ObjectiveContext(V, self.shape.objective_length, counts))
         if compile_model:
             model.compile_blocks()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the LightningModule
@@ -523,10 +528,9 @@ def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> tuple[d
     from objectives.mle import MLE
 
     costs, skipped = {}, {}
-    fits = min(bench.shape.context, bench.shape.seq + 1)  # run.py's limit: min(model.context, block_size + 1)
     for name, objective in objectives_at_full_work().items():
         try:
-            objective.check_fits(fits)
+            objective.check_fits(bench.shape.objective_length)
         except KnobError as e:
             skipped[name] = str(e)
             continue
