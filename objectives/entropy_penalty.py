@@ -25,19 +25,26 @@ class EntropyPenalty(Objective):
     @closed_form
     def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """Logits (r, V) -> ℓ_t + λ·penalty_t; with ∂H/∂z_i = −p_i·(log p_i + H):
-        ∂/∂z = p − onehot(y) + λ·[penalty active]·p·(log p + H)."""
+        ∂/∂z = p − onehot(y) + λ·a·p·(log p + H) = λ·a·p·log p + p·(1 + λ·a·H) − onehot(y),
+        a = 1 where the penalty acts (always without a threshold), else 0."""
         logp, nll = log_softmax_nll_(z, targets)  # log p in z's memory
         p = logp.exp()
-        entropy = -torch.linalg.vecdot(p, logp)  # (r,)
+        scale = self.lam or 1.0
+        with torch.no_grad():  # s·p·log p in logp's memory: H is its row sum, the gradient is built on it
+            grad = torch.addcmul(logp.new_zeros(()), p, logp, value=scale, out=scratch(logp))
+        if logp.requires_grad:  # autograd of this same loss (the tests) needs H as a function of z
+            entropy = -torch.linalg.vecdot(p, logp)
+        else:  # the training path: no (r, V) product of its own (vecdot writes one); 0.85x this function's time
+            entropy = grad.sum(-1).div_(-scale)  # (r,)
         if self.threshold is None:
-            penalty = -entropy
+            penalty, acts = -entropy, torch.full_like(entropy, self.lam / scale)
         else:
             penalty = (self.threshold - entropy).clamp_min(0)
-        with torch.no_grad():  # the gradient is built in logp's memory: two passes instead of four
-            log_ratio = scratch(logp).add_(entropy[:, None])  # log p + H
-            if self.threshold is not None:
-                log_ratio.mul_((self.threshold - entropy >= 0)[:, None])  # zero where the hinge is inactive
-            grad = torch.addcmul(p, p, log_ratio, value=self.lam, out=log_ratio)  # p + λ·p·(log p + H)
+            acts = (self.threshold - entropy >= 0).to(entropy.dtype) * (self.lam / scale)
+        with torch.no_grad():
+            if self.threshold is not None or self.lam == 0:  # λ·p·log p only in the rows where it acts
+                grad.mul_(acts[:, None])
+            grad = torch.addcmul(grad, p, (1 + scale * acts * entropy)[:, None], out=grad)
         return TokenLoss(nll + self.lam * penalty, {"nll": nll, "entropy": entropy}, minus_onehot_(grad, targets))
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
