@@ -36,15 +36,15 @@ class EntropyPenalty(Objective):
             entropy = -torch.linalg.vecdot(p, logp)
         else:  # the training path: no (r, V) product of its own (vecdot writes one); 0.86x this function's time
             entropy = grad.sum(-1).div_(-scale)  # (r,)
-        if self.threshold is None:
-            penalty, row_weight = -entropy, torch.full_like(entropy, self.lam / scale)  # a·λ/s per row
-        else:
+        if self.threshold is None:  # a·λ/s: 1, or 0 for λ = 0
+            penalty, weight = -entropy, self.lam / scale
+        else:  # a·λ/s per row (r, 1)
             penalty = (self.threshold - entropy).clamp_min(0)
-            row_weight = (self.threshold - entropy >= 0).to(entropy.dtype) * (self.lam / scale)
+            weight = (self.threshold - entropy >= 0).to(entropy.dtype)[:, None] * (self.lam / scale)
         with torch.no_grad():
             if self.threshold is not None or self.lam == 0:  # λ·p·log p only in the rows where it acts
-                grad.mul_(row_weight[:, None])
-            grad = torch.addcmul(grad, p, (1 + scale * row_weight * entropy)[:, None], out=grad)
+                grad.mul_(weight)
+            grad = torch.addcmul(grad, p, 1 + scale * weight * entropy[:, None], out=grad)
         return TokenLoss(nll + self.lam * penalty, {"nll": nll, "entropy": entropy}, minus_onehot_(grad, targets))
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
