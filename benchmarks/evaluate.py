@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torchmetrics
 
-from benchmarks.metrics import NgramIndex, copy_share, generation_metrics, in_recent_context
+from benchmarks.metrics import NgramIndex, copy_share, generation_metrics, in_recent_context, per_continuation
 from lit_modules.decoding import DecodingConfig, generate
 from lit_modules.model import GPT
 
@@ -205,8 +205,12 @@ def generate_all(
         for key, values in stats.items():  # per-continuation values, saved with each sample
             prefix = "gt" if key == "sample_nll" else "gen"
             metrics[f"{prefix}/{name}/{key}"] = values.double().mean().item()
+        # per-continuation values under their metric names: the report's intervals resample prompts
+        per_row = {f"gen/{name}/{key}": values for key, values in per_continuation(conts).items()}
+        per_row.update({f"{'gt' if key == 'sample_nll' else 'gen'}/{name}/{key}": v for key, v in stats.items()})
         for row, (prompt, cont) in enumerate(zip(prompts.tolist(), conts.tolist(), strict=True)):
             record = {"decoding": name, "prompt": prompt, "continuation": cont, "text": decode(cont)}
             record.update({key: values[row].item() for key, values in stats.items()})
+            record["metrics"] = {key: values[row].item() for key, values in per_row.items()}
             records.append(record)
     return Generations(metrics, records)

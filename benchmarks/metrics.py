@@ -41,12 +41,17 @@ def _unique_per_row(grams: torch.Tensor) -> torch.Tensor:
 # ---- generation metrics (continuations (N, L)) -------------------------------------------------
 
 
-def seq_rep_n(seqs: torch.Tensor, n: int) -> float:
-    """Mean over continuations of 1 − |unique n-grams| / |n-grams| (Welleck et al. 2019)."""
+def seq_rep_per_row(seqs: torch.Tensor, n: int) -> torch.Tensor:
+    """1 − |unique n-grams| / |n-grams| of each continuation (N,) (Welleck et al. 2019)."""
     grams = ngrams(seqs, n)
     if grams.shape[1] == 0:
-        return 0.0
-    return (1.0 - _unique_per_row(grams).double() / grams.shape[1]).mean().item()
+        return torch.zeros(seqs.shape[0], dtype=torch.float64)
+    return 1.0 - _unique_per_row(grams).double() / grams.shape[1]
+
+
+def seq_rep_n(seqs: torch.Tensor, n: int) -> float:
+    """Mean over continuations of 1 − |unique n-grams| / |n-grams| (Welleck et al. 2019)."""
+    return seq_rep_per_row(seqs, n).mean().item()
 
 
 def distinct_n(seqs: torch.Tensor, n: int) -> float:
@@ -161,6 +166,14 @@ def generation_metrics(seqs: torch.Tensor) -> dict[str, float]:
     out["zipf"] = zipf_coefficient(seqs)
     out["self_bleu_4"] = self_bleu(seqs[:SELF_BLEU_SUBSET], 4)
     out["rep_rate"] = rep_rate(seqs)
+    return out
+
+
+def per_continuation(seqs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The generation metrics that are a mean over continuations, per continuation (N,): what the
+    report's intervals resample by prompt."""
+    out = {f"seq_rep_{n}": seq_rep_per_row(seqs, n) for n in range(1, 5)}
+    out["rep_rate"] = ends_in_loop(seqs).double()
     return out
 
 

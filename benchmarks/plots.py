@@ -33,9 +33,11 @@ DECODING_MARKERS = {"greedy": "o", "top_p": "^", "sample": "s", "top_k": "D", "t
 
 
 def _colors(runs) -> dict[str, tuple]:
-    """One colour per objective, the same in every plot."""
+    """One distinct colour per objective (tab20's dark shades first, so no two look like a pair), the same
+    in every plot."""
     cmap = plt.get_cmap("tab20")
-    return {name: cmap(i % 20) for i, name in enumerate(sorted({r.objective for r in runs}))}
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {name: cmap(order[i % 20]) for i, name in enumerate(sorted({r.objective for r in runs}))}
 
 
 def _inlier_limits(values: list[float], floor: float | None = None) -> tuple[float, float]:
@@ -50,12 +52,35 @@ def _inlier_limits(values: list[float], floor: float | None = None) -> tuple[flo
     return lo - pad, hi + pad
 
 
-def _scatter(ax, points, colors, marker, clip_x=None, clip_y=None) -> None:
-    """points: (x, y, objective). Points beyond clip_x / clip_y are drawn on the edge, value written."""
+def _errors(runs, x_key: str, y_key: str) -> dict[str, tuple[float | None, float | None]]:
+    """Half-widths of each row's 95% interval over seeds (rows from report.py carry ``half``), by objective."""
+    out = {}
+    for r in runs:
+        half = getattr(r, "half", {})
+        out[r.objective] = tuple(half.get(k) if _finite(half.get(k)) else None for k in (x_key, y_key))
+    return out
+
+
+def _scatter(ax, points, colors, marker, clip_x=None, clip_y=None, errors=None) -> None:
+    """points: (x, y, objective). Points beyond clip_x / clip_y are drawn on the edge, value written.
+    errors: {objective: (x half-width, y half-width)}, drawn as error bars."""
     for x, y, name in points:
         shown_x = min(x, clip_x) if clip_x is not None else x
         shown_y = min(y, clip_y) if clip_y is not None else y
         clipped = (shown_x, shown_y) != (x, y)
+        xerr, yerr = (errors or {}).get(name, (None, None))
+        if not clipped and (xerr or yerr):
+            ax.errorbar(
+                shown_x,
+                shown_y,
+                xerr=xerr,
+                yerr=yerr,
+                fmt="none",
+                ecolor=colors[name],
+                elinewidth=1,
+                capsize=2,
+                zorder=2,
+            )
         ax.scatter(
             [shown_x],
             [shown_y],
@@ -91,11 +116,12 @@ def ppl_vs_repetition(runs, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 4.8))
     markers = {}
     for decoding in ("greedy", "top_p"):
-        pts = [(r.metrics.get("tf/ppl"), r.metrics.get(f"gen/{decoding}/seq_rep_4"), r.objective) for r in runs]
+        y_key = f"gen/{decoding}/seq_rep_4"
+        pts = [(r.metrics.get("tf/ppl"), r.metrics.get(y_key), r.objective) for r in runs]
         pts = [p for p in pts if _finite(p[0], p[1])]
         if pts:
             markers[decoding] = DECODING_MARKERS[decoding]
-            _scatter(ax, pts, colors, markers[decoding])
+            _scatter(ax, pts, colors, markers[decoding], errors=_errors(runs, "tf/ppl", y_key))
     if not markers:
         plt.close(fig)
         return None
@@ -104,10 +130,13 @@ def ppl_vs_repetition(runs, path: Path) -> Path | None:
     if _finite(human):
         ax.axhline(human, color="grey", linestyle="--", linewidth=1)
         extra.append(Line2D([], [], color="grey", linestyle="--", label="real text"))
-    ax.set_xscale("log")  # perplexities span orders of magnitude (e.g. NCE's unnormalised softmax)
-    ax.set_xlabel("test perplexity, log scale (lower is better)")
+    ppls = [r.metrics["tf/ppl"] for r in runs if _finite(r.metrics.get("tf/ppl"))]
+    log_axis = bool(ppls) and max(ppls) > 10 * min(ppls)  # a log axis only where perplexities span decades
+    if log_axis:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"test perplexity{', log scale' if log_axis else ''} (lower is better)")
     ax.set_ylabel("seq-rep-4 of continuations (lower = less repetitive)")
-    ax.set_title("Perplexity vs repetition: greedy text loops, top-p text does not")
+    ax.set_title("Perplexity vs repetition of greedy and top-p continuations (95% intervals over seeds)")
     _legends(ax, colors, markers, extra)
     return _save(fig, path)
 
@@ -125,7 +154,7 @@ def entropy_vs_nll(runs, path: Path) -> Path | None:
     floor = rate if _finite(rate) else None
     x_lo, x_hi = _inlier_limits([p[0] for p in pts], floor)
     y_lo, y_hi = _inlier_limits([p[1] for p in pts], floor)
-    _scatter(ax, pts, colors, "o", clip_x=x_hi, clip_y=y_hi)
+    _scatter(ax, pts, colors, "o", clip_x=x_hi, clip_y=y_hi, errors=_errors(runs, "tf/nll", "tf/entropy"))
     lo, hi = min(x_lo, y_lo), max(x_hi, y_hi)
     ax.plot([lo, hi], [lo, hi], color="lightgrey", linewidth=1)
     extra = [Line2D([], [], color="lightgrey", label="entropy = NLL (calibrated in entropy)")]
@@ -195,7 +224,8 @@ def coverage_vs_quality(runs, path: Path) -> Path | None:
     markers = {}
     for decoding, pts in series.items():
         markers[decoding] = DECODING_MARKERS.get(decoding, "o")
-        _scatter(ax, pts, colors, markers[decoding], clip_x=x_hi, clip_y=y_hi)
+        errors = _errors(runs, "gt/forward_kl", f"gt/{decoding}/sample_nll")
+        _scatter(ax, pts, colors, markers[decoding], clip_x=x_hi, clip_y=y_hi, errors=errors)
     extra = []
     if _finite(human):
         ax.axhline(human, color="grey", linestyle="--", linewidth=1)

@@ -1,10 +1,14 @@
-"""Compare finished runs: a Markdown report, a CSV and PNG plots.
+"""Compare finished runs over seeds: a Markdown report, a CSV and PNG plots.
 
     python benchmarks/report.py runs/suite            # writes report.md, results.csv, plots/ there
     python benchmarks/report.py runs/suite --out docs  # somewhere else
     python benchmarks/report.py runs/suite --readme README.md  # also the tables between its suite-tables markers
 
-Reads every ``results.json`` under the directory (and ``failed.json`` of failed sweep jobs).
+Reads every ``results.json`` under the directory (and ``failed.json`` of failed sweep jobs). Runs of
+one objective (and knob setting) at several seeds form a row: every value is the mean over seeds
+with its 95% interval, and beside it the difference from MLE paired by seed (and by prompt for
+generation metrics), with a mark where it is significant after Holm's correction over every cell
+(``benchmarks.stats``). Every run must share the budget, data, model, optimiser and evaluation.
 """
 
 from __future__ import annotations
@@ -15,18 +19,26 @@ import io
 import json
 import math
 import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
+
 from benchmarks.cli import fail
+from benchmarks.stats import Interval, holm, mean_interval, paired_difference
 from lit_modules.util import atomic_write_text
+
+BASELINE = "mle"
+ALPHA = 0.05  # family-wise error rate of the significance marks (Holm)
 
 # Columns: (metric key or template with {d} = decoding, header, how "best" is judged)
 #   "min": lowest; "human": closest to the human (real-text) row; "source": closest to the entropy rate.
 MODEL_COLUMNS = [
-    ("tf/ppl", "ppl", "min"),
+    ("tf/nll", "NLL", "min"),
     ("tf/entropy", "entropy", "source"),
     ("tf/ece", "ECE", "min"),
     ("gt/forward_kl", "KL(P‖p)", "min"),
@@ -38,17 +50,36 @@ DECODING_COLUMNS = [
     ("gen/{d}/self_bleu_4", "self-BLEU-4", "human"),
     ("gt/{d}/sample_nll", "sample NLL", "human"),
 ]
+# Config parts every compared run must share (the seed, and data.seed that follows it, may differ).
+SHARED = ("data", "model", "optim", "eval", "trainer.max_steps", "trainer.precision", "trainer.gradient_clip_val")
 
 
 class Run:
     def __init__(self, path: Path, data: dict, failed: bool = False) -> None:
         self.path, self.data, self.failed = path, data, failed
+        self.config: dict = data.get("config") or {}
         self.objective = data.get("objective", path.parent.name)
+        self.seed = self.config.get("seed")
         self.metrics: dict[str, float] = data.get("metrics", {})
+        self._per_prompt: dict[str, list[float]] | None = None
 
     @property
     def decodings(self) -> list[str]:
-        return [d for d in self.data.get("config", {}).get("eval", {}).get("decodings", [])]
+        return list(self.config.get("eval", {}).get("decodings", []))
+
+    def per_prompt(self) -> dict[str, list[float]]:
+        """Per-continuation values from samples.jsonl, by metric name (empty where not saved)."""
+        if self._per_prompt is None:
+            self._per_prompt = {}
+            path = self.path.parent / "samples.jsonl"
+            if path.is_file():
+                values: dict[str, list[float]] = defaultdict(list)
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    record = json.loads(line)
+                    for key, value in record.get("metrics", {}).items():
+                        values[key].append(value)
+                self._per_prompt = dict(values)
+        return self._per_prompt
 
 
 def collect(root: Path) -> list[Run]:
@@ -60,6 +91,14 @@ def collect(root: Path) -> list[Run]:
             data = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
                 raise ValueError("no metrics")
+            bad = [k for k, v in data["metrics"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
+            if bad:
+                raise ValueError(f"metric {bad[0]!r} is {data['metrics'][bad[0]]!r}, not a number")
+            history = data.get("history", {}).get("val/nll", [])
+            if not isinstance(history, list) or not all(
+                isinstance(h, list) and len(h) == 2 and all(isinstance(x, (int, float)) for x in h) for h in history
+            ):
+                raise ValueError("history/val/nll is not a list of [step, value] pairs")
         except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(
                 f"{path} is not a valid results file ({str(e).splitlines()[0][:80]}); delete it or rerun that job"
@@ -78,6 +117,140 @@ def collect(root: Path) -> list[Run]:
     return runs
 
 
+def _pick(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def shared_config(config: dict) -> dict:
+    out = {key: _pick(config, key) for key in SHARED}
+    if isinstance(out["data"], dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "seed"}
+    return out
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(dict.fromkeys([*a, *b]))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} vs {b!r}"]
+
+
+def check_comparable(runs: list[Run]) -> None:
+    """Every finished run shares SHARED, or a ValueError names two runs and what differs."""
+    done = [r for r in runs if not r.failed]
+    if not done:
+        return
+    first = shared_config(done[0].config)
+    for r in done[1:]:
+        diff = _differences(first, shared_config(r.config))
+        if diff:
+            raise ValueError(
+                f"{done[0].path.parent} and {r.path.parent} were run with different configs "
+                f"({'; '.join(diff[:3])}); report them separately"
+            )
+
+
+def knob_label(objective: str, knobs: dict) -> str:
+    return f"{objective} ({', '.join(f'{k}={v}' for k, v in knobs.items())})" if knobs else objective
+
+
+def _knobs(run: Run) -> dict:
+    cfg = run.config.get("objective", {})
+    return {k: v for k, v in cfg.items() if k not in ("_target_", "search_space")}
+
+
+@dataclass
+class Row:
+    """One objective (and knob setting): its runs by seed, and what the report computed."""
+
+    objective: str  # the row's name: the objective, with its knobs where one objective has several settings
+    base: str  # the objective's name
+    runs: dict[int, Run] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+
+    # what the plots read, as from one run: means, interval half-widths, decodings, history, reliability
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k: v.mean for k, v in self.intervals.items()}
+
+    @property
+    def half(self) -> dict[str, float]:
+        return {k: v.half for k, v in self.intervals.items()}
+
+    @property
+    def decodings(self) -> list[str]:
+        return next(iter(self.runs.values())).decodings if self.runs else []
+
+    @property
+    def data(self) -> dict:
+        histories = [r.data.get("history", {}).get("val/nll", []) for r in self.runs.values()]
+        steps = sorted(set.intersection(*(set(s for s, _ in h) for h in histories))) if histories else []
+        mean_history = [[s, float(np.mean([dict(map(tuple, h))[s] for h in histories]))] for s in steps]
+        bins = [r.data.get("reliability") for r in self.runs.values() if r.data.get("reliability")]
+        reliability = {}
+        if bins:
+            count = np.sum([b["count"] for b in bins], axis=0)
+            weighted = {
+                k: np.sum([np.multiply(b[k], b["count"]) for b in bins], axis=0) for k in ("confidence", "accuracy")
+            }
+            reliability = {k: (v / np.maximum(count, 1)).tolist() for k, v in weighted.items()}
+            reliability["count"] = count.tolist()
+        return {"history": {"val/nll": mean_history}, "reliability": reliability}
+
+
+def group(runs: list[Run]) -> dict[str, Row]:
+    """Rows by label; one objective with several knob settings gets one row per setting."""
+    settings: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        if not r.failed and _knobs(r) not in settings[r.objective]:
+            settings[r.objective].append(_knobs(r))
+    rows: dict[str, Row] = {}
+    for r in runs:
+        several = len(settings[r.objective]) > 1
+        label = knob_label(r.objective, _knobs(r)) if several else r.objective
+        row = rows.setdefault(label, Row(label, r.objective))
+        seed = r.seed if isinstance(r.seed, int) else -1
+        if r.failed:
+            row.failed[seed] = r.data.get("error", "?")
+        elif seed in row.runs:
+            raise ValueError(
+                f"{row.runs[seed].path.parent} and {r.path.parent} are both {label} at seed {seed}; report one of them"
+            )
+        else:
+            row.runs[seed] = r
+    return dict(sorted(rows.items()))
+
+
+def common_seeds(rows: dict[str, Row]) -> tuple[list[int], list[str]]:
+    """Seeds every row finished, and the (row, seed) jobs missing from that full set."""
+    done = [row for row in rows.values() if row.runs]
+    every = sorted({s for row in rows.values() for s in (*row.runs, *row.failed)})
+    common = sorted(set.intersection(*(set(row.runs) for row in done))) if done else []
+    missing = []
+    for row in rows.values():
+        for s in every:
+            if s not in row.runs:
+                why = "failed" if s in row.failed else "absent"
+                missing.append(f"{row.objective} seed {s} ({why})")
+    return common, missing
+
+
+def metric_values(row: Row, key: str, seeds: list[int]) -> np.ndarray | None:
+    """(S, P) per-prompt values where every seed saved them, else (S,) per-run values; None if absent."""
+    runs = [row.runs[s] for s in seeds]
+    per_prompt = [r.per_prompt().get(key) for r in runs]
+    if all(p is not None for p in per_prompt) and len({len(p) for p in per_prompt}) == 1:
+        return np.array(per_prompt, dtype=np.float64)
+    values = [r.metrics.get(key) for r in runs]
+    if any(v is None for v in values):
+        return None
+    return np.array(values, dtype=np.float64)
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "–"
@@ -86,16 +259,34 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def best_index(values: list[float | None], rule: str, target: float | None) -> int | None:
-    scored = []
-    for i, v in enumerate(values):
-        if v is None or not math.isfinite(v):
-            continue
+def fmt_interval(interval: Interval | None, signed: bool = False) -> str:
+    if interval is None or not math.isfinite(interval.mean):
+        return "–"
+    mean = f"{interval.mean:+.3f}" if signed else fmt(interval.mean)
+    return mean if not math.isfinite(interval.half) else f"{mean} ± {fmt(interval.half)}"
+
+
+def best_label(cells: dict[str, Interval], rule: str, target: float | None) -> str | None:
+    """The best row by mean, if its interval separates it from the runner-up's; else None."""
+
+    def distance(v: float) -> float:
+        return v if rule == "min" else abs(v - target)
+
+    def worst_case(i: Interval) -> tuple[float, float]:  # (best, worst) distance over the interval
         if rule == "min":
-            scored.append((v, i))
-        elif target is not None:
-            scored.append((abs(v - target), i))
-    return min(scored)[1] if scored else None
+            return i.low, i.high
+        near = 0.0 if i.low <= target <= i.high else min(abs(i.low - target), abs(i.high - target))
+        return near, max(abs(i.low - target), abs(i.high - target))
+
+    if rule != "min" and target is None:
+        return None
+    ranked = sorted((distance(i.mean), label) for label, i in cells.items() if math.isfinite(i.mean))
+    if len(ranked) < 2:
+        return None
+    first, second = cells[ranked[0][1]], cells[ranked[1][1]]
+    if not (math.isfinite(first.half) and math.isfinite(second.half)):
+        return None
+    return ranked[0][1] if worst_case(first)[1] < worst_case(second)[0] else None
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -104,67 +295,203 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def tables(runs: list[Run]) -> tuple[str, list[dict]]:
-    """The report's Markdown tables and the flat CSV rows."""
-    done = [r for r in runs if not r.failed]
-    entropy_rate = next((r.metrics["gt/entropy_rate"] for r in done if "gt/entropy_rate" in r.metrics), None)
-    columns = [c for c in MODEL_COLUMNS if any(c[0] in r.metrics for r in done)]
-    parts, csv_rows = [], []
+@dataclass
+class Report:
+    body: str  # the Markdown tables
+    notes: str  # seeds, missing jobs, budget: the lines above the tables
+    csv_rows: list[dict]
+    rows: dict[str, Row]
 
-    # 1. one row per objective: teacher-forced and ground-truth metrics, budget
-    values = [[r.metrics.get(key) for key, _, _ in columns] for r in done]
-    best = [best_index([v[j] for v in values], rule, entropy_rate) for j, (_, _, rule) in enumerate(columns)]
-    rows = []
-    for i, r in enumerate(done):
-        t = r.data.get("timing", {})
-        cells = [f"**{fmt(v)}**" if best[j] == i else fmt(v) for j, v in enumerate(values[i])]
-        rows.append(
-            [
-                r.objective,
-                *cells,
-                str(t.get("steps", "–")),
-                f"{t.get('train_tokens', 0):,}",
-                f"{t.get('train_s', 0) + t.get('eval_s', 0):.0f} s",
-            ]
+
+def build(runs: list[Run]) -> Report:
+    """Group runs into rows, compute every interval and paired difference, and lay out the tables."""
+    check_comparable(runs)
+    rows = group(runs)
+    seeds, missing = common_seeds(rows)
+    done = {label: row for label, row in rows.items() if row.runs}
+    any_run = next((r for row in done.values() for r in row.runs.values()), None)
+    decodings = any_run.decodings if any_run else []
+    model_keys = [key for key, _, _ in MODEL_COLUMNS]
+    gen_keys = [key.format(d=d) for d in [*decodings, "human"] for key, _, _ in DECODING_COLUMNS]
+    for row in done.values():
+        for key in [*model_keys, *gen_keys, "tf/ppl", "val/nll"]:
+            values = metric_values(row, key, seeds) if seeds else None
+            if values is not None:
+                row.intervals[key] = mean_interval(values)
+    # paired differences from MLE, Holm-corrected over every cell at once
+    baseline = done.get(BASELINE)
+    deltas: dict[tuple[str, str], Interval] = {}
+    if baseline is not None:
+        for label, row in done.items():
+            if label == BASELINE:
+                continue
+            for key in [*model_keys, *[k.format(d=d) for d in decodings for k, _, _ in DECODING_COLUMNS]]:
+                a, b = metric_values(row, key, seeds), metric_values(baseline, key, seeds)
+                if a is not None and b is not None and a.shape == b.shape:
+                    deltas[(label, key)] = paired_difference(a, b)
+    adjusted = dict(zip(deltas, holm([d.p for d in deltas.values()]), strict=True))
+    significant = {cell for cell, p in adjusted.items() if math.isfinite(p) and p < ALPHA}
+
+    def delta_cell(label: str, key: str) -> str:
+        d = deltas.get((label, key))
+        return "–" if d is None else fmt_interval(d, signed=True) + (" †" if (label, key) in significant else "")
+
+    entropy_rate = next(
+        (row.intervals["gt/entropy_rate"].mean for row in done.values() if "gt/entropy_rate" in row.intervals), None
+    )
+    if entropy_rate is None:
+        entropy_rate = next(
+            (
+                r.metrics.get("gt/entropy_rate")
+                for row in done.values()
+                for r in row.runs.values()
+                if "gt/entropy_rate" in r.metrics
+            ),
+            None,
         )
-    if entropy_rate is not None:
-        rows.append(["*source*", "–", fmt(entropy_rate), "–", "0", "0", "–", "–", "–"][: len(columns) + 4])
-    for r in runs:
-        if r.failed:
-            rows.append([r.objective, f"**failed**: {r.data.get('error', '?')}"] + [""] * (len(columns) + 2))
-    header = ["objective", *[h for _, h, _ in columns], "steps", "tokens", "wall"]
-    parts.append("### Teacher-forced and ground truth (test split)\n\n" + markdown_table(header, rows))
+    parts = []
 
-    # 2. one row per (objective, decoding): generation metrics, and the human row
-    gen_rows, gen_values, human = [], [], {}
-    for r in done:
-        for key, _, _ in DECODING_COLUMNS:
-            human.setdefault(key, r.metrics.get(key.format(d="human")))
-    for r in done:
-        for d in r.decodings:
-            gen_rows.append((r.objective, d))
-            gen_values.append([r.metrics.get(key.format(d=d)) for key, _, _ in DECODING_COLUMNS])
-    present = [j for j, (key, _, _) in enumerate(DECODING_COLUMNS) if any(v[j] is not None for v in gen_values)]
+    # 1. teacher-forced and ground truth: one row per objective
+    columns = [c for c in MODEL_COLUMNS if any(c[0] in row.intervals for row in done.values())]
     best = {
-        j: best_index([v[j] for v in gen_values], DECODING_COLUMNS[j][2], human[DECODING_COLUMNS[j][0]])
-        for j in present
+        key: best_label(
+            {lb: row.intervals[key] for lb, row in done.items() if key in row.intervals}, rule, entropy_rate
+        )
+        for key, _, rule in columns
     }
-    rows = []
-    for i, ((objective, d), vals) in enumerate(zip(gen_rows, gen_values, strict=True)):
-        rows.append([objective, d, *[f"**{fmt(vals[j])}**" if best[j] == i else fmt(vals[j]) for j in present]])
-    rows.append(["*human*", "real text", *[fmt(human[DECODING_COLUMNS[j][0]]) for j in present]])
-    header = ["objective", "decoding", *[DECODING_COLUMNS[j][1] for j in present]]
-    parts.append("### Generation (continuations of held-out prompts)\n\n" + markdown_table(header, rows))
+    table = []
+    for label, row in done.items():
+        cells = []
+        for key, _, _ in columns:
+            text = fmt_interval(row.intervals.get(key))
+            cells.append(f"**{text}**" if best[key] == label else text)
+        nll = [row.runs[s].metrics.get("tf/nll") for s in seeds]
+        spread = float(np.std(nll, ddof=1)) if len(nll) > 1 and None not in nll else float("nan")
+        walls = [r.data.get("timing", {}) for r in row.runs.values()]
+        wall = np.mean([t.get("train_s", 0) + t.get("eval_s", 0) for t in walls])
+        table.append([label, *cells, fmt(spread, 3), f"{wall:.0f} s"])
+    if entropy_rate is not None and columns:
+        source = {"tf/entropy": fmt(entropy_rate), "gt/forward_kl": "0", "gt/reverse_kl": "0"}
+        source["tf/nll"] = fmt(entropy_rate)
+        table.append(["*source*", *[source.get(key, "–") for key, _, _ in columns], "–", "–"])
+    for label, row in rows.items():
+        if not row.runs:
+            table.append([label, f"**failed**: {next(iter(row.failed.values()))}"] + [""] * (len(columns) + 1))
+    header = ["objective", *[h for _, h, _ in columns], "NLL sd", "wall"]
+    parts.append("### Teacher-forced and ground truth (test split)\n\n" + markdown_table(header, table))
 
-    for r in runs:
-        row = {"objective": r.objective, "status": "failed" if r.failed else "done", "path": str(r.path.parent)}
-        if r.failed:
-            row["error"] = r.data.get("error", "")
-        else:
-            row.update({f"timing/{k}": v for k, v in r.data.get("timing", {}).items()})
-            row.update(r.metrics)
-        csv_rows.append(row)
-    return "\n\n".join(parts) + "\n", csv_rows
+    # 2. generation: one row per (objective, decoding), and the human row
+    gen_columns = [
+        c
+        for c in DECODING_COLUMNS
+        if any(c[0].format(d=d) in row.intervals for row in done.values() for d in decodings)
+    ]
+    human_row = done.get(BASELINE) or next(iter(done.values()), None)
+    human = {key: human_row.intervals.get(key.format(d="human")) for key, _, _ in gen_columns} if human_row else {}
+    table = []
+    best = {}
+    for d in decodings:
+        for key, _, rule in gen_columns:
+            k = key.format(d=d)
+            target = human.get(key).mean if human.get(key) is not None else None
+            best[k] = best_label({lb: row.intervals[k] for lb, row in done.items() if k in row.intervals}, rule, target)
+    for label, row in done.items():
+        for d in decodings:
+            cells = []
+            for key, _, _ in gen_columns:
+                k = key.format(d=d)
+                text = fmt_interval(row.intervals.get(k))
+                cells.append(f"**{text}**" if best.get(k) == label else text)
+            table.append([label, d, *cells])
+    table.append(
+        ["*human*", "real text", *[fmt(human[key].mean) if human.get(key) else "–" for key, _, _ in gen_columns]]
+    )
+    header = ["objective", "decoding", *[h for _, h, _ in gen_columns]]
+    if gen_columns:
+        parts.append("### Generation (continuations of held-out prompts)\n\n" + markdown_table(header, table))
+
+    # 3. paired differences from MLE
+    if baseline is not None and len(done) > 1:
+        others = [label for label in done if label != BASELINE]
+        table = [[label, *[delta_cell(label, key) for key, _, _ in columns]] for label in others]
+        parts.append(
+            "### Difference from MLE (paired by seed)\n\n"
+            + markdown_table(["objective", *[f"Δ {h}" for _, h, _ in columns]], table)
+        )
+        table = [
+            [label, d, *[delta_cell(label, key.format(d=d)) for key, _, _ in gen_columns]]
+            for label in others
+            for d in decodings
+        ]
+        if table and gen_columns:
+            parts.append(
+                "### Generation: difference from MLE (paired by seed and prompt)\n\n"
+                + markdown_table(["objective", "decoding", *[f"Δ {h}" for _, h, _ in gen_columns]], table)
+            )
+
+    notes = []
+    if any_run is not None:
+        t = any_run.data.get("timing", {})
+        notes.append(
+            f"Every objective: {t.get('steps')} steps, {t.get('train_tokens', 0):,} training tokens, the same data, "
+            f"optimiser and evaluation; at seed s every objective starts from the same weights and reads the same "
+            f"batches. Seeds: {', '.join(map(str, seeds)) or 'none in common'}."
+        )
+    notes.append(
+        f"Each cell: mean ± half-width of its {int(0.95 * 100)}% interval over seeds (Student's t; generation "
+        "metrics of each continuation count the prompts' noise too: mean over seeds and prompts). "
+        "Bold: the best value of a column (lowest NLL, ECE and KLs; entropy closest to the source's entropy "
+        "rate; generation metrics closest to real text), only where its interval does not overlap the "
+        "runner-up's. NLL sd: standard deviation of test NLL over seeds. "
+        f"Δ: objective − MLE at the same seed (and prompt); † significant at {ALPHA} after Holm's correction "
+        f"over all {len(deltas)} cells."
+    )
+    if missing:
+        notes.append(
+            f"**Not every job finished**: compared on the common seeds only ({', '.join(map(str, seeds)) or 'none'}); "
+            f"missing: {'; '.join(missing)}."
+        )
+    csv_rows = []
+    for label, row in rows.items():
+        for seed, r in sorted(row.runs.items()):
+            csv_rows.append(
+                {
+                    "row": label,
+                    "objective": row.base,
+                    "seed": seed,
+                    "status": "done",
+                    "path": str(r.path.parent),
+                    **{f"timing/{k}": v for k, v in r.data.get("timing", {}).items()},
+                    **r.metrics,
+                }
+            )
+        for seed, error in sorted(row.failed.items()):
+            csv_rows.append({"row": label, "objective": row.base, "seed": seed, "status": "failed", "error": error})
+        for key, i in row.intervals.items():
+            entry = {
+                "row": label,
+                "objective": row.base,
+                "seed": "mean",
+                "status": "summary",
+                "metric": key,
+                "mean": i.mean,
+                "low": i.low,
+                "high": i.high,
+                "n_seeds": i.n_seeds,
+            }
+            d = deltas.get((label, key))
+            if d is not None:
+                entry.update(
+                    {
+                        "delta": d.mean,
+                        "delta_low": d.low,
+                        "delta_high": d.high,
+                        "p": d.p,
+                        "p_holm": adjusted[(label, key)],
+                    }
+                )
+            csv_rows.append(entry)
+    return Report("\n\n".join(parts) + "\n", "\n\n".join(notes) + "\n", csv_rows, rows)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -201,10 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = collect(args.runs)
+        report = build(runs)
     except ValueError as e:
         fail(str(e))
     out = args.out or args.runs
-    body, csv_rows = tables(runs)
+    body = report.notes + "\n" + report.body
     if args.readme:  # checked before anything is written
         try:
             update_readme(args.readme, body)
@@ -212,22 +540,13 @@ def main(argv: list[str] | None = None) -> int:
             fail(str(e))
     from benchmarks.plots import make_plots
 
-    plots = make_plots([r for r in runs if not r.failed], out / "plots")
-    done = [r for r in runs if not r.failed]
-    budget = ""
-    if done:
-        t = done[0].data.get("timing", {})
-        budget = (
-            f"Same data, model seed, optimiser and step budget for every objective: {t.get('steps')} steps, "
-            f"{t.get('train_tokens', 0):,} training tokens each. Best value per column in bold: lowest for "
-            "ppl, ECE and the KLs; closest to the source's entropy rate for the predictive entropy; closest "
-            "to real text (the *human* row) for the generation metrics.\n\n"
-        )
+    plots = make_plots([row for row in report.rows.values() if row.runs], out / "plots")
+    n_done = sum(len(row.runs) for row in report.rows.values())
+    n_failed = sum(len(row.failed) for row in report.rows.values())
     images = "".join(f"![{p.stem}](plots/{p.name})\n\n" for p in plots)
-    head = f"# objbench report\n\n{len(done)} runs, {len(runs) - len(done)} failed, from `{args.runs}`.\n\n"
-    report = f"{head}{budget}{body}\n{images}"
-    atomic_write_text(out / "report.md", report)
-    write_csv(out / "results.csv", csv_rows)
+    head = f"# objbench report\n\n{n_done} runs, {n_failed} failed, from `{args.runs}`.\n\n"
+    atomic_write_text(out / "report.md", f"{head}{body}\n{images}")
+    write_csv(out / "results.csv", report.csv_rows)
     print(body)
     print(f"report: {out / 'report.md'}\ncsv: {out / 'results.csv'}\nplots: {', '.join(str(p) for p in plots)}")
     return 0

@@ -21,9 +21,9 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: make the project im
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from benchmarks.cli import USER_ERRORS, check_config, fail, load_decodings, user_errors_as_one_line
+from benchmarks.cli import CONFIG_DIR, USER_ERRORS, check_config, fail, load_decodings, user_errors_as_one_line
 from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, keep_freed_memory, resolve_precision
 
 SUMMARY_KEYS = (
@@ -117,8 +117,48 @@ def run_label(objective_name: str, objective_cfg: DictConfig) -> str:
     return "_".join([objective_name, ",".join(knobs)]) if knobs else objective_name
 
 
+# What a resumed run must share with the run that wrote the checkpoint: everything that shapes training.
+TRAINING_CONFIG = (
+    "seed",
+    "objective",
+    "model",
+    "data",
+    "optim",
+    "trainer.max_steps",
+    "trainer.precision",
+    "trainer.gradient_clip_val",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.compile",
+)
+
+
+def training_config(cfg: DictConfig) -> dict:
+    """The parts of ``cfg`` in TRAINING_CONFIG (data.cache_dir aside: where a cache lives changes nothing)."""
+    out = {}
+    for key in TRAINING_CONFIG:
+        value = OmegaConf.select(cfg, key)
+        out[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+    out["data"] = {k: v for k, v in out["data"].items() if k != "cache_dir"}
+    return out
+
+
+def config_differences(saved: dict, wanted: dict) -> list[str]:
+    """'key: checkpoint A, config B' for every leaf that differs."""
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in dict.fromkeys([*a, *b]):
+                yield from walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        elif a != b:
+            yield f"{prefix}: checkpoint {a!r}, config {b!r}"
+
+    return list(walk(saved, wanted, ""))
+
+
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """``resume=true``: the run directory's last.ckpt, if there is one (else a fresh start, said aloud)."""
+    """``resume=true``: the run directory's last.ckpt, if there is one (else a fresh start, said aloud).
+    A checkpoint written under another training config is refused with one line naming what differs."""
     if not cfg.get("resume", False):
         return None
     path = run_dir / "checkpoints" / "last.ckpt"
@@ -131,12 +171,16 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
         raise ConfigError(
             f"{path} cannot be read as a checkpoint ({type(e).__name__}); delete it to start fresh"
         ) from None
-    saved = checkpoint.get("hyper_parameters", {}).get("model", {})
-    wanted = {**OmegaConf.to_container(cfg.model, resolve=True)}
-    different = {k: (saved.get(k), v) for k, v in wanted.items() if k in saved and saved.get(k) != v}
+    hparams = checkpoint.get("hyper_parameters", {})
+    saved = hparams.get("run_config") or {"model": hparams.get("model", {})}
+    wanted = training_config(cfg)
+    wanted["model"] = {**wanted["model"], "vocab_size": saved.get("model", {}).get("vocab_size")}
+    different = config_differences(saved, {k: wanted.get(k) for k in saved})
     if different:
-        detail = ", ".join(f"model.{k}: checkpoint {a}, config {b}" for k, (a, b) in different.items())
-        raise ConfigError(f"{path} was saved for another model ({detail}); use the same model or another hydra.run.dir")
+        raise ConfigError(
+            f"{path} was written by a run with another config ({'; '.join(different[:3])}); resume with that "
+            "config, or use another hydra.run.dir"
+        )
     print(f"resume=true: continuing from {path} (step {checkpoint.get('global_step', '?')})")
     return str(path)
 
@@ -196,10 +240,12 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data)
+    model = {**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": datamodule.vocab_size}
     system = LanguageModelSystem(
-        model={**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": datamodule.vocab_size},
+        model=model,
         objective=OmegaConf.to_container(cfg.objective, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        run_config={**training_config(cfg), "model": model},  # what a resume must match
     )
     if cfg.trainer.compile:
         system.model.compile_blocks()
@@ -439,8 +485,48 @@ def expand_overrides_file(argv: list[str]) -> list[str]:
     return argv[:i] + overrides + argv[i + 2 :]
 
 
+def check_seeds(seeds) -> list[int]:
+    """suite.seeds: a non-empty list of distinct non-negative integers, or a one-line ConfigError."""
+    ok = (
+        isinstance(seeds, (list, tuple))
+        and len(seeds) > 0
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds)
+        and len(set(seeds)) == len(seeds)
+    )
+    if not ok:
+        raise ConfigError(
+            f"suite.seeds={seeds!r} is not allowed; use a non-empty list of distinct integers in [0, 2^32), "
+            "e.g. suite.seeds=[1,2,3]"
+        )
+    return list(seeds)
+
+
+def with_suite_seeds(argv: list[str]) -> list[str]:
+    """A multirun with a suite sweeps ``seed`` over ``suite.seeds`` (every objective at every seed,
+    paired), unless the command line sweeps or sets ``seed`` itself."""
+    if not any(a in ("-m", "--multirun") for a in argv):
+        return argv
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in argv if not a.startswith("-") and "=" in a]
+    parsed = OverridesParser.create().parse_overrides(args)
+    if any(o.key_or_group == "seed" for o in parsed):
+        return argv
+    plain = [a for a, o in zip(args, parsed, strict=True) if not o.is_sweep_override() and not a.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("run", overrides=plain)
+    if OmegaConf.select(cfg, "suite.seeds") is None:
+        return argv
+    seeds = check_seeds(
+        OmegaConf.to_container(cfg.suite.seeds) if isinstance(cfg.suite.seeds, ListConfig) else cfg.suite.seeds
+    )
+    return [*argv, f"seed={','.join(map(str, seeds))}"]
+
+
 if __name__ == "__main__":
     sys.argv[1:] = expand_overrides_file(sys.argv[1:])
+    sys.argv[1:] = user_errors_as_one_line(with_suite_seeds)(sys.argv[1:])
     check_config(sys.argv[1:], validate)
     quiet_lightning()
     main()

@@ -21,8 +21,8 @@ from objectives.chunked_head import nll_fn, token_losses
 
 
 class LanguageModelSystem(pl.LightningModule):
-    def __init__(self, model: dict, objective: dict, optim: dict) -> None:
-        super().__init__()
+    def __init__(self, model: dict, objective: dict, optim: dict, run_config: dict | None = None) -> None:
+        super().__init__()  # run_config: saved with the hyperparameters, for resume to compare
         self.save_hyperparameters()
         self.model = GPT(GPTConfig(**model))
         self.objective = build_objective(objective)

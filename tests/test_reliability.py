@@ -3,6 +3,7 @@ written atomically; bad checkpoints and storages are one-line errors; a killed t
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,11 +107,19 @@ def test_atomic_write_keeps_the_old_file_on_a_crash(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary left behind
 
 
-def test_checkpoint_of_another_model_or_a_corrupt_one_is_one_line(tmp_path):
+def test_checkpoint_of_another_config_or_a_corrupt_one_is_one_line(tmp_path):
+    """A resume never crosses a change of the training config: model, objective, seed, budget, optimiser."""
     base = [*TINY, *TINY_SYNTHETIC]
     run(compose(base), tmp_path, "mle")
-    with pytest.raises(ConfigError, match=r"was saved for another model \(model.d_model: checkpoint 128, config 64\)"):
-        run(compose([*base, "model.d_model=64", "resume=true"]), tmp_path, "mle")
+    for override, difference in (
+        ("model.d_model=64", "model.d_model: checkpoint 128, config 64"),
+        ("seed=2", "seed: checkpoint 1234, config 2"),
+        ("trainer.max_steps=2", "trainer.max_steps: checkpoint 3, config 2"),
+        ("optim.lr=0.001", "optim.lr: checkpoint 0.003, config 0.001"),
+        ("objective=label_smoothing", "objective._target_: checkpoint 'objectives.mle.MLE'"),
+    ):
+        with pytest.raises(ConfigError, match=r"was written by a run with another config \(.*" + re.escape(difference)):
+            run(compose([*base, override, "resume=true"]), tmp_path, "mle")
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage")
     proc = subprocess.run(
         [*RUN, *base, f"hydra.run.dir={tmp_path}", "resume=true"],

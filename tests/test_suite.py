@@ -4,6 +4,7 @@ and report.py turns the runs into a report, a CSV and plots; bad report input is
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ def sweep(out, objectives, *extra):
             "-m",
             f"objective={objectives}",
             "suite=default",
+            "suite.seeds=[1,2]",
             *TINY,
             *TINY_SYNTHETIC,
             *extra,
@@ -47,18 +49,31 @@ def suite_dir(tmp_path_factory):
 
 def test_a_failing_job_does_not_stop_the_sweep(suite_dir):
     out, _ = suite_dir
-    assert (out / "entropy_penalty" / "failed.json").is_file()
-    assert not (out / "entropy_penalty" / "results.json").exists()
-    assert (out / "label_smoothing" / "results.json").is_file()
+    for seed in (1, 2):
+        assert (out / "entropy_penalty" / f"seed_{seed}" / "failed.json").is_file()
+        assert not (out / "entropy_penalty" / f"seed_{seed}" / "results.json").exists()
+        assert (out / "label_smoothing" / f"seed_{seed}" / "results.json").is_file()
+
+
+def test_seeds_are_an_axis_of_the_suite(suite_dir):
+    """Every objective at every seed of suite.seeds, one directory each, each run at its own seed."""
+    out, _ = suite_dir
+    for objective in ("label_smoothing", "mle"):
+        jobs = sorted(p.parent.name for p in (out / objective).glob("seed_*/results.json"))
+        assert jobs == ["seed_1", "seed_2"]
+        seeds = [json.loads((out / objective / j / "results.json").read_text())["config"]["seed"] for j in jobs]
+        assert seeds == [1, 2]
+    one, two = (json.loads((out / "mle" / f"seed_{s}" / "results.json").read_text()) for s in (1, 2))
+    assert one["metrics"]["val/nll"] != two["metrics"]["val/nll"]  # seed 2 trained; it did not continue seed 1
 
 
 def test_rerun_skips_finished_jobs(suite_dir):
     out, _ = suite_dir
-    before = (out / "label_smoothing" / "results.json").read_text()
+    before = (out / "label_smoothing" / "seed_1" / "results.json").read_text()
     proc = sweep(out, "label_smoothing", "++objective.eps=0.2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "label_smoothing: finished earlier with the same config, skipped" in proc.stdout
-    assert (out / "label_smoothing" / "results.json").read_text() == before
+    assert (out / "label_smoothing" / "seed_1" / "results.json").read_text() == before
 
 
 def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
@@ -69,14 +84,18 @@ def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
     for row in ("| label_smoothing | ", "| mle | ", "| mle | greedy |", "| *human* |", "| *source* |"):
         assert row in report, row
     assert "| entropy_penalty | **failed**: objective.eps is not a knob of entropy_penalty" in report
-    assert "**" in report.split("| mle |")[0]  # a best value is marked
+    assert "Seeds: 1, 2." in report
+    assert re.search(r"\| mle \| \d\.\d{3} ± \d\.\d{3} \|", report)  # mean ± half-width over the seeds
+    assert re.search(r"\| label_smoothing \| [+-]\d\.\d{3} ± \d\.\d{3}", report.split("Difference from MLE")[1])
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert {r["objective"]: r["status"] for r in rows} == {
-        "label_smoothing": "done",
-        "mle": "done",
-        "entropy_penalty": "failed",
-    }
-    assert float(next(r for r in rows if r["objective"] == "mle")["tf/ppl"]) > 1
+    assert {(r["objective"], r["seed"], r["status"]) for r in rows if r["status"] != "summary"} == {
+        (objective, seed, "done") for objective in ("label_smoothing", "mle") for seed in ("1", "2")
+    } | {("entropy_penalty", "1", "failed"), ("entropy_penalty", "2", "failed")}
+    summary = next(
+        r for r in rows if r["status"] == "summary" and r["row"] == "label_smoothing" and r["metric"] == "tf/nll"
+    )
+    assert float(summary["low"]) <= float(summary["mean"]) <= float(summary["high"])
+    assert 0 <= float(summary["p_holm"]) <= 1 and float(summary["p_holm"]) >= float(summary["p"])
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == [
         "coverage_vs_quality.png",
@@ -124,7 +143,70 @@ def test_report_bad_input(tmp_path):
 
 def test_results_hold_the_validation_history(suite_dir):
     out, _ = suite_dir
-    results = json.loads((out / "mle" / "results.json").read_text())
+    results = json.loads((out / "mle" / "seed_1" / "results.json").read_text())
     steps = [step for step, _ in results["history"]["val/nll"]]
     assert steps == [2, 3]  # every 2 steps, and the final weights (step 3) once more
     assert results["metrics"]["val/nll"] == results["history"]["val/nll"][-1][1]
+
+
+def fake_run(root, objective, seed, nll, max_steps=450, **config):
+    """A results.json as run.py writes it, with only what the report reads."""
+    folder = root / objective / f"seed_{seed}"
+    folder.mkdir(parents=True)
+    cfg = {
+        "seed": seed,
+        "objective": {"_target_": f"objectives.{objective}.X"},
+        "data": {"seed": seed, "block_size": 128},
+        "model": {"d_model": 128},
+        "optim": {"lr": 0.003},
+        "eval": {"decodings": []},
+        "trainer": {"max_steps": max_steps, "precision": "auto", "gradient_clip_val": 1.0},
+        **config,
+    }
+    results = {
+        "objective": objective,
+        "config": cfg,
+        "metrics": {"tf/nll": nll, "tf/ppl": 2.718**nll},
+        "timing": {"steps": max_steps, "train_tokens": 1000, "train_s": 1.0, "eval_s": 1.0},
+        "history": {"val/nll": [[max_steps, nll]]},
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_report_compares_on_common_seeds_and_names_missing_jobs(tmp_path):
+    for seed, nll in ((1, 3.50), (2, 3.52), (3, 3.51)):
+        fake_run(tmp_path, "mle", seed, nll)
+    for seed, nll in ((1, 3.60), (2, 3.63)):  # seed 3 of nce never ran
+        fake_run(tmp_path, "nce", seed, nll)
+    proc = subprocess.run([*REPORT, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "**Not every job finished**: compared on the common seeds only (1, 2); missing: nce seed 3 (absent)." in report
+    )
+    assert "| mle | 3.510 ± 0.127 |" in report  # seeds 1 and 2 only: mean 3.51, t(1) · 0.01 = 0.127
+    assert "| nce | +0.105 ± 0.064 † |" in report  # paired: differences 0.10 and 0.11; t(1) = 21, p = 0.03
+
+
+def test_report_refuses_runs_of_different_budgets(tmp_path):
+    fake_run(tmp_path / "a", "mle", 1, 3.5, max_steps=500)
+    fake_run(tmp_path / "b", "mle", 2, 3.4, max_steps=600)
+    proc = subprocess.run([*REPORT, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(
+        f"error: {tmp_path / 'a' / 'mle' / 'seed_1'} and {tmp_path / 'b' / 'mle' / 'seed_2'} "
+        "were run with different configs (trainer.max_steps: 500 vs 600)"
+    )
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_report_refuses_a_metric_that_is_not_a_number(tmp_path):
+    fake_run(tmp_path, "mle", 1, 3.5)
+    path = tmp_path / "mle" / "seed_1" / "results.json"
+    path.write_text(path.read_text().replace('"tf/nll": 3.5', '"tf/nll": "high"'))
+    proc = subprocess.run([*REPORT, str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == f"error: {path} is not a valid results file (metric 'tf/nll' is 'high', not a number); "
+        "delete it or rerun that job"
+    )
