@@ -220,23 +220,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, precision: str, label: str):
     )
 
 
-def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = (), evaluation: bool = True) -> dict:
-    """Train + evaluate one configuration; write its files into ``run_dir``; return the results.
-
-    ``callbacks`` are added to the Trainer (the tuner's pruning callback); ``evaluation=False``
-    stops after training and validation (val/ metrics only).
-    """
+def build(cfg: DictConfig):
+    """The seeded data module and system of a config. At one seed every objective gets the same initial
+    weights (the backbone is built before the objective draws anything) and the same training batches
+    (``StepBatches`` draws them from ``data.seed``, which is ``seed``): the suite's runs are paired."""
     import lightning.pytorch as pl
 
-    from lit_modules.callbacks import save_checkpoint_atomic, save_on_sigterm
     from lit_modules.system import LanguageModelSystem
-
-    decodings = validate(cfg)
-    keep_freed_memory()
-    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    bf16 = precision.startswith("bf16")
-    if torch.cuda.is_available():
-        torch.set_float32_matmul_precision("high")
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -247,6 +237,25 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         run_config={**training_config(cfg), "model": model},  # what a resume must match
     )
+    return datamodule, system
+
+
+def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = (), evaluation: bool = True) -> dict:
+    """Train + evaluate one configuration; write its files into ``run_dir``; return the results.
+
+    ``callbacks`` are added to the Trainer (the tuner's pruning callback); ``evaluation=False``
+    stops after training and validation (val/ metrics only).
+    """
+    from lit_modules.callbacks import save_checkpoint_atomic, save_on_sigterm
+
+    decodings = validate(cfg)
+    keep_freed_memory()
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    bf16 = precision.startswith("bf16")
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+
+    datamodule, system = build(cfg)
     if cfg.trainer.compile:
         system.model.compile_blocks()
     datamodule.setup("fit")

@@ -15,14 +15,14 @@ RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
 REPORT = [sys.executable, str(ROOT / "benchmarks" / "report.py")]
 
 
-def sweep(out, objectives, *extra):
+def sweep(out, objectives, *extra, seeds="[1,2]"):
     return subprocess.run(
         [
             *RUN,
             "-m",
             f"objective={objectives}",
             "suite=default",
-            "suite.seeds=[1,2]",
+            f"suite.seeds={seeds}",
             *TINY,
             *TINY_SYNTHETIC,
             *extra,
@@ -210,3 +210,41 @@ def test_report_refuses_a_metric_that_is_not_a_number(tmp_path):
         proc.stderr.strip() == f"error: {path} is not a valid results file (metric 'tf/nll' is 'high', not a number); "
         "delete it or rerun that job"
     )
+
+
+def test_one_seed_pairs_initial_weights_and_batches_across_objectives():
+    import torch
+    from conftest import compose
+
+    from benchmarks.run import build
+    from lit_modules.data import StepBatches
+
+    def first(objective, seed):
+        datamodule, system = build(compose([*TINY, *TINY_SYNTHETIC, f"objective={objective}", f"seed={seed}"]))
+        datamodule.setup("fit")
+        rows = next(iter(StepBatches(datamodule.blocks["train"].shape[0], datamodule.batch_size, datamodule.seed)))
+        return system.model.state_dict(), datamodule.blocks["train"][rows]
+
+    (mle, mle_batch), (ls, ls_batch), (other, other_batch) = first("mle", 7), first("nce", 7), first("mle", 8)
+    assert mle.keys() == ls.keys() and all(torch.equal(mle[k], ls[k]) for k in mle)
+    assert torch.equal(mle_batch, ls_batch)
+    assert not torch.equal(mle["wte.weight"], other["wte.weight"]) and not torch.equal(mle_batch, other_batch)
+
+
+@pytest.mark.parametrize("seeds", ["[]", "[1,1]", "[a,b]", "[-3]", "7"])
+def test_bad_suite_seeds_are_one_line(seeds, tmp_path):
+    from benchmarks.run import with_suite_seeds
+    from lit_modules.util import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^suite.seeds=.* is not allowed; use a non-empty list of distinct integers"):
+        with_suite_seeds(["-m", "objective=mle", "suite=default", f"suite.seeds={seeds}"])
+
+
+def test_bad_suite_seeds_stop_the_sweep_before_any_job(tmp_path):
+    proc = sweep(tmp_path / "s", "mle", seeds="[2,2]")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: suite.seeds=[2, 2] is not allowed; use a non-empty list of distinct integers in [0, 2^32), "
+        "e.g. suite.seeds=[1,2,3]"
+    )
+    assert not (tmp_path / "s").exists()
