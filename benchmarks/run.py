@@ -458,7 +458,11 @@ def finished_results(run_dir: Path, cfg: DictConfig) -> dict | None:
         results = json.loads((run_dir / "results.json").read_text())
     except (OSError, ValueError):
         return None
-    return results if results.get("config") == OmegaConf.to_container(cfg, resolve=True) else None
+    # suite.seeds lists the sweep's seeds, not this job's: a job done for suite.seeds=[1,2,3] is the same
+    # job under suite.seeds=[1,2,3,4,5] (make results adds seeds to make bench's runs)
+    wanted = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "suite"}
+    saved = {k: v for k, v in (results.get("config") or {}).items() if k != "suite"}
+    return results if saved == wanted else None
 
 
 def record_failure(run_dir: Path, objective_name: str, cfg: DictConfig, error: Exception) -> None:

@@ -192,15 +192,20 @@ def base_overrides(argv: list[str]) -> list[str]:
     ]
 
 
-def compose_run(overrides: list[str]) -> DictConfig:
+def compose_run(overrides: list[str], config_name: str = "run") -> DictConfig:
     """The run config of one trial, by Hydra's compose API (inside this Hydra app, or standalone)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
-        return compose("run", overrides=overrides)
+        return compose(config_name, overrides=overrides)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("run", overrides=overrides)
+        return compose(config_name, overrides=overrides)
+
+
+def compose_tune(overrides: list[str]) -> DictConfig:
+    """The tuner's config (configs/tune.yaml) with these overrides."""
+    return compose_run(overrides, config_name="tune")
 
 
 def tune(cfg: DictConfig, study_dir: Path, objective_name: str, overrides: list[str]) -> dict:

@@ -31,6 +31,7 @@ class GPTConfig:
     d_model: int = 128
     dropout: float = 0.0
     bias: bool = True
+    head_bias: bool = True  # an output bias b: logits h·Eᵀ + b, b set to the data's log unigram (init_output_bias)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_layer", "n_head", "d_model"):
@@ -218,7 +219,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
         self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         self.apply(self._init_weights)
         self.compiled_blocks: list[nn.Module] | None = None  # see compile_blocks; a plain list: no extra state
@@ -251,8 +252,24 @@ class GPT(nn.Module):
 
     @property
     def output_embedding(self) -> torch.Tensor:
-        """The tied (V, D) output embedding: row v scores token v as h · e_v."""
+        """The tied (V, D) output embedding: row v scores token v as h · e_v (+ b_v)."""
         return self.lm_head.weight
+
+    @property
+    def output_bias(self) -> torch.Tensor | None:
+        """The output bias (V,), or None (``head_bias=false``)."""
+        return self.lm_head.bias
+
+    @torch.no_grad()
+    def init_output_bias(self, unigram_counts: torch.Tensor) -> None:
+        """b = log of the train split's unigram distribution (add-one smoothed), so that the untrained
+        model already predicts the unigram ("init well", Karpathy 2019; for NCE, Labeau & Allauzen 2018
+        initialise the output bias from the noise distribution). Without it every objective first spends
+        ~100 steps on a unigram plateau whose end is chaotic (README, "How far to trust a row"); a bias
+        that starts at zero made that plateau longer, not shorter."""
+        if self.lm_head.bias is not None:
+            counts = unigram_counts.double().clamp_min(0) + 1.0
+            self.lm_head.bias.copy_((counts / counts.sum()).log().to(self.lm_head.bias))
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

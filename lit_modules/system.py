@@ -37,6 +37,9 @@ class LanguageModelSystem(pl.LightningModule):
         self._tokens_per_s: float | None = None
 
     def setup_objective(self, block_size: int, unigram_counts: torch.Tensor | None) -> None:
+        """Before training: the output bias from the train split's unigram counts, then the objective's state."""
+        if unigram_counts is not None:
+            self.model.init_output_bias(unigram_counts)
         context = min(self.model.cfg.context, block_size + 1)
         self.objective.setup(self.model, ObjectiveContext(self.model.cfg.vocab_size, context, unigram_counts))
 

@@ -1,7 +1,7 @@
 """Per-token losses over the full vocabulary without materialising the (N, V) logits.
 
 Most objectives are a per-token function of the next-token logits: ℓ_t = f(z_t, y_t, ...) with
-z_t = h_t · Eᵀ (h the final hidden state, E the tied output embedding). Written plainly,
+z_t = h_t · Eᵀ + b (h the final hidden state, E the tied output embedding, b the output bias if any). Written plainly,
 ``f(model(x))`` keeps the (N, V) logits, their fp32 copy, the log-softmax and its gradient in
 memory: at the benchmark shape (N = 4096 tokens, V = 8192) that is four 134 MB tensors, and on a
 CPU the passes over them cost more than the LM-head matmuls themselves.
@@ -10,8 +10,8 @@ CPU the passes over them cost more than the LM-head matmuls themselves.
 f on each chunk in fp32 and takes ∂ℓ/∂z of that chunk right away: with autograd, or from the
 closed form an objective returns beside the loss (``TokenLoss.grad``; half the passes over the
 chunk; each closed form is tested against autograd of the same loss). Only ∂ℓ/∂z is kept, in the
-matmul dtype; the backward pass is two matmuls, ∂h = G·E and ∂E = Gᵀ·h, G scaled by the incoming
-per-token gradient.
+matmul dtype; the backward pass is two matmuls, ∂h = G·E and ∂E = Gᵀ·h, and ∂b = Σ_t G_t, G scaled by
+the incoming per-token gradient.
 Measured on this repository's benchmark shape (``benchmarks/perf.py``): the LM head + MLE
 fwd/bwd takes ~150 ms instead of ~410 ms on a 2-core AMX CPU. Written here because no maintained
 library offers a fused linear + arbitrary-loss kernel for CPUs (Liger's fused linear cross-entropy
@@ -52,33 +52,34 @@ def token_losses(
     carry gradients to h and to the output embedding; the stats are detached.
     """
     lead = h.shape[:-1]
-    weight = model.output_embedding  # (V, D)
+    weight, bias = model.output_embedding, model.output_bias  # (V, D), (V,) or None
     flat_h = h.reshape(-1, h.shape[-1])
     flat_extra = [x.reshape(flat_h.shape[0], *x.shape[len(lead) :]) for x in per_token]
     rows = _chunk_rows(weight)
     stats: dict[str, torch.Tensor] = {}
-    if torch.is_grad_enabled() and (flat_h.requires_grad or weight.requires_grad):
+    trains = weight.requires_grad or (bias is not None and bias.requires_grad)
+    if torch.is_grad_enabled() and (flat_h.requires_grad or trains):
         compiled = _compiled_chunk(model, fn)
-        losses = _ChunkedHead.apply(flat_h, weight, fn, compiled, rows, stats, *flat_extra)
+        losses = _ChunkedHead.apply(flat_h, weight, bias, fn, compiled, rows, stats, *flat_extra)
     else:
-        losses = _forward(flat_h, weight, fn, None, rows, stats, flat_extra, keep_grad=False)[0]
+        losses = _forward(flat_h, weight, bias, fn, None, rows, stats, flat_extra, keep_grad=False)[0]
     return losses.view(lead), {k: v.view(lead) for k, v in stats.items()}
 
 
 @torch.no_grad()
 def map_logits(model: nn.Module, h: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """fn(h_t · Eᵀ) over states h (..., D) in the same row chunks, no gradient -> fn's (...) output.
+    """fn(h_t · Eᵀ + b) over states h (..., D) in the same row chunks, no gradient -> fn's (...) output.
 
     For per-position decisions over the vocabulary (argmax, a draw) without the (N, V) logits.
     """
     lead = h.shape[:-1]
-    weight = model.output_embedding
+    weight, bias = model.output_embedding, model.output_bias
     flat_h = h.reshape(-1, h.shape[-1])
     dtype = _compute_dtype(flat_h)
     rows = _chunk_rows(weight)
     with torch.autocast(h.device.type, enabled=False):
         h_c, w_t = flat_h.to(dtype), _transposed(weight.to(dtype))
-        out = [fn((h_c[start : start + rows] @ w_t).float()) for start in range(0, flat_h.shape[0], rows)]
+        out = [fn(_logits(h_c[start : start + rows] @ w_t, bias)) for start in range(0, flat_h.shape[0], rows)]
     return torch.cat(out).view(lead)
 
 
@@ -94,8 +95,8 @@ def _compiled_chunk(model: nn.Module, fn: TokenFn) -> Callable | None:
         return None
     if fn not in model.compiled_losses:  # a bound method equals another of the same object and function
 
-        def chunk(z: torch.Tensor, *extra: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            out = fn(z.float(), *extra)
+        def chunk(z: torch.Tensor, bias: torch.Tensor | None, *extra: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            out = fn(_logits(z, bias), *extra)
             z.copy_(out.grad)
             return out.loss, out.stats
 
@@ -123,6 +124,11 @@ def _onednn_bf16(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype == torch.bfloat16
 
 
+def _logits(z: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The chunk's fp32 logits from h·Eᵀ in the matmul dtype: upcast, and the bias added in the same pass."""
+    return z.float() if bias is None else torch.add(z, bias.detach().float())
+
+
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:
     """The matmul dtype autocast would pick for the LM head, else h's own."""
     device = h.device.type
@@ -134,6 +140,7 @@ def _compute_dtype(h: torch.Tensor) -> torch.dtype:
 def _forward(
     h: torch.Tensor,
     weight: torch.Tensor,
+    bias: torch.Tensor | None,
     fn: TokenFn,
     compiled: Callable | None,
     rows: int,
@@ -156,9 +163,9 @@ def _forward(
             chunk_extra = [x[start:end] for x in extra]
             if compiled is not None:  # the logits are written where their gradient goes, then turned into it
                 z = torch.mm(h_c[start:end], w_t, out=grad_logits[start:end])
-                loss, chunk_stats = compiled(z, *chunk_extra)
+                loss, chunk_stats = compiled(z, bias, *chunk_extra)
             else:
-                z = (h_c[start:end] @ w_t).float()  # (r, V)
+                z = _logits(h_c[start:end] @ w_t, bias)  # (r, V) fp32
                 if keep_grad and not closed:
                     with torch.enable_grad():
                         z.requires_grad_(True)
@@ -179,16 +186,17 @@ def _forward(
 
 class _ChunkedHead(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, weight, fn, compiled, rows, stats, *extra):  # type: ignore[override]
-        losses, grad_logits, h_c, w_c = _forward(h, weight, fn, compiled, rows, stats, list(extra), keep_grad=True)
+    def forward(ctx, h, weight, bias, fn, compiled, rows, stats, *extra):  # type: ignore[override]
+        out = _forward(h, weight, bias, fn, compiled, rows, stats, list(extra), keep_grad=True)
+        losses, grad_logits, h_c, w_c = out
         ctx.save_for_backward(grad_logits, h_c, w_c)
-        ctx.dtypes = (h.dtype, weight.dtype)
+        ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
         return losses
 
     @staticmethod
     def backward(ctx, grad_losses):  # type: ignore[override]
         grad_logits, h_c, w_c = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
+        h_dtype, w_dtype, b_dtype = ctx.dtypes
         with torch.autocast(h_c.device.type, enabled=False):
             # a mean or a sum: scale after the matmuls. A mean's gradient is one value expanded
             # (stride 0): known without reading it, so no wait for the device there
@@ -199,10 +207,15 @@ class _ChunkedHead(torch.autograd.Function):
                 grad_logits = (grad_logits.float() * grad_losses[:, None]).to(grad_logits.dtype)  # one rounding
             grad_h = (grad_logits @ w_c).to(h_dtype)  # (N, D)
             grad_w = _weight_grad(grad_logits, h_c).contiguous().to(w_dtype)  # (V, D)
+            grad_b = None if b_dtype is None else grad_logits.sum(0, dtype=torch.float32)  # (V,)
             if scale is not None:
                 grad_h.mul_(scale)
                 grad_w.mul_(scale)
-        return grad_h, grad_w, *([None] * (len(ctx.needs_input_grad) - 2))
+                if grad_b is not None:
+                    grad_b.mul_(scale)
+            if grad_b is not None:
+                grad_b = grad_b.to(b_dtype)
+        return grad_h, grad_w, grad_b, *([None] * (len(ctx.needs_input_grad) - 3))
 
 
 def _weight_grad(grad_logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Self-normalised noise-contrastive estimation (Gutmann & Hyvärinen 2010; Mnih & Teh 2012).
 
-Score s(w) = h·e_w (the backbone's logit: tied output embedding, no output bias, so b_w = 0), and
+Score s(w) = h·e_w + b_w (the backbone's logit: tied output embedding, output bias b), and
 Δ(w) = s(w) − log Z − log(k·q(w)) with q ∝ unigram^power of the train split. Per position:
 loss = −log σ(Δ(y)) − Σ_{j=1..k} log σ(−Δ(w_j)), with k noise words w_j ~ q shared across the
 batch. Only the k+1 scored rows of the output embedding are touched, so a step is cheaper than
@@ -25,6 +25,7 @@ class NCE(Objective):
         self,
         k: int = 64,
         noise_power: float = 0.75,
+        uniform_mix: float = 0.0,
         log_z: float = 0.0,
         learn_log_z: bool = False,
         gap_positions: int = 64,
@@ -32,8 +33,9 @@ class NCE(Objective):
         super().__init__()
         check_knob("k", k, isinstance(k, int) and k >= 1, "use an integer k >= 1")
         check_knob("noise_power", noise_power, 0 <= noise_power <= 1, "use 0 <= noise_power <= 1")
+        check_knob("uniform_mix", uniform_mix, 0 <= uniform_mix <= 1, "use 0 <= uniform_mix <= 1")
         check_knob("log_z", log_z, math.isfinite(log_z), "use a finite number")
-        self.k, self.noise_power, self.gap_positions = k, noise_power, gap_positions
+        self.k, self.noise_power, self.uniform_mix, self.gap_positions = k, noise_power, uniform_mix, gap_positions
         self.log_z = nn.Parameter(torch.tensor(float(log_z)), requires_grad=learn_log_z)
         self.register_buffer("noise_probs", torch.empty(0), persistent=True)
 
@@ -42,7 +44,8 @@ class NCE(Objective):
             raise ValueError("nce needs the unigram counts of the train split")
         weights = context.unigram_counts.double().clamp_min(0) ** self.noise_power
         weights[context.unigram_counts <= 0] = 0.0  # unseen tokens are never noise
-        self.noise_probs = (weights / weights.sum()).float().to(self.log_z.device)
+        q = (1 - self.uniform_mix) * weights / weights.sum() + self.uniform_mix / weights.numel()
+        self.noise_probs = q.float().to(self.log_z.device)
 
     def sample_noise(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """k noise word ids (k,) drawn with replacement from q."""
@@ -53,13 +56,16 @@ class NCE(Objective):
             raise RuntimeError("nce.setup() was not called: the noise distribution is unknown")
         inputs, targets = split_batch(batch)
         h = model.hidden(inputs).flatten(0, 1)  # (N, D)
-        emb = model.output_embedding  # (V, D)
+        emb, bias = model.output_embedding, model.output_bias  # (V, D), (V,) or None
         y = targets.flatten()  # (N,)
         noise = self.sample_noise()  # (k,)
         log_kq = torch.log(self.k * self.noise_probs.clamp_min(1e-12))  # (V,)
         # F.embedding, not emb[y]: its backward sums repeated rows in a fixed order (deterministic)
         s_gold = (h * F.embedding(y, emb)).sum(-1).float()  # (N,)
         s_noise = (h @ F.embedding(noise, emb).T).float()  # (N, k)
+        if bias is not None:
+            s_gold = s_gold + F.embedding(y, bias[:, None]).squeeze(-1).float()
+            s_noise = s_noise + F.embedding(noise, bias[:, None]).squeeze(-1).float()
         delta_gold = s_gold - self.log_z - log_kq[y]
         delta_noise = s_noise - self.log_z - log_kq[noise]
         loss = (-F.logsigmoid(delta_gold) - F.logsigmoid(-delta_noise).sum(-1)).mean()

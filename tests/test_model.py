@@ -119,3 +119,20 @@ def test_cpu_training_attention_pairs_bf16_forward_with_fp32_backward(model, mon
     assert abs(loss.item() - fp32_loss.item()) < 1e-3
     for g, r in zip(grads, fp32_grads, strict=True):
         assert ((g - r).norm() / r.norm().clamp_min(1e-12)).item() < 1.5e-2  # 0.5% here: bf16 rounding
+
+
+def test_output_bias_starts_at_the_log_unigram():
+    """The untrained model already predicts the train split's unigram distribution (add-one smoothed)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=8, context=16, n_layer=1, n_head=2, d_model=16))
+    counts = torch.tensor([0.0, 1, 2, 3, 10, 20, 40, 100])
+    model.init_output_bias(counts)
+    unigram = (counts + 1) / (counts + 1).sum()
+    torch.testing.assert_close(model.output_bias.exp(), unigram.float())
+    with torch.no_grad():
+        predicted = model(torch.randint(0, 8, (4, 6))).softmax(-1)
+    kl = (unigram * (unigram.log() - predicted.log())).sum(-1)  # h·Eᵀ is near zero at GPT-2's init scale
+    assert kl.max() < 0.01
+    plain = GPT(GPTConfig(vocab_size=8, context=16, n_layer=1, n_head=2, d_model=16, head_bias=False))
+    plain.init_output_bias(counts)  # no bias: nothing to set
+    assert plain.output_bias is None and "lm_head.bias" not in plain.state_dict()

@@ -210,6 +210,7 @@ def test_nce_noise_follows_unigram_power(model):
 
 
 def test_nce_formula(model, batch):
+    model.init_output_bias(torch.arange(V, dtype=torch.float64) ** 2)  # scores carry the output bias
     objective = nce_objective(model, 5, log_z=0.3)
     torch.manual_seed(3)
     loss = objective(model, batch, 0).loss.item()
@@ -265,6 +266,7 @@ class ConstantModel(torch.nn.Module):
         super().__init__()
         self.c = c
         self.output_embedding = 10.0 * torch.eye(V)
+        self.output_bias = None
 
     def hidden(self, idx):
         return F.one_hot(torch.full_like(idx, self.c), V).float()
@@ -481,10 +483,12 @@ def test_closed_form_gradient_is_autograds(case):
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 def test_chunked_head_matches_full_logits(model, batch, bf16, monkeypatch):
-    """Losses, and gradients for a non-uniform weighting of them, equal those through model(x)."""
+    """Losses, and gradients for a non-uniform weighting of them (the output bias's too), equal those
+    through model(x)."""
     import objectives.chunked_head as chunked
 
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 3 * V)  # several chunks, the last one partial
+    model.init_output_bias(torch.arange(V, dtype=torch.float64) ** 2)  # logits h·Eᵀ + b, b far from 0
     inputs, targets = batch[:, :-1], batch[:, 1:]
     weights = torch.rand(targets.shape, generator=torch.Generator().manual_seed(1))
 
