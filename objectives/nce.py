@@ -5,6 +5,14 @@ Score s(w) = h·e_w + b_w (the backbone's logit: tied output embedding, output b
 loss = −log σ(Δ(y)) − Σ_{j=1..k} log σ(−Δ(w_j)), with k noise words w_j ~ q shared across the
 batch. Only the k+1 scored rows of the output embedding are touched, so a step is cheaper than
 the full softmax at large V. log Z is fixed (self-normalisation) or learned.
+
+What makes it work at a small budget, as published practice does: the output bias starts at the log
+unigram of the train split (the backbone's init for every objective; Labeau & Allauzen 2018 initialise
+it from the noise distribution), so the untrained model is already normalised and words that are
+rarely drawn as noise start with their small unigram mass instead of exp(0) each (without it the
+full softmax put about half its mass on such words). And many noise words, shared by the whole batch
+(Zoph et al. 2016), which keeps them cheap at a large vocabulary: k = 512 by default (README, "The
+objectives", has the measured effect of k).
 """
 
 from __future__ import annotations
@@ -23,9 +31,8 @@ class NCE(Objective):
 
     def __init__(
         self,
-        k: int = 64,
+        k: int = 512,
         noise_power: float = 0.75,
-        uniform_mix: float = 0.0,
         log_z: float = 0.0,
         learn_log_z: bool = False,
         gap_positions: int = 64,
@@ -33,9 +40,8 @@ class NCE(Objective):
         super().__init__()
         check_knob("k", k, isinstance(k, int) and k >= 1, "use an integer k >= 1")
         check_knob("noise_power", noise_power, 0 <= noise_power <= 1, "use 0 <= noise_power <= 1")
-        check_knob("uniform_mix", uniform_mix, 0 <= uniform_mix <= 1, "use 0 <= uniform_mix <= 1")
         check_knob("log_z", log_z, math.isfinite(log_z), "use a finite number")
-        self.k, self.noise_power, self.uniform_mix, self.gap_positions = k, noise_power, uniform_mix, gap_positions
+        self.k, self.noise_power, self.gap_positions = k, noise_power, gap_positions
         self.log_z = nn.Parameter(torch.tensor(float(log_z)), requires_grad=learn_log_z)
         self.register_buffer("noise_probs", torch.empty(0), persistent=True)
 
@@ -44,8 +50,7 @@ class NCE(Objective):
             raise ValueError("nce needs the unigram counts of the train split")
         weights = context.unigram_counts.double().clamp_min(0) ** self.noise_power
         weights[context.unigram_counts <= 0] = 0.0  # unseen tokens are never noise
-        q = (1 - self.uniform_mix) * weights / weights.sum() + self.uniform_mix / weights.numel()
-        self.noise_probs = q.float().to(self.log_z.device)
+        self.noise_probs = (weights / weights.sum()).float().to(self.log_z.device)
 
     def sample_noise(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """k noise word ids (k,) drawn with replacement from q."""

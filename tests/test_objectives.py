@@ -248,14 +248,24 @@ def mle_loss_tensor(model, batch):
     return MLE()(model, batch, 0).loss
 
 
-def test_nce_is_evaluated_with_the_full_softmax(tmp_path):
+def test_nce_full_softmax_nll_is_close_to_mle_after_a_short_run(tmp_path):
+    """Validation is the full softmax whatever the objective; NCE at its defaults (k = 512 shared noise
+    words, the output bias from the log unigram) ends within 0.10 nats of MLE after 40 steps on a tiny
+    source (0.024 when measured), where its self-normalised scores once put half the mass on rare words."""
     from conftest import TINY, TINY_SYNTHETIC
 
     from benchmarks.run import run
 
-    results = run(compose([*TINY, *TINY_SYNTHETIC, "objective=nce"]), tmp_path, "nce")
-    assert results["metrics"]["tf/nll"] == pytest.approx(math.log(results["metrics"]["tf/ppl"]))
-    assert results["metrics"]["tf/nll"] > 0
+    short = ["trainer.max_steps=40", "trainer.val_check_interval=40", "data.batch_size=16"]
+    short += ["trainer.limit_val_batches=8", "data.val_tokens=4000"]
+    nll = {
+        name: run(compose([*TINY, *TINY_SYNTHETIC, *short, f"objective={name}"]), tmp_path / name, name, (), False)[
+            "metrics"
+        ]["val/nll"]
+        for name in ("mle", "nce")
+    }
+    assert abs(nll["nce"] - nll["mle"]) < 0.10, nll
+    assert nll["mle"] < 3.2  # it learned (3.03 when measured)
 
 
 # ---- scheduled sampling ----
