@@ -104,7 +104,7 @@ def test_perf_times_every_objective_config_at_full_work():
     assert sorted(objectives) == available("objective") and len(objectives) >= 11
     assert objectives["preference"].start_step == 0  # the yaml's 200 MLE steps skipped
     assert objectives["unlikelihood_seq"].rate == 1.0  # a sequence-level step every step (yaml: 0.5)
-    assert objectives["nce"].k == 512 and objectives["unlikelihood_seq"].cont_len == 64  # from the yamls
+    assert objectives["nce"].k == 1024 and objectives["unlikelihood_seq"].cont_len == 64  # from the yamls
 
 
 def test_perf_objective_costs_cover_every_objective():
