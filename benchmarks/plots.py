@@ -136,7 +136,7 @@ def ppl_vs_repetition(runs, path: Path) -> Path | None:
         ax.set_xscale("log")
     ax.set_xlabel(f"test perplexity{', log scale' if log_axis else ''} (lower is better)")
     ax.set_ylabel("seq-rep-4 of continuations (lower = less repetitive)")
-    ax.set_title("Perplexity vs repetition of greedy and top-p continuations (95% intervals over seeds)")
+    ax.set_title("Perplexity vs repetition (95% intervals over seeds)")
     _legends(ax, colors, markers, extra)
     return _save(fig, path)
 
