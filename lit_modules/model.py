@@ -2,7 +2,8 @@
 
 GPT-2 shaped (Radford et al. 2019): token + learned position embeddings, pre-LN blocks, causal
 self-attention through ``scaled_dot_product_attention`` (flash / memory-efficient kernels on GPU),
-tied input/output embeddings, GPT-2 init with residual projections scaled by 1/sqrt(2·n_layer).
+tied input/output embeddings, GPT-2 init with residual projections scaled by 1/sqrt(2·n_layer), and an
+output bias (``head_bias``) that starts at the train split's log unigram (``init_output_bias``).
 
 What objectives use: ``hidden(idx)`` (final-layer states after the last LayerNorm), ``head(h)``
 (logits), ``output_embedding`` (the tied (V, D) matrix, for objectives that score a few rows) and
@@ -265,8 +266,8 @@ class GPT(nn.Module):
         """b = log of the train split's unigram distribution (add-one smoothed), so that the untrained
         model already predicts the unigram ("init well", Karpathy 2019; for NCE, Labeau & Allauzen 2018
         initialise the output bias from the noise distribution). Without it every objective first spends
-        ~100 steps on a unigram plateau whose end is chaotic (README, "How far to trust a row"); a bias
-        that starts at zero made that plateau longer, not shorter."""
+        ~100 steps on a unigram plateau whose end is chaotic (README, "Why the rows no longer flip"); a
+        bias that starts at zero made that plateau longer, not shorter."""
         if self.lm_head.bias is not None:
             counts = unigram_counts.double().clamp_min(0) + 1.0
             self.lm_head.bias.copy_((counts / counts.sum()).log().to(self.lm_head.bias))

@@ -222,7 +222,7 @@ def _weight_grad(grad_logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """∂E = Gᵀ·h (V, D) for G (N, V), h (N, D). On a CPU in bf16 taken as (hᵀ·G)ᵀ with hᵀ contiguous: oneDNN's
     bf16 kernel with a transposed left operand is ~1.8x slower (57 vs 32 ms at N = 4096, V = 8192,
     D = 256; 287 vs 158 ms at V = 32768). The same sums of the same bf16 products in fp32; only the
-    summation order differs (runs that move with it are chaotic, not wrong: README, "How far to trust a row").
+    summation order differs (runs once moved with it, chaotically: README, "Why the rows no longer flip").
     The caller makes it contiguous before the upcast: torch's 2-D transposing copy is fast within one dtype
     only (transpose, then upcast: 5.2 ms; both in one copy: 11.4 ms at V = 8192, D = 256 on this CPU)."""
     if _onednn_bf16(h):
