@@ -22,17 +22,18 @@ SUITE_DIR ?= runs/suite
 
 RESULTS_SEEDS ?= [1,2,3,4,5]
 
-# every objective at every seed of suite.seeds (a Hydra multirun), then the comparison report
+# every objective at every seed of suite.seeds (a Hydra multirun), then the comparison report; exits 1 when a
+# job failed (the others finish and the report lists it)
 bench: venv
 	$(BIN)/python benchmarks/run.py -m 'objective=glob(*)' suite=default hydra.sweep.dir=$(SUITE_DIR)
-	$(BIN)/python benchmarks/report.py $(SUITE_DIR)
+	$(BIN)/python benchmarks/report.py $(SUITE_DIR) --strict
 
 # the README's Results section: make bench's runs plus seeds 4 and 5 (finished jobs are skipped), the
 # report's tables into the README and two of its plots into benchmarks/results/
 results: bench
 	$(BIN)/python benchmarks/run.py -m 'objective=glob(*)' suite=default 'suite.seeds=$(RESULTS_SEEDS)' \
 		hydra.sweep.dir=$(SUITE_DIR)
-	$(BIN)/python benchmarks/report.py $(SUITE_DIR) --readme README.md
+	$(BIN)/python benchmarks/report.py $(SUITE_DIR) --readme README.md --strict
 	mkdir -p benchmarks/results
 	cp $(SUITE_DIR)/report.md benchmarks/results/default_suite.md
 	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png benchmarks/results/

@@ -525,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", type=Path, help="a directory holding runs (searched recursively)")
     parser.add_argument("--out", type=Path, help="where to write report.md, results.csv, plots/ (default: runs)")
     parser.add_argument("--readme", type=Path, help="also put the tables into this Markdown file's suite-tables block")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when a job failed (after writing everything; make bench uses it)"
+    )
     args = parser.parse_args(argv)
     try:
         runs = collect(args.runs)
@@ -549,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(out / "results.csv", report.csv_rows)
     print(body)
     print(f"report: {out / 'report.md'}\ncsv: {out / 'results.csv'}\nplots: {', '.join(str(p) for p in plots)}")
+    if args.strict and n_failed:
+        failed = [f"{row.objective} seed {s}" for row in report.rows.values() for s in sorted(row.failed)]
+        print(f"error: {n_failed} job(s) failed: {', '.join(failed)} (see their failed.json)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -78,6 +78,11 @@ def test_rerun_skips_finished_jobs(suite_dir):
 
 def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
     out, _ = suite_dir
+    strict = subprocess.run([*REPORT, str(out), "--strict"], capture_output=True, text=True, cwd=ROOT)
+    assert strict.returncode == 1 and (out / "report.md").is_file()  # make bench: a failed job fails the command
+    assert strict.stderr.strip() == (
+        "error: 2 job(s) failed: entropy_penalty seed 1, entropy_penalty seed 2 (see their failed.json)"
+    )
     proc = subprocess.run([*REPORT, str(out)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     report = (out / "report.md").read_text()
