@@ -241,6 +241,26 @@ def test_kl_is_never_negative(model):
     assert tf.metrics["gt/forward_kl"] > 0 and tf.metrics["gt/reverse_kl"] > 0
 
 
+def test_exact_conditionals_of_a_test_split_are_computed_once_per_process(model, monkeypatch):
+    """A suite evaluates every run on one test split: the source's conditionals are computed for the first
+    run only, and the metrics are the same to the bit either way."""
+    import benchmarks.evaluate as evaluate
+
+    source = HMMSource(SourceConfig(vocab_size=40, n_states=8, emit=6, seed=1))
+    blocks = source.sample(8, 20, seed=0)
+    evaluate._TRUTH_CACHE.clear()
+    calls = []
+    original = source.log_conditionals
+    monkeypatch.setattr(source, "log_conditionals", lambda tokens: calls.append(1) or original(tokens))
+    first = teacher_forced(model, blocks, batch_size=4, bf16=False, source=source)
+    assert len(calls) == 2  # two batches
+    second = teacher_forced(model, blocks, batch_size=4, bf16=False, source=source)
+    assert len(calls) == 2 and second.metrics == first.metrics
+    other = source.sample(8, 20, seed=1)  # another split: computed anew, the old entry dropped
+    teacher_forced(model, other, batch_size=4, bf16=False, source=source)
+    assert len(calls) == 4 and len(evaluate._TRUTH_CACHE) == 1
+
+
 # ---- score.py ----
 
 
