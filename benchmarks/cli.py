@@ -83,6 +83,14 @@ def check_config(argv: Sequence[str], validate: Callable[[Any], None] | None = N
         user_errors_as_one_line(validate)(cfg)
 
 
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every leaf where two nested config dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = dict.fromkeys([*a, *b])
+        return [d for k in keys for d in config_differences(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)]
+    return [] if a == b else [(prefix, a, b)]
+
+
 def load_decodings(names: Sequence[str]) -> dict[str, dict]:
     """Decoding presets by name from configs/decoding/ -> {name: settings}."""
     options = available("decoding")

@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from benchmarks.cli import fail
+from benchmarks.cli import config_differences, fail
 from benchmarks.stats import Interval, holm, mean_interval, paired_difference
 from lit_modules.util import atomic_write_text
 
@@ -131,13 +131,6 @@ def shared_config(config: dict) -> dict:
     return out
 
 
-def _differences(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = list(dict.fromkeys([*a, *b]))
-        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} vs {b!r}"]
-
-
 def check_comparable(runs: list[Run]) -> None:
     """Every finished run shares SHARED, or a ValueError names two runs and what differs."""
     done = [r for r in runs if not r.failed]
@@ -145,7 +138,7 @@ def check_comparable(runs: list[Run]) -> None:
         return
     first = shared_config(done[0].config)
     for r in done[1:]:
-        diff = _differences(first, shared_config(r.config))
+        diff = [f"{key}: {a!r} vs {b!r}" for key, a, b in config_differences(first, shared_config(r.config))]
         if diff:
             raise ValueError(
                 f"{done[0].path.parent} and {r.path.parent} were run with different configs "
@@ -189,7 +182,8 @@ class Row:
     def data(self) -> dict:
         histories = [r.data.get("history", {}).get("val/nll", []) for r in self.runs.values()]
         steps = sorted(set.intersection(*(set(s for s, _ in h) for h in histories))) if histories else []
-        mean_history = [[s, float(np.mean([dict(map(tuple, h))[s] for h in histories]))] for s in steps]
+        by_step = [dict(map(tuple, h)) for h in histories]
+        mean_history = [[s, float(np.mean([h[s] for h in by_step]))] for s in steps]
         bins = [r.data.get("reliability") for r in self.runs.values() if r.data.get("reliability")]
         reliability = {}
         if bins:
@@ -336,19 +330,15 @@ def build(runs: list[Run]) -> Report:
         d = deltas.get((label, key))
         return "–" if d is None else fmt_interval(d, signed=True) + (" †" if (label, key) in significant else "")
 
-    entropy_rate = next(
-        (row.intervals["gt/entropy_rate"].mean for row in done.values() if "gt/entropy_rate" in row.intervals), None
+    entropy_rate = next(  # the source's, the same in every run
+        (
+            r.metrics["gt/entropy_rate"]
+            for row in done.values()
+            for r in row.runs.values()
+            if "gt/entropy_rate" in r.metrics
+        ),
+        None,
     )
-    if entropy_rate is None:
-        entropy_rate = next(
-            (
-                r.metrics.get("gt/entropy_rate")
-                for row in done.values()
-                for r in row.runs.values()
-                if "gt/entropy_rate" in r.metrics
-            ),
-            None,
-        )
     parts = []
 
     # 1. teacher-forced and ground truth: one row per objective

@@ -23,7 +23,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from benchmarks.cli import CONFIG_DIR, USER_ERRORS, check_config, fail, load_decodings, user_errors_as_one_line
+from benchmarks.cli import (
+    CONFIG_DIR,
+    USER_ERRORS,
+    check_config,
+    config_differences,
+    fail,
+    load_decodings,
+    user_errors_as_one_line,
+)
 from lit_modules.util import ConfigError, atomic_write_json, atomic_write_text, keep_freed_memory, resolve_precision
 
 SUMMARY_KEYS = (
@@ -143,19 +151,6 @@ def training_config(cfg: DictConfig) -> dict:
     return out
 
 
-def config_differences(saved: dict, wanted: dict) -> list[str]:
-    """'key: checkpoint A, config B' for every leaf that differs."""
-
-    def walk(a, b, prefix):
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in dict.fromkeys([*a, *b]):
-                yield from walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
-        elif a != b:
-            yield f"{prefix}: checkpoint {a!r}, config {b!r}"
-
-    return list(walk(saved, wanted, ""))
-
-
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """``resume=true``: the run directory's last.ckpt, if there is one (else a fresh start, said aloud).
     A checkpoint written under another training config is refused with one line naming what differs."""
@@ -177,9 +172,10 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     wanted["model"] = {**wanted["model"], "vocab_size": saved.get("model", {}).get("vocab_size")}
     different = config_differences(saved, {k: wanted.get(k) for k in saved})
     if different:
+        detail = "; ".join(f"{key}: checkpoint {a!r}, config {b!r}" for key, a, b in different[:3])
         raise ConfigError(
-            f"{path} was written by a run with another config ({'; '.join(different[:3])}); resume with that "
-            "config, or use another hydra.run.dir"
+            f"{path} was written by a run with another config ({detail}); resume with that config, or use another "
+            "hydra.run.dir"
         )
     print(f"resume=true: continuing from {path} (step {checkpoint.get('global_step', '?')})")
     return str(path)
