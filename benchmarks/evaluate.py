@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torchmetrics
 
-from benchmarks.metrics import NgramIndex, copy_share, generation_metrics, in_recent_context, per_continuation
+from benchmarks.metrics import NgramIndex, copy_share, generation_metrics, in_previous_targets, per_continuation
 from lit_modules.decoding import DecodingConfig, generate
 from lit_modules.model import GPT
 
@@ -24,12 +24,25 @@ REP_WINDOW = 128
 ECE_BINS = 15
 
 
-TF_METRICS = ("nll", "ppl", "entropy", "ece", "acc", f"rep_{REP_WINDOW}", f"wrep_{REP_WINDOW}", "uniq")
+TF_METRICS = (
+    "nll",
+    "ppl",
+    "entropy",
+    "ece",
+    "ece_equal_mass",
+    "rms_ce",
+    "mce",
+    "brier",
+    "acc",
+    f"rep_{REP_WINDOW}",
+    f"wrep_{REP_WINDOW}",
+    "uniq",
+)
 GT_METRICS = ("entropy_rate", "forward_kl", "reverse_kl")
 GEN_METRICS = (
     *(f"seq_rep_{n}" for n in range(1, 5)),
     "uniq_seq",
-    *(f"distinct_{n}" for n in range(1, 5)),
+    *(f"{name}_{n}" for name in ("distinct", "unique_ngram_share", "hapax_share") for n in range(1, 5)),
     "zipf",
     "self_bleu_4",
     "rep_rate",
@@ -76,10 +89,9 @@ def teacher_forced(
     """tf/ metrics over test blocks (N, T+1); gt/ ones too when ``source`` gives exact conditionals."""
     model.eval()
     device = next(model.parameters()).device
-    ece = torchmetrics.classification.MulticlassCalibrationError(
-        num_classes=model.cfg.vocab_size, n_bins=ECE_BINS, norm="l1"
-    ).to(device)
-    sums = dict.fromkeys(("nll", "entropy", "acc", "rep", "wrep", "gt_entropy", "forward_kl", "reverse_kl"), 0.0)
+    sums = dict.fromkeys(
+        ("nll", "entropy", "brier", "acc", "rep", "wrep", "gt_entropy", "forward_kl", "reverse_kl"), 0.0
+    )
     count = 0
     predicted_ids, entropies, confidences, correct = [], [], [], []
     truth = true_log_conditionals(source, blocks, batch_size, max_batches) if source is not None else None
@@ -93,13 +105,15 @@ def teacher_forced(
         entropy = -(probs * logp).sum(-1)  # (B, T)
         top_p, argmax = probs.max(-1)
         hit = argmax == targets
-        repeat = in_recent_context(argmax, inputs, REP_WINDOW)
-        sums["nll"] += -logp.gather(-1, targets[..., None]).sum().item()
+        repeat = in_previous_targets(argmax, targets, REP_WINDOW)
+        target_logp = logp.gather(-1, targets[..., None]).squeeze(-1)  # (B, T)
+        sums["nll"] += -target_logp.sum().item()
+        # Brier (1950): Σ_v (p_v − 1[v = y])² = Σ_v p_v² − 2 p_y + 1
+        sums["brier"] += ((probs * probs).sum(-1) - 2 * target_logp.exp() + 1).sum().item()
         sums["entropy"] += entropy.sum().item()
         sums["acc"] += hit.sum().item()
         sums["rep"] += repeat.sum().item()
         sums["wrep"] += (repeat & ~hit).sum().item()
-        ece.update(probs.flatten(0, 1), targets.flatten())
         predicted_ids.append(argmax.unique())
         entropies.append(entropy.flatten().cpu())
         confidences.append(top_p.flatten().cpu())
@@ -112,11 +126,13 @@ def teacher_forced(
             sums["reverse_kl"] += (probs * (logp - true_logp)).sum().item()
         count += targets.numel()
     nll = sums["nll"] / count
+    confidence, correct = torch.cat(confidences), torch.cat(correct)
     metrics = {
         "tf/nll": nll,
         "tf/ppl": math.exp(nll),
         "tf/entropy": sums["entropy"] / count,
-        "tf/ece": ece.compute().item(),
+        **calibration_errors(confidence, correct),
+        "tf/brier": sums["brier"] / count,
         "tf/acc": sums["acc"] / count,
         f"tf/rep_{REP_WINDOW}": sums["rep"] / count,
         f"tf/wrep_{REP_WINDOW}": sums["wrep"] / count,
@@ -126,7 +142,34 @@ def teacher_forced(
         metrics["gt/entropy_rate"] = sums["gt_entropy"] / count
         metrics["gt/forward_kl"] = sums["forward_kl"] / count
         metrics["gt/reverse_kl"] = sums["reverse_kl"] / count
-    return TeacherForced(metrics, torch.cat(entropies), reliability_bins(torch.cat(confidences), torch.cat(correct)))
+    return TeacherForced(metrics, torch.cat(entropies), reliability_bins(confidence, correct))
+
+
+def calibration_errors(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = ECE_BINS) -> dict[str, float]:
+    """Top-label calibration of next-token predictions, from each token's confidence (max probability)
+    and whether its argmax was right: with ``n_bins`` equal-width bins, torchmetrics' calibration error
+    (Guo et al. 2017; the binary form on (confidence, correct) is the multiclass top-label one) with
+    norm l1 (ECE), l2 (RMS calibration error) and max (MCE); and an ECE over equal-mass bins (Nixon et
+    al. 2019; Roelofs et al. 2022: less biased when confidences crowd into a few bins)."""
+    binary = torchmetrics.functional.classification.binary_calibration_error
+    confidence, correct = confidence.double(), correct.long()
+    out = {
+        f"tf/{name}": binary(confidence, correct, n_bins=n_bins, norm=norm).item()
+        for name, norm in (("ece", "l1"), ("rms_ce", "l2"), ("mce", "max"))
+    }
+    out["tf/ece_equal_mass"] = equal_mass_ece(confidence, correct.double(), n_bins)
+    return out
+
+
+def equal_mass_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = ECE_BINS) -> float:
+    """Σ_b (n_b / n) |accuracy_b − confidence_b| over ``n_bins`` bins of (near) equal count, made by sorting
+    the tokens by confidence (bin sizes as ``numpy.array_split``)."""
+    order = confidence.argsort(stable=True)
+    n = confidence.numel()
+    total = 0.0
+    for chunk in torch.tensor_split(order, min(n_bins, n)):
+        total += abs(correct[chunk].sum().item() - confidence[chunk].sum().item())
+    return total / n
 
 
 _TRUTH_CACHE: dict[tuple, list[torch.Tensor]] = {}  # one entry: the test split's exact conditionals
@@ -200,9 +243,11 @@ def generate_all(
     decode: Callable[[list[int]], str],
     source=None,
     train_index: NgramIndex | None = None,
+    mauve: bool = False,
 ) -> Generations:
     """Continue the first ``prefix_len`` tokens of held-out sequences with every decoding (and report the
-    real continuations as ``human``) -> gen/ (and gt/.../sample_nll) metrics and sample records."""
+    real continuations as ``human``) -> gen/ (and gt/.../sample_nll) metrics and sample records; with
+    ``mauve``, gen/<decoding>/mauve (and mauve_sd over k-means seeds) against the human continuations."""
     device = next(model.parameters()).device
     prompts = test_blocks[:, :prefix_len]
     human = test_blocks[:, prefix_len : prefix_len + cont_len]
@@ -230,8 +275,23 @@ def generate_all(
         per_row = {f"gen/{name}/{key}": values for key, values in per_continuation(conts).items()}
         per_row.update({f"{'gt' if key == 'sample_nll' else 'gen'}/{name}/{key}": v for key, v in stats.items()})
         for row, (prompt, cont) in enumerate(zip(prompts.tolist(), conts.tolist(), strict=True)):
-            record = {"decoding": name, "prompt": prompt, "continuation": cont, "text": decode(cont)}
+            record = {
+                "decoding": name,
+                "prompt_index": row,
+                "prompt": prompt,
+                "prompt_text": decode(prompt),
+                "continuation": cont,
+                "text": decode(cont),
+            }
             record.update({key: values[row].item() for key, values in stats.items()})
             record["metrics"] = {key: values[row].item() for key, values in per_row.items()}
             records.append(record)
+    if mauve:
+        from benchmarks.mauve_metric import features, mauve_score
+
+        texts = {name: [r["text"] for r in records if r["decoding"] == name] for name in outputs}
+        human_features = features(texts.pop("human"))
+        for name, generated in texts.items():
+            mean, sd = mauve_score(features(generated), human_features)
+            metrics[f"gen/{name}/mauve"], metrics[f"gen/{name}/mauve_sd"] = mean, sd
     return Generations(metrics, records)

@@ -1,11 +1,13 @@
 """Text and prediction metrics as pure, vectorised functions over token ids.
 
 No Python loop over tokens or the vocabulary: n-grams are ``unfold`` views, counted with
-``torch.unique``. Names follow DESIGN §6, and each docstring gives the definition and its paper,
+``torch.unique``. Each docstring gives the definition and its paper (and the README which released code it equals),
 because "rep-n", "distinct-n" and "diversity" mean different things in different papers.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -55,11 +57,31 @@ def seq_rep_n(seqs: torch.Tensor, n: int) -> float:
 
 
 def distinct_n(seqs: torch.Tensor, n: int) -> float:
-    """|unique n-grams| / |n-grams| pooled over all continuations (Li et al. 2016)."""
+    """|distinct n-grams| / |generated tokens|, pooled over all continuations (Li et al. 2016, §4.3:
+    "the number of distinct unigrams and bigrams divided by total number of generated words")."""
+    keys = ngram_hash(ngrams(seqs, n)).flatten()
+    if seqs.numel() == 0:
+        return 0.0
+    return torch.unique(keys).numel() / seqs.numel()
+
+
+def unique_ngram_share(seqs: torch.Tensor, n: int) -> float:
+    """|distinct n-grams| / |n-grams|, pooled over all continuations (objbench's own definition: the form
+    most code calls "distinct-n"; unlike Li et al.'s, identical text of any length scores 1/|n-grams|·|types|)."""
     keys = ngram_hash(ngrams(seqs, n)).flatten()
     if keys.numel() == 0:
         return 0.0
     return torch.unique(keys).numel() / keys.numel()
+
+
+def hapax_share(seqs: torch.Tensor, n: int) -> float:
+    """|n-grams that occur exactly once| / |n-grams|, pooled over all continuations: what Holtzman et al.
+    (2020)'s released ``metrics/distinct_n.py`` (ari-holtzman/degen) computes and calls distinct-n."""
+    keys = ngram_hash(ngrams(seqs, n)).flatten()
+    if keys.numel() == 0:
+        return 0.0
+    counts = torch.unique(keys, return_counts=True)[1]
+    return (counts == 1).sum().item() / keys.numel()
 
 
 def uniq_seq(seqs: torch.Tensor) -> int:
@@ -67,10 +89,13 @@ def uniq_seq(seqs: torch.Tensor) -> int:
     return int(torch.unique(seqs).numel())
 
 
-def zipf_coefficient(seqs: torch.Tensor, top: int = 1000) -> float:
+ZIPF_TOP = 5000  # ranks in the fit, as Holtzman et al. (2020)'s metrics/zipf.py
+
+
+def zipf_coefficient(seqs: torch.Tensor, top: int = ZIPF_TOP) -> float:
     """−slope of log count against log rank over the ``top`` most frequent tokens (Holtzman et al. 2020).
 
-    Least squares in log-log space; the source-like value is about 1.
+    Least squares in log-log space over ranks 1..min(types, top); the source-like value is about 1.
     """
     counts = torch.unique(seqs, return_counts=True)[1].double().sort(descending=True).values[:top]
     if counts.numel() < 2:
@@ -81,55 +106,73 @@ def zipf_coefficient(seqs: torch.Tensor, top: int = 1000) -> float:
     return float(-(x * y).sum() / (x * x).sum())
 
 
-def self_bleu(seqs: torch.Tensor, max_n: int = 4) -> float:
-    """Mean BLEU-n of each continuation against all the others as references (Zhu et al. 2018).
+BLEU_EPSILON = 0.1  # smoothing "method 1" (Chen & Cherry 2014): a zero count of matches becomes 0.1
 
-    BLEU (Papineni et al. 2002): geometric mean of clipped n-gram precisions (n = 1..max_n), each
-    hypothesis n-gram count clipped by its largest count in any single reference, times the brevity
-    penalty (1 here: all continuations have the same length). No smoothing. Identical
-    continuations give 1.
+
+def self_bleu(seqs: torch.Tensor, max_n: int = 4) -> float:
+    """Mean BLEU-``max_n`` of each continuation against all the others as references (Zhu et al. 2018).
+
+    As Texygen's ``SelfBleu`` and Holtzman et al.'s ``metrics/self_bleu.py`` compute it with NLTK's
+    ``sentence_bleu``: uniform weights over n = 1..max_n, each hypothesis n-gram count clipped by its
+    largest count in any single reference, smoothing method 1 (a precision with no match counts as
+    0.1 / |n-grams|), BLEU 0 when not one unigram matches, brevity penalty 1 (equal lengths).
+    Identical continuations give 1.
     """
     N, L = seqs.shape
-    if N < 2:
+    if N < 2 or L == 0:
         return 0.0
     log_precision = torch.zeros(N, dtype=torch.float64)
+    no_unigram_match = torch.zeros(N, dtype=torch.bool)
     for n in range(1, max_n + 1):
-        if n > L:
-            return 0.0
         keys = ngram_hash(ngrams(seqs, n))  # (N, G)
+        G = keys.shape[1]
+        if G == 0:  # a hypothesis shorter than n: NLTK's 0 / max(1, 0) → smoothed 0.1
+            log_precision += math.log(BLEU_EPSILON)
+            continue
         _, ids = torch.unique(keys, return_inverse=True)
         U = int(ids.max()) + 1
-        counts = torch.zeros(N, U, dtype=torch.float64).scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.float64))
+        # counts are small integers: float32 is exact and halves the (N, U) table
+        counts = torch.zeros(N, U).scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.float32))
         # the largest count among the *other* rows: the top-2 of each column
         top2 = counts.topk(2, dim=0)
         best, second, best_row = top2.values[0], top2.values[1], top2.indices[0]
         is_best = best_row[None, :] == torch.arange(N)[:, None]  # (N, U)
         max_other = torch.where(is_best, second[None, :], best[None, :])
-        clipped = torch.minimum(counts, max_other).sum(1)
-        log_precision += (clipped / keys.shape[1]).log()
-    return float((log_precision / max_n).exp().mean())
+        clipped = torch.minimum(counts, max_other).sum(1).double()
+        if n == 1:
+            no_unigram_match = clipped == 0
+        log_precision += torch.where(clipped > 0, clipped, torch.full_like(clipped, BLEU_EPSILON)).log() - math.log(G)
+    bleu = (log_precision / max_n).exp().masked_fill(no_unigram_match, 0.0)
+    return float(bleu.mean())
 
 
-def ends_in_loop(seqs: torch.Tensor, max_period: int = 25, min_span: int = 16) -> torch.Tensor:
-    """(N,) bool: the continuation ends in a repeating loop (Holtzman et al. 2020's "repetition").
+REPETITION_MAX_PHRASE = 90  # Holtzman et al. (2020)'s metrics/repetition.py: max_n
 
-    True when for some period p <= ``max_period`` the last max(2p, ``min_span``) tokens are periodic
-    with period p (x_t = x_{t−p}), i.e. the text has settled into a cycle that it keeps repeating.
+
+def repeating_tail(seqs: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the continuation ends in a repeated phrase, by the rule of Holtzman et al. (2020)'s
+    released ``metrics/repetition.py`` (ari-holtzman/degen): for every phrase length n ≤ 90, count how
+    many times the last n tokens occur back to back at the end; take the n with the most repeats (the
+    shortest on ties); flag the text when that phrase repeats (count > 1) and is at least 3 tokens long
+    or repeats more than 50 times.
     """
     N, L = seqs.shape
-    looping = torch.zeros(N, dtype=torch.bool, device=seqs.device)
-    for p in range(1, min(max_period, L // 2) + 1):
-        span = max(2 * p, min_span)
-        if span > L:
-            break
-        tail = seqs[:, L - span :]
-        looping |= (tail[:, p:] == tail[:, :-p]).all(1)
-    return looping
+    reverse = seqs.flip(1)  # reverse[:, j] = the j-th token from the end
+    j = torch.arange(L, device=seqs.device)
+    repeats = torch.ones(N, REPETITION_MAX_PHRASE, dtype=torch.long, device=seqs.device)
+    for n in range(1, min(REPETITION_MAX_PHRASE, L // 2) + 1):
+        periodic = reverse == reverse[:, j % n]  # (N, L): token j equals the one n·k places nearer the end
+        run = periodic.long().cumprod(1).sum(1)  # length of the periodic tail
+        repeats[:, n - 1] = run // n  # complete copies of the last n tokens
+    best = repeats.argmax(1)  # the first maximum: the shortest phrase
+    count = repeats.gather(1, best[:, None]).squeeze(1)
+    return (count > 1) & ((best + 1 >= 3) | (count > 50))
 
 
 def rep_rate(seqs: torch.Tensor) -> float:
-    """Share of continuations that end in a repeating loop (see ``ends_in_loop``)."""
-    return ends_in_loop(seqs).double().mean().item()
+    """Share of continuations that end in a repeated phrase (see ``repeating_tail``; Holtzman et al. 2020
+    report their number)."""
+    return repeating_tail(seqs).double().mean().item()
 
 
 class NgramIndex:
@@ -163,6 +206,8 @@ def generation_metrics(seqs: torch.Tensor) -> dict[str, float]:
     out["uniq_seq"] = float(uniq_seq(seqs))
     for n in range(1, 5):
         out[f"distinct_{n}"] = distinct_n(seqs, n)
+        out[f"unique_ngram_share_{n}"] = unique_ngram_share(seqs, n)
+        out[f"hapax_share_{n}"] = hapax_share(seqs, n)
     out["zipf"] = zipf_coefficient(seqs)
     out["self_bleu_4"] = self_bleu(seqs[:SELF_BLEU_SUBSET], 4)
     out["rep_rate"] = rep_rate(seqs)
@@ -173,24 +218,26 @@ def per_continuation(seqs: torch.Tensor) -> dict[str, torch.Tensor]:
     """The generation metrics that are a mean over continuations, per continuation (N,): what the
     report's intervals resample by prompt."""
     out = {f"seq_rep_{n}": seq_rep_per_row(seqs, n) for n in range(1, 5)}
-    out["rep_rate"] = ends_in_loop(seqs).double()
+    out["rep_rate"] = repeating_tail(seqs).double()
     return out
 
 
-SELF_BLEU_SUBSET = 100  # self-BLEU on the first continuations only: O(N²) references
+SELF_BLEU_SUBSET = 500  # self-BLEU over the first 500 continuations, as Texygen's get_bleu_fast: O(N²) references
 
 
 # ---- teacher-forced metrics ---------------------------------------------------------------------
 
 
-def in_recent_context(predictions: torch.Tensor, inputs: torch.Tensor, window: int) -> torch.Tensor:
-    """(B, T) bool: predictions[b, t] occurs among inputs[b, t-window+1 .. t] (the gold tokens so far).
+def in_previous_targets(predictions: torch.Tensor, targets: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, T) bool: predictions[b, t] occurs among targets[b, t-window .. t-1], the ``window`` gold next
+    tokens before position t of the block (none at t = 0).
 
-    Welleck et al. (2019)'s next-token repetition: a prediction at t is a repeat when it is among
-    the previous ``window`` gold tokens.
+    Welleck et al. (2019)'s next-token repetition, as their released ``custom/metrics.py``
+    (``TrainingMetrics.repeat_at_1``, facebookresearch/unlikelihood_training) computes it per block: the
+    block's first input token, which is no earlier target, does not count.
     """
-    T = inputs.shape[1]
-    same = predictions[:, :, None] == inputs[:, None, :]  # (B, T, T): [b, t, s]
-    t = torch.arange(T, device=inputs.device)
-    band = (t[None, :] <= t[:, None]) & (t[None, :] > t[:, None] - window)  # s in (t-window, t]
+    T = targets.shape[1]
+    same = predictions[:, :, None] == targets[:, None, :]  # (B, T, T): [b, t, s]
+    t = torch.arange(T, device=targets.device)
+    band = (t[None, :] < t[:, None]) & (t[None, :] >= t[:, None] - window)  # s in [t-window, t)
     return (same & band).any(-1)

@@ -41,6 +41,7 @@ MODEL_COLUMNS = [
     ("tf/nll", "NLL", "min"),
     ("tf/entropy", "entropy", "source"),
     ("tf/ece", "ECE", "min"),
+    ("tf/brier", "Brier", "min"),
     ("gt/forward_kl", "KL(P‖p)", "min"),
     ("gt/reverse_kl", "KL(p‖P)", "min"),
 ]
@@ -430,8 +431,14 @@ def build(runs: list[Run]) -> Report:
     notes.append(
         f"Each cell: mean ± half-width of its {int(0.95 * 100)}% interval over seeds (Student's t; generation "
         "metrics of each continuation count the prompts' noise too: mean over seeds and prompts). "
-        "Bold: the best value of a column (lowest NLL, ECE and KLs; entropy closest to the source's entropy "
-        "rate; generation metrics closest to real text), only where its interval does not overlap the "
+        "Bold: the best value of a column (lowest NLL, ECE, Brier and KLs; "
+        + (
+            "entropy closest to the source's entropy rate; "
+            if entropy_rate is not None
+            else "entropy: nothing, as the entropy rate of real text is unknown (a calibrated model's entropy "
+            "equals its NLL: compare the two columns); "
+        )
+        + "generation metrics closest to the human continuations), only where its interval does not overlap the "
         "runner-up's. NLL sd: standard deviation of test NLL over seeds. "
         f"Δ: objective − MLE at the same seed (and prompt); † significant at {ALPHA} after Holm's correction "
         f"over all {len(deltas)} cells."

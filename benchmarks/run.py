@@ -95,6 +95,12 @@ def validate(cfg: DictConfig) -> dict:
             f"context ({limit} = min(model.context, data.block_size + 1)); shorten one of them"
         )
     resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    if cfg.eval.mauve not in (True, False, "auto"):
+        raise ConfigError(f"eval.mauve={cfg.eval.mauve!r} is not allowed; use auto, true or false")
+    if cfg.eval.mauve is True:
+        from benchmarks.mauve_metric import require
+
+        require()
     if not isinstance(cfg.trainer.compile, bool):
         raise ConfigError(f"trainer.compile={cfg.trainer.compile!r} is not allowed; use true or false")
     from lit_modules.system import build_objective  # knobs are checked when the objective is built
@@ -255,6 +261,8 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     if cfg.trainer.compile:
         system.model.compile_blocks()
     datamodule.setup("fit")
+    if evaluation:  # enough held-out prompts: checked before training, not after
+        datamodule.prompt_blocks(cfg.eval.num_prompts, cfg.eval.prefix_len + cfg.eval.cont_len)
     trainer = build_trainer(cfg, run_dir, precision, run_label(objective_name, cfg.objective))
     trainer.callbacks.extend(callbacks)
 
@@ -309,11 +317,31 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     }
     import json
 
+    if getattr(datamodule, "tokenizer", None) is not None:  # samples.jsonl's ids can be read with it alone
+        atomic_write_text(run_dir / "tokenizer.json", datamodule.tokenizer.to_str())
     if evaluation:
         atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in evaluated["samples"]))
     atomic_write_json(run_dir / "results.json", results)
     print_summary(results, run_dir)
     return results
+
+
+def use_mauve(setting, synthetic: bool) -> bool:
+    """eval.mauve: true (the extra must be installed), false, or auto: on for real text when the extra is
+    installed; off on the synthetic source, whose id strings an English sentence encoder cannot read."""
+    from benchmarks import mauve_metric as mauve
+
+    if setting is True:
+        mauve.require()
+        return True
+    if setting is False:
+        return False
+    if synthetic:
+        return False
+    if not mauve.installed():
+        print(f"MAUVE: skipped, the mauve extra is not installed ({mauve.INSTALL})")
+        return False
+    return True
 
 
 def evaluate(model, datamodule, decodings: dict, cfg: DictConfig, bf16: bool) -> dict:
@@ -326,7 +354,7 @@ def evaluate(model, datamodule, decodings: dict, cfg: DictConfig, bf16: bool) ->
     tf = teacher_forced(model, test, cfg.eval.batch_size, bf16, cfg.eval.max_batches, source)
     generations = generate_all(
         model,
-        test[: cfg.eval.num_prompts],
+        datamodule.prompt_blocks(cfg.eval.num_prompts, cfg.eval.prefix_len + cfg.eval.cont_len),
         decodings,
         cfg.eval.prefix_len,
         cfg.eval.cont_len,
@@ -336,6 +364,7 @@ def evaluate(model, datamodule, decodings: dict, cfg: DictConfig, bf16: bool) ->
         datamodule.decode,
         source,
         NgramIndex(datamodule.blocks["train"], 8),
+        mauve=use_mauve(cfg.eval.mauve, synthetic=source is not None),
     )
     return {
         "metrics": {**tf.metrics, **generations.metrics},
@@ -353,12 +382,10 @@ def log_evaluation(logger, evaluation: dict, metrics: dict, step: int) -> None:
     for key, value in metrics.items():
         writer.add_scalar(f"final/{key}", value, step)
     writer.add_histogram("tf/entropy_per_token", evaluation["entropies"], step)
-    shown: dict[str, int] = {}
     for record in evaluation["samples"]:
-        name = record["decoding"]
-        if shown.get(name, 0) < 4:
-            shown[name] = shown.get(name, 0) + 1
-            writer.add_text(f"samples/{name}", record["text"], shown[name])
+        if record["prompt_index"] < 4:  # the first 4 prompts of every decoding, prompt and continuation
+            text = f"**prompt:** {record['prompt_text']}\n\n**{record['decoding']}:** {record['text']}"
+            writer.add_text(f"samples/{record['decoding']}/prompt_{record['prompt_index']}", text, step)
     writer.flush()
 
 

@@ -128,6 +128,14 @@ class BlockDataModule(pl.LightningDataModule):
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         raise NotImplementedError
 
+    def prompt_blocks(self, n: int, length: int) -> torch.Tensor:
+        """(n, length) held-out token windows whose first eval.prefix_len tokens are the evaluation prompts and
+        the rest their human continuations: here the first ``length`` tokens of the first n test blocks."""
+        test = self.blocks["test"]
+        if test.shape[0] < n:
+            raise DataError(f"eval.num_prompts={n} is more than the {test.shape[0]} test blocks; lower it")
+        return test[:n, :length]
+
     def unigram_counts(self) -> torch.Tensor:
         """Token counts (V,) over the train split, float64."""
         return torch.bincount(self.blocks["train"].flatten(), minlength=self.vocab_size).double()
@@ -230,6 +238,13 @@ class TextDataModule(BlockDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.max_train_docs = max_train_docs
         self.tokenizer = None
+        self.tokenizer_path: Path | None = None  # the cached tokenizer file (saved with each run)
+        self.test_documents: list[np.ndarray] = []  # token ids of each test document (no EOS)
+        if path == "text" and files is None:
+            raise DataError(
+                "data=text needs data.files: the UTF-8 text file(s) to train on, one document per line; "
+                "e.g. 'data.files=[book.txt]'"
+            )
         if files is not None:
             self.files = [check_text_file(f) for f in ([files] if isinstance(files, str) else files)]
             if not self.files:
@@ -278,11 +293,15 @@ class TextDataModule(BlockDataModule):
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         path = self.cache_dir / "tokenizers" / f"{train._fingerprint}-{self.text_field}-{self.vocab_size}.json"
+        self.tokenizer_path = path
         if path.exists():
             try:
-                return Tokenizer.from_file(str(path))
+                tok = Tokenizer.from_file(str(path))
+                print(f"tokenizer: {path} (cached)")
+                return tok
             except Exception:  # corrupt cache: rebuild
                 pass
+        print(f"tokenizer: training a byte-level BPE of {self.vocab_size} on the train split -> {path}")
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -329,6 +348,9 @@ class TextDataModule(BlockDataModule):
                 new_fingerprint=f"{ds._fingerprint}-{tok_key}-{field}",
             )
             flat = pc.list_flatten(ids.data.column("ids")).to_numpy(zero_copy_only=False)
+            if split == "test":  # document boundaries, for prompts that stay inside one document
+                ends = np.cumsum(pc.list_value_length(ids.data.column("ids")).to_numpy(zero_copy_only=False))
+                self.test_documents = [d[:-1] for d in np.split(flat, ends[:-1])]  # without the EOS
             n = len(flat) // length
             if n == 0:
                 raise DataError(
@@ -337,8 +359,40 @@ class TextDataModule(BlockDataModule):
                 )
             self.blocks[split] = torch.from_numpy(flat[: n * length].astype(np.int64)).view(n, length)
 
+    def prompt_blocks(self, n: int, length: int) -> torch.Tensor:
+        """n windows of ``length`` tokens, each inside one test document and spread over the documents:
+        the first ``length`` tokens of n documents evenly spaced in the test split; when fewer documents are
+        that long, further non-overlapping windows of the long ones, taken round-robin."""
+        docs = [d for d in self.test_documents if len(d) >= length]
+        windows_per_doc = [len(d) // length for d in docs]
+        if sum(windows_per_doc) < n:
+            raise DataError(
+                f"the test split has {sum(windows_per_doc)} windows of eval.prefix_len + eval.cont_len = {length} "
+                f"tokens inside one document, fewer than eval.num_prompts={n}; lower one of them"
+            )
+        if len(docs) >= n:
+            picks = [(int(i), 0) for i in np.linspace(0, len(docs) - 1, n).round()]
+        else:
+            picks, rank = [], 0
+            while len(picks) < n:
+                picks += [(i, rank) for i, w in enumerate(windows_per_doc) if w > rank][: n - len(picks)]
+                rank += 1
+        return torch.stack(
+            [torch.from_numpy(docs[i][r * length : (r + 1) * length].astype(np.int64)) for i, r in picks]
+        )
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+        """Text of token ids; a document end (EOS) reads as a blank line, not as the literal token."""
+        eos = self.tokenizer.token_to_id(EOS)
+        parts, current = [], []
+        for i in ids:
+            if int(i) == eos:
+                parts.append(current)
+                current = []
+            else:
+                current.append(int(i))
+        parts.append(current)
+        return "\n\n".join(self.tokenizer.decode(p) for p in parts)
 
 
 def check_text_file(path: str) -> str:

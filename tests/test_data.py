@@ -93,3 +93,59 @@ def test_corpus_too_small_to_split(tmp_path):
         TextDataModule(
             path="text", files=[str(tmp_path / "one.txt")], vocab_size=260, block_size=8, batch_size=4
         ).setup()
+
+
+def test_text_without_files_names_data_files():
+    with pytest.raises(DataError, match=r"data=text needs data\.files"):
+        TextDataModule(path="text", files=None, block_size=16, batch_size=4)
+
+
+def test_text_round_trips_punctuation_digits_and_accents(tmp_path):
+    lines = [
+        "Élodie paid 3,141.59 € for naïve café crème — “quoted”, (parenthesised); ok? 42!",
+        "Straße, Ångström, São Paulo and Zürich: 1999-12-31 at 23:59; 100% sure.",
+    ] * 60
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dm = text_module(tmp_path)
+    for text in lines[:2]:
+        assert dm.decode(dm.tokenizer.encode(text).ids) == text
+
+
+def test_text_prompts_stay_inside_documents_and_spread_over_them(text_corpus):
+    dm = text_module(text_corpus, vocab_size=300)
+    docs = dm.test_documents
+    assert 15 <= len(docs) <= 20  # about 5% of 400 lines
+    eos = dm.tokenizer.token_to_id("<|endoftext|>")
+    length = 8
+    long_docs = [d for d in docs if len(d) >= length]
+    prompts = dm.prompt_blocks(len(long_docs), length)
+    assert not (prompts == eos).any()  # no window crosses a document end
+    starts = {tuple(d[:length].tolist()) for d in long_docs}
+    assert {tuple(p.tolist()) for p in prompts} == starts  # one per document, each a document's start
+    more = dm.prompt_blocks(len(long_docs) + 3, length)  # round-robin: further windows of long documents
+    assert len({tuple(p.tolist()) for p in more}) == len(long_docs) + 3 and not (more == eos).any()
+    with pytest.raises(DataError, match="fewer than eval.num_prompts=100000"):
+        dm.prompt_blocks(100000, length)
+
+
+def test_decode_shows_a_document_end_as_a_blank_line(text_corpus):
+    dm = text_module(text_corpus)
+    eos = dm.tokenizer.token_to_id("<|endoftext|>")
+    ids = dm.tokenizer.encode("the cat").ids + [eos] + dm.tokenizer.encode("old red barns").ids
+    assert dm.decode(ids) == "the cat\n\nold red barns"
+
+
+def test_corpus_splits_plays_into_scenes_and_poems_into_chunks():
+    from benchmarks.corpus import POEM_LINES, documents
+
+    play = (
+        "THE TEMPEST\n\nSCENE: An island.\n\nACT I.\n\nSCENE 1. On a ship.\n\nMaster.\nBoatswain!\n\n"
+        "Scene II. The island.\nProspero.\nBe collected."
+    )
+    assert documents(play) == [
+        "THE TEMPEST SCENE: An island. ACT I.",  # front matter ("SCENE:" is a setting, not a scene)
+        "SCENE 1. On a ship. Master. Boatswain!",
+        "Scene II. The island. Prospero. Be collected.",
+    ]
+    poem = "\n".join(f"line {i}" for i in range(POEM_LINES + 5))
+    assert [len(d.split(" line ")) for d in documents(poem)] == [POEM_LINES, 5]

@@ -16,11 +16,12 @@ from benchmarks.metrics import (
     NgramIndex,
     copy_share,
     distinct_n,
-    ends_in_loop,
-    in_recent_context,
+    in_previous_targets,
+    repeating_tail,
     self_bleu,
     seq_rep_n,
     uniq_seq,
+    unique_ngram_share,
     zipf_coefficient,
 )
 from lit_modules.decoding import DecodingConfig, filter_logits, generate
@@ -34,24 +35,26 @@ def test_repeating_one_4gram():
     seq = torch.tensor([[1, 2, 3, 4] * 5])  # 17 4-grams, 4 distinct
     assert seq_rep_n(seq, 4) == pytest.approx(1 - 4 / 17)
     assert seq_rep_n(seq, 1) == pytest.approx(1 - 4 / 20)
-    assert distinct_n(seq, 4) == pytest.approx(4 / 17)
+    assert distinct_n(seq, 4) == pytest.approx(4 / 20)
+    assert unique_ngram_share(seq, 4) == pytest.approx(4 / 17)
     assert uniq_seq(seq) == 4
-    assert ends_in_loop(seq).tolist() == [True]
+    assert repeating_tail(seq).tolist() == [True]
 
 
 def test_all_distinct_tokens():
     seqs = torch.arange(60).view(2, 30)
     for n in range(1, 5):
         assert seq_rep_n(seqs, n) == 0.0
-        assert distinct_n(seqs, n) == 1.0
+        assert unique_ngram_share(seqs, n) == 1.0
+        assert distinct_n(seqs, n) == pytest.approx((31 - n) / 30)
     assert uniq_seq(seqs) == 60
-    assert not ends_in_loop(seqs).any()
+    assert not repeating_tail(seqs).any()
 
 
 def test_distinct_pools_and_seq_rep_averages():
     seqs = torch.tensor([[5, 6, 5, 6], [5, 6, 7, 8]])  # bigrams: {56,65,56} and {56,67,78}
     assert seq_rep_n(seqs, 2) == pytest.approx(((1 - 2 / 3) + 0.0) / 2)
-    assert distinct_n(seqs, 2) == pytest.approx(4 / 6)
+    assert unique_ngram_share(seqs, 2) == pytest.approx(4 / 6)
 
 
 def test_zipf_recovers_the_exponent():
@@ -70,19 +73,6 @@ def test_self_bleu():
     assert self_bleu(pair) == pytest.approx((4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25)
 
 
-def test_self_bleu_agrees_with_torchmetrics():
-    seqs = torch.randint(0, 6, (5, 20), generator=torch.Generator().manual_seed(0))
-    texts = [" ".join(map(str, row.tolist())) for row in seqs]
-    expected = (
-        sum(
-            torchmetrics.functional.text.bleu_score([texts[i]], [[t for j, t in enumerate(texts) if j != i]]).item()
-            for i in range(5)
-        )
-        / 5
-    )
-    assert self_bleu(seqs) == pytest.approx(expected, rel=1e-5)
-
-
 def test_copy_rate():
     train = torch.arange(100).view(4, 25)
     index = NgramIndex(train, 8)
@@ -94,11 +84,11 @@ def test_copy_rate():
     assert 0 < copy_share(crossing, index).item() < 1
 
 
-def test_rep_in_recent_context():
-    inputs = torch.tensor([[1, 2, 3, 4, 5]])
+def test_rep_in_previous_targets():
+    targets = torch.tensor([[2, 3, 4, 5, 6]])  # the block's first input token (1) is no earlier target
     predictions = torch.tensor([[1, 1, 9, 2, 3]])
-    assert in_recent_context(predictions, inputs, 128).tolist() == [[True, True, False, True, True]]
-    assert in_recent_context(predictions, inputs, 2).tolist() == [[True, True, False, False, False]]
+    assert in_previous_targets(predictions, targets, 128).tolist() == [[False, False, False, True, True]]
+    assert in_previous_targets(predictions, targets, 2).tolist() == [[False, False, False, False, False]]
 
 
 # ---- teacher-forced metrics against torchmetrics ----

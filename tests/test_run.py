@@ -28,6 +28,7 @@ def group_options():
                     "data.name=null",
                     "eval.prefix_len=4",
                     "eval.cont_len=8",
+                    "eval.num_prompts=16",  # windows of 12 tokens inside the tiny corpus's ~19 test lines
                 ]
             cases.append((group, option, extra))
     return cases
@@ -82,18 +83,28 @@ def test_cli_end_to_end(tmp_path):
     assert set(results["timing"]) >= {"train_s", "eval_s", "train_tokens", "tokens_per_s"}
     assert math.isfinite(results["metrics"]["tf/ppl"]) and results["metrics"]["tf/ppl"] > 1
     assert list(out.glob("tb/mle/events.out.tfevents.*")), "no TensorBoard events"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tb" / "mle"), size_guidance={"tensors": 0}).Reload()
+    texts = [t for t in events.Tags()["tensors"] if t.startswith("samples/")]
+    assert any(t.startswith("samples/greedy/prompt_0") for t in texts), texts  # labelled by decoding and prompt
+    shown = events.Tensors(next(t for t in texts if t.startswith("samples/greedy/prompt_0")))[0]
+    assert shown.step == results["timing"]["steps"]  # at the run's final step
+    assert b"**prompt:**" in shown.tensor_proto.string_val[0]
     assert (out / "checkpoints" / "last.ckpt").is_file()
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["decoding"] for s in samples} == {"greedy", "sample", "top_p", "human"}
     assert all(len(s["prompt"]) == 8 and len(s["continuation"]) == 16 for s in samples)
     assert "tf/nll" in proc.stdout  # the summary table
-    expected = {f"tf/{k}" for k in ("nll", "ppl", "entropy", "ece", "acc", "rep_128", "wrep_128", "uniq")}
+    calibration = ("ece", "rms_ce", "mce", "ece_equal_mass", "brier")
+    expected = {f"tf/{k}" for k in ("nll", "ppl", "entropy", *calibration, "acc", "rep_128", "wrep_128", "uniq")}
     expected |= {"gt/entropy_rate", "gt/forward_kl", "gt/reverse_kl"}
     for name in ("greedy", "sample", "top_p", "human"):
         expected |= {
             f"gen/{name}/{k}" for k in ("uniq_seq", "zipf", "self_bleu_4", "rep_rate", "entropy", "copy_rate_8")
         }
-        expected |= {f"gen/{name}/{k}_{n}" for k in ("seq_rep", "distinct") for n in range(1, 5)}
+        kinds = ("seq_rep", "distinct", "unique_ngram_share", "hapax_share")
+        expected |= {f"gen/{name}/{k}_{n}" for k in kinds for n in range(1, 5)}
         expected.add(f"gt/{name}/sample_nll")
     assert expected <= set(results["metrics"]), expected - set(results["metrics"])
     assert all(math.isfinite(v) for v in results["metrics"].values())
@@ -133,6 +144,8 @@ BAD = [
     (["objective=label_smoothing", "objective.eps=1.5"], "objective.eps=1.5 is not allowed; use 0 <= eps < 1"),
     (["data=text", "data.files=[/no/such/file.txt]"], "'/no/such/file.txt' does not exist"),
     (["trainer.compile=maybe"], "trainer.compile='maybe' is not allowed; use true or false"),
+    (["data=text"], "data=text needs data.files"),
+    (["eval.mauve=maybe"], "eval.mauve='maybe' is not allowed; use auto, true or false"),
 ]
 
 
