@@ -239,6 +239,50 @@ def coverage_vs_quality(runs, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def quality_vs_diversity(runs, path: Path) -> Path | None:
+    """Per decoding and objective: distinct-4 (diversity) against MAUVE (real text, with the mauve extra) or
+    the continuation's NLL under the source (synthetic): the quality-diversity trade-off across decodings."""
+    from matplotlib.lines import Line2D
+
+    decodings = sorted({d for r in runs for d in r.decodings})
+    mauve = any(f"gen/{d}/mauve" in r.metrics for r in runs for d in decodings)
+    y_template, y_label = (
+        ("gen/{d}/mauve", "MAUVE against the human continuations (higher is closer)")
+        if mauve
+        else (
+            "gt/{d}/sample_nll",
+            "NLL of generated text under the source\n(low = degenerate, near real text = plausible)",
+        )
+    )
+    colors = _colors(runs)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    markers = {}
+    for decoding in decodings:
+        x_key, y_key = f"gen/{decoding}/distinct_4", y_template.format(d=decoding)
+        pts = [(r.metrics.get(x_key), r.metrics.get(y_key), r.objective) for r in runs]
+        pts = [p for p in pts if _finite(p[0], p[1])]
+        if pts:
+            markers[decoding] = DECODING_MARKERS.get(decoding, "o")
+            _scatter(ax, pts, colors, markers[decoding], errors=_errors(runs, x_key, y_key))
+    if not markers:
+        plt.close(fig)
+        return None
+    extra = []
+    human_x = next((r.metrics["gen/human/distinct_4"] for r in runs if "gen/human/distinct_4" in r.metrics), None)
+    if _finite(human_x):
+        ax.axvline(human_x, color="grey", linestyle=":", linewidth=1)
+        extra.append(Line2D([], [], color="grey", linestyle=":", label="real text's distinct-4"))
+    human_y = next((r.metrics.get("gt/human/sample_nll") for r in runs if "gt/human/sample_nll" in r.metrics), None)
+    if not mauve and _finite(human_y):
+        ax.axhline(human_y, color="grey", linestyle="--", linewidth=1)
+        extra.append(Line2D([], [], color="grey", linestyle="--", label="real text's NLL"))
+    ax.set_xlabel("distinct-4 of the continuations (distinct 4-grams / tokens; higher = more diverse)")
+    ax.set_ylabel(y_label)
+    ax.set_title("Quality vs diversity per decoding (95% intervals over seeds)")
+    _legends(ax, colors, markers, extra)
+    return _save(fig, path)
+
+
 def reliability(runs, path: Path) -> Path | None:
     runs = [r for r in runs if r.data.get("reliability")]
     if not runs:
@@ -270,6 +314,7 @@ def make_plots(runs, out_dir: Path) -> list[Path]:
         entropy_vs_nll(runs, out_dir / "entropy_vs_nll.png"),
         validation_curves(runs, out_dir / "validation_nll.png"),
         coverage_vs_quality(runs, out_dir / "coverage_vs_quality.png"),
+        quality_vs_diversity(runs, out_dir / "quality_vs_diversity.png"),
         reliability(runs, out_dir / "reliability.png"),
     ]
     return [p for p in plots if p is not None]

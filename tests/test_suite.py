@@ -106,6 +106,7 @@ def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
         "coverage_vs_quality.png",
         "entropy_vs_nll.png",
         "ppl_vs_repetition.png",
+        "quality_vs_diversity.png",
         "reliability.png",
         "validation_nll.png",
     ]
