@@ -36,7 +36,8 @@ results: bench
 	$(BIN)/python benchmarks/report.py $(SUITE_DIR) --readme README.md --strict
 	mkdir -p benchmarks/results
 	cp $(SUITE_DIR)/report.md benchmarks/results/default_suite.md
-	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png benchmarks/results/
+	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png \
+		$(SUITE_DIR)/plots/quality_vs_diversity.png benchmarks/results/
 
 test: venv
 	$(BIN)/python -m pytest tests

@@ -32,12 +32,16 @@ def _finite(*values) -> bool:
 DECODING_MARKERS = {"greedy": "o", "top_p": "^", "sample": "s", "top_k": "D", "typical": "v", "beam": "P"}
 
 
-def _colors(runs) -> dict[str, tuple]:
+def objective_colors(names) -> dict[str, tuple]:
     """One distinct colour per objective (tab20's dark shades first, so no two look like a pair), the same
-    in every plot."""
+    in every plot of one set of objectives."""
     cmap = plt.get_cmap("tab20")
     order = [*range(0, 20, 2), *range(1, 20, 2)]
-    return {name: cmap(order[i % 20]) for i, name in enumerate(sorted({r.objective for r in runs}))}
+    return {name: cmap(order[i % 20]) for i, name in enumerate(sorted(set(names)))}
+
+
+def _colors(runs) -> dict[str, tuple]:
+    return objective_colors(r.objective for r in runs)
 
 
 def _inlier_limits(values: list[float], floor: float | None = None) -> tuple[float, float]:

@@ -155,13 +155,16 @@ def plot_expected_best(studies: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from benchmarks.plots import objective_colors
+
+    colors = objective_colors([*studies, "mle"])  # the colours of the suite's plots
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for objective, study in sorted(studies.items()):
         curve = expected_best(study["values"], len(study["values"]))
-        ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=objective)
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", label=objective, color=colors[objective])
     ax.set_xlabel("number of tuning trials")
     ax.set_ylabel("expected best validation NLL")
-    ax.set_title("Expected best validation NLL against the tuning budget (Dodge et al. 2019)")
+    ax.set_title("Expected best validation NLL after n trials (Dodge et al. 2019)", fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
