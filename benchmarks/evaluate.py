@@ -46,6 +46,7 @@ GEN_METRICS = (
     "zipf",
     "self_bleu_4",
     "rep_rate",
+    "loop_rate",
     "entropy",
     "copy_rate_8",
 )

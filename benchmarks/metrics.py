@@ -169,6 +169,21 @@ def repeating_tail(seqs: torch.Tensor) -> torch.Tensor:
     return (count > 1) & ((best + 1 >= 3) | (count > 50))
 
 
+def ends_in_loop(seqs: torch.Tensor, max_period: int = 25, min_span: int = 16) -> torch.Tensor:
+    """(N,) bool: the continuation ends in a cycle (objbench's own rule): for some period p ≤ ``max_period``
+    the last max(2p, ``min_span``) tokens repeat with period p. Unlike ``repeating_tail`` it counts a short
+    loop (a 2-token one) at any length of text."""
+    N, L = seqs.shape
+    looping = torch.zeros(N, dtype=torch.bool, device=seqs.device)
+    for p in range(1, min(max_period, L // 2) + 1):
+        span = max(2 * p, min_span)
+        if span > L:
+            break
+        tail = seqs[:, L - span :]
+        looping |= (tail[:, p:] == tail[:, :-p]).all(1)
+    return looping
+
+
 def rep_rate(seqs: torch.Tensor) -> float:
     """Share of continuations that end in a repeated phrase (see ``repeating_tail``; Holtzman et al. 2020
     report their number)."""
@@ -211,6 +226,7 @@ def generation_metrics(seqs: torch.Tensor) -> dict[str, float]:
     out["zipf"] = zipf_coefficient(seqs)
     out["self_bleu_4"] = self_bleu(seqs[:SELF_BLEU_SUBSET], 4)
     out["rep_rate"] = rep_rate(seqs)
+    out["loop_rate"] = ends_in_loop(seqs).double().mean().item()
     return out
 
 
@@ -219,6 +235,7 @@ def per_continuation(seqs: torch.Tensor) -> dict[str, torch.Tensor]:
     report's intervals resample by prompt."""
     out = {f"seq_rep_{n}": seq_rep_per_row(seqs, n) for n in range(1, 5)}
     out["rep_rate"] = repeating_tail(seqs).double()
+    out["loop_rate"] = ends_in_loop(seqs).double()
     return out
 
 

@@ -3,9 +3,10 @@
     python benchmarks/score.py runs/.../samples.jsonl [--json scores.json]
 
 Each line of the file: {"decoding": name, "continuation": [ids], ...}. The text metrics
-(seq_rep_n, uniq_seq, distinct_n, unique_ngram_share_n, hapax_share_n, zipf, self_bleu_4, rep_rate) are
-recomputed from the token ids; per-sample values that need the model, the source or the training data
-(entropy, sample_nll, copy_rate_8), when present, are averaged. Continuations of one decoding must have one length.
+(seq_rep_n, uniq_seq, distinct_n, unique_ngram_share_n, hapax_share_n, zipf, self_bleu_4, rep_rate,
+loop_rate) are recomputed from the token ids; per-sample values that need the model, the source or the
+training data (entropy, sample_nll, copy_rate_8), when present, are averaged. Continuations of one
+decoding must have one length.
 """
 
 from __future__ import annotations

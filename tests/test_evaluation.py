@@ -16,6 +16,7 @@ from benchmarks.metrics import (
     NgramIndex,
     copy_share,
     distinct_n,
+    ends_in_loop,
     in_previous_targets,
     repeating_tail,
     self_bleu,
@@ -39,6 +40,14 @@ def test_repeating_one_4gram():
     assert unique_ngram_share(seq, 4) == pytest.approx(4 / 17)
     assert uniq_seq(seq) == 4
     assert repeating_tail(seq).tolist() == [True]
+    assert ends_in_loop(seq).tolist() == [True]
+
+
+def test_loop_rate_counts_a_short_loop_that_the_repetition_rule_does_not():
+    seq = torch.tensor([list(range(10, 50)) + [3, 4] * 28])  # a 2-token loop, 28 times: under degen's 51
+    assert repeating_tail(seq).tolist() == [False]
+    assert ends_in_loop(seq).tolist() == [True]
+    assert not ends_in_loop(torch.arange(60)[None]).any()
 
 
 def test_all_distinct_tokens():
