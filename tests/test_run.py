@@ -101,7 +101,8 @@ def test_cli_end_to_end(tmp_path):
     expected |= {"gt/entropy_rate", "gt/forward_kl", "gt/reverse_kl"}
     for name in ("greedy", "sample", "top_p", "human"):
         expected |= {
-            f"gen/{name}/{k}" for k in ("uniq_seq", "zipf", "self_bleu_4", "rep_rate", "loop_rate", "entropy", "copy_rate_8")
+            f"gen/{name}/{k}"
+            for k in ("uniq_seq", "zipf", "self_bleu_4", "rep_rate", "loop_rate", "entropy", "copy_rate_8")
         }
         kinds = ("seq_rep", "distinct", "unique_ngram_share", "hapax_share")
         expected |= {f"gen/{name}/{k}_{n}" for k in kinds for n in range(1, 5)}
