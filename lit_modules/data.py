@@ -238,7 +238,6 @@ class TextDataModule(BlockDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.max_train_docs = max_train_docs
         self.tokenizer = None
-        self.tokenizer_path: Path | None = None  # the cached tokenizer file (saved with each run)
         self.test_documents: list[np.ndarray] = []  # token ids of each test document (no EOS)
         if path == "text" and files is None:
             raise DataError(
@@ -293,7 +292,6 @@ class TextDataModule(BlockDataModule):
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         path = self.cache_dir / "tokenizers" / f"{train._fingerprint}-{self.text_field}-{self.vocab_size}.json"
-        self.tokenizer_path = path
         if path.exists():
             try:
                 tok = Tokenizer.from_file(str(path))
