@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench results test gpu-check lint clean
+.PHONY: venv bench results test test-full test-slow gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,16 @@ results: bench
 	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png \
 		$(SUITE_DIR)/plots/quality_vs_diversity.png benchmarks/results/
 
+# two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
+# `make test-slow` only the slow ones (CI runs make test, then make test-slow)
 test: venv
+	$(BIN)/python -m pytest -m "not slow" tests
+
+test-full: venv
 	$(BIN)/python -m pytest tests
+
+test-slow: venv
+	$(BIN)/python -m pytest -m slow tests
 
 # on a CUDA machine: the GPU tests (skipped elsewhere), then the GPT-2 preset's tokens/s and MFU, eager and compiled
 gpu-check: venv

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torchmetrics
+from omegaconf import DictConfig
 
 from benchmarks.metrics import NgramIndex, copy_share, generation_metrics, in_previous_targets, per_continuation
 from lit_modules.decoding import DecodingConfig, generate
@@ -296,3 +297,48 @@ def generate_all(
             mean, sd = mauve_score(features(generated), human_features)
             metrics[f"gen/{name}/mauve"], metrics[f"gen/{name}/mauve_sd"] = mean, sd
     return Generations(metrics, records)
+
+
+def use_mauve(setting, synthetic: bool) -> bool:
+    """eval.mauve: true (the extra must be installed), false, or auto: on for real text when the extra is
+    installed; off on the synthetic source, whose id strings an English sentence encoder cannot read."""
+    from benchmarks import mauve_metric as mauve
+
+    if setting is True:
+        mauve.require()
+        return True
+    if setting is False:
+        return False
+    if synthetic:
+        return False
+    if not mauve.installed():
+        print(f"MAUVE: skipped, the mauve extra is not installed ({mauve.INSTALL})")
+        return False
+    return True
+
+
+def evaluate_run(model, datamodule, decodings: dict, cfg: DictConfig, bf16: bool) -> dict:
+    """tf/, gt/ and gen/ metrics of a trained model on the test split; samples; reliability bins."""
+    source = getattr(datamodule, "source", None)  # exact conditionals: synthetic data only
+    test = datamodule.blocks["test"]
+    tf = teacher_forced(model, test, cfg.eval.batch_size, bf16, cfg.eval.max_batches, source)
+    generations = generate_all(
+        model,
+        datamodule.prompt_blocks(cfg.eval.num_prompts, cfg.eval.prefix_len + cfg.eval.cont_len),
+        decodings,
+        cfg.eval.prefix_len,
+        cfg.eval.cont_len,
+        cfg.eval.batch_size,
+        bf16,
+        cfg.seed,
+        datamodule.decode,
+        source,
+        NgramIndex(datamodule.blocks["train"], 8),
+        mauve=use_mauve(cfg.eval.mauve, synthetic=source is not None),
+    )
+    return {
+        "metrics": {**tf.metrics, **generations.metrics},
+        "samples": generations.records,
+        "entropies": tf.entropies,
+        "reliability": tf.reliability,
+    }

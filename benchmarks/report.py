@@ -31,6 +31,7 @@ import numpy as np
 from benchmarks.cli import config_differences, fail
 from benchmarks.stats import Interval, holm, mean_interval, paired_difference
 from lit_modules.util import atomic_write_text
+from objectives.base import objective_knobs
 
 BASELINE = "mle"
 ALPHA = 0.05  # family-wise error rate of the significance marks (Holm)
@@ -153,7 +154,7 @@ def knob_label(objective: str, knobs: dict) -> str:
 
 def _knobs(run: Run) -> dict:
     cfg = run.config.get("objective", {})
-    return {k: v for k, v in cfg.items() if k not in ("_target_", "search_space")}
+    return objective_knobs(cfg)
 
 
 @dataclass
@@ -502,26 +503,28 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-README_BEGIN, README_END = "<!-- suite-tables:begin -->", "<!-- suite-tables:end -->"
-
-
-def update_readme(path: Path, body: str) -> None:
-    """Replace what lies between the README's suite-tables markers with the report's tables."""
+def update_readme(path: Path, body: str, block: str = "suite-tables") -> None:
+    """Replace what lies between the README's ``<!-- BLOCK:begin -->`` and ``<!-- BLOCK:end -->`` markers
+    with the report's tables."""
+    begin, end_marker = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ValueError(f"--readme {path}: {e.strerror}") from None
-    start, end = text.find(README_BEGIN), text.find(README_END)
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"--readme {path} has no {README_BEGIN} ... {README_END} block to fill")
-    atomic_write_text(path, text[: start + len(README_BEGIN)] + "\n" + body + text[end:])
+        raise ValueError(f"--readme {path} has no {begin} ... {end_marker} block to fill")
+    atomic_write_text(path, text[: start + len(begin)] + "\n" + body + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, help="a directory holding runs (searched recursively)")
     parser.add_argument("--out", type=Path, help="where to write report.md, results.csv, plots/ (default: runs)")
-    parser.add_argument("--readme", type=Path, help="also put the tables into this Markdown file's suite-tables block")
+    parser.add_argument("--readme", type=Path, help="also put the tables into this Markdown file's block (below)")
+    parser.add_argument(
+        "--readme-block", default="suite-tables", help="the block's name: <!-- NAME:begin --> ... <!-- NAME:end -->"
+    )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a job failed (after writing everything; make bench uses it)"
     )
@@ -535,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     body = report.notes + "\n" + report.body
     if args.readme:  # checked before anything is written
         try:
-            update_readme(args.readme, body)
+            update_readme(args.readme, body, args.readme_block)
         except ValueError as e:
             fail(str(e))
     from benchmarks.plots import make_plots

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.cli import CONFIG_DIR, check_config, user_errors_as_one_line
 from lit_modules.util import ConfigError, atomic_write_bytes, atomic_write_text
+from objectives.base import objective_knobs
 
 SPACE_TYPES = ("float", "int", "categorical")
 
@@ -40,7 +41,7 @@ def parse_space(space, objective_cfg: DictConfig) -> dict[str, dict]:
     out = {}
     for knob, spec in space.items():
         where = f"objective.search_space.{knob}"
-        if knob not in objective_cfg or knob in ("_target_", "search_space"):
+        if knob not in objective_knobs(objective_cfg):
             raise ConfigError(f"{where}: {knob!r} is not a knob of this objective")
         if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
             raise ConfigError(f"{where}={spec!r} is malformed; use {{type: float|int|categorical, ...}}")
@@ -211,7 +212,8 @@ def compose_tune(overrides: list[str]) -> DictConfig:
 def tune(cfg: DictConfig, study_dir: Path, objective_name: str, overrides: list[str]) -> dict:
     import optuna
 
-    from benchmarks.run import run, validate
+    from benchmarks.checks import check_run_config
+    from benchmarks.run import run
 
     t = cfg.tune
     raw_space = cfg.objective.get("search_space")
@@ -222,7 +224,7 @@ def tune(cfg: DictConfig, study_dir: Path, objective_name: str, overrides: list[
         raise ConfigError(f"tune.directions={directions} must list minimize/maximize once per metric ({len(metrics)})")
     if not isinstance(t.n_trials, int) or t.n_trials < 1:
         raise ConfigError(f"tune.n_trials={t.n_trials!r} is not allowed; use a positive integer")
-    validate(cfg)
+    check_run_config(cfg)
     single = len(metrics) == 1
     sampler = make_sampler(t, len(metrics))
     pruner = make_pruner(t, cfg.trainer.max_steps) if single else optuna.pruners.NopPruner()
@@ -341,7 +343,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from benchmarks.run import quiet_lightning
+    from benchmarks.tb_logging import quiet_lightning
 
     check_config(sys.argv[1:], config_name="tune")
     quiet_lightning()

@@ -88,7 +88,8 @@ def tune_objective(objective: str, overrides: list[str], out: Path, n_trials: in
 
 def run_seeds(objective: str, knobs: dict, overrides: list[str], seeds: list[int], out: Path) -> None:
     """The suite's jobs of one objective at ``knobs`` (finished ones are skipped, as in the suite)."""
-    from benchmarks.run import finished_results, run
+    from benchmarks.results import finished_results
+    from benchmarks.run import run
     from benchmarks.tune import compose_run
 
     for seed in seeds:
@@ -188,7 +189,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         fail(f"--objectives: {unknown[0]!r} is not available; choose from: {', '.join(available('objective'))}")
     check_config([*overrides, "suite=default"], config_name="tune")
-    from benchmarks.run import quiet_lightning
+    from benchmarks.tb_logging import quiet_lightning
     from benchmarks.tune import compose_run
 
     quiet_lightning()

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lit_modules.synthetic import HMMSource, SourceConfig
-from lit_modules.util import DataError, atomic_save_torch, default_cache_dir
+from lit_modules.util import ConfigError, DataError, atomic_save_torch, default_cache_dir
 
 SPLITS = ("train", "val", "test")
 EOS = "<|endoftext|>"
@@ -167,15 +167,18 @@ class BlockDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
 
 class SyntheticDataModule(BlockDataModule):
     """Independent sequences of the hidden Markov source; the source gives exact conditionals."""
 
     def __init__(self, source: dict, train_tokens: int, val_tokens: int, test_tokens: int, **kwargs) -> None:
         super().__init__(**kwargs)
+        unknown = sorted(set(source) - set(SourceConfig.__dataclass_fields__))
+        if unknown:
+            allowed = ", ".join(SourceConfig.__dataclass_fields__)
+            raise ConfigError(
+                f"data.source.{unknown[0]} is not a setting of the synthetic source; its settings: {allowed}"
+            )
         self.source = HMMSource(SourceConfig(**source))
         self.vocab_size = self.source.cfg.vocab_size
         self.split_tokens = {"train": train_tokens, "val": val_tokens, "test": test_tokens}

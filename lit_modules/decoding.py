@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lit_modules import kernels
 from lit_modules.model import GPT
 from lit_modules.util import ConfigError
-from objectives.base import draw
 
 STRATEGIES = ("greedy", "sample", "beam", "contrastive")
 
@@ -74,13 +74,24 @@ def filter_logits(logits: torch.Tensor, cfg: DecodingConfig) -> torch.Tensor:
     return logits
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of probs (B, V) (weights, need not sum to 1) by inverse CDF -> (B,).
+
+    The same distribution as ``torch.multinomial(probs, 1)``, which draws an exponential variate per
+    vocabulary entry and is much slower on a CPU (benchmarks/results/PERFORMANCE.md).
+    """
+    cdf = probs.double().cumsum(-1)  # (B, V)
+    u = (1.0 - torch.rand(probs.shape[0], 1, generator=generator, device=probs.device, dtype=cdf.dtype)) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(-1).clamp_max(probs.shape[-1] - 1)  # u ∈ (0, total]: p > 0 only
+
+
 NUCLEUS_TRIES = 32  # rejection rounds before the exact sort-based filter takes the rows still pending
 
 
 def sample_token(logits: torch.Tensor, cfg: DecodingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one token per row from logits (B, V) filtered as ``filter_logits`` says -> (B,).
 
-    Top-p without sorting the vocabulary (a sort of (16, 8192) takes 5.5 ms here): draw v from the
+    Top-p without sorting the vocabulary (a sort costs more than the step on a CPU): draw v from the
     whole distribution and keep it iff the mass of the tokens strictly more probable than v is
     below top_p, i.e. v is in the nucleus; redraw the rows that were not. Accepted draws follow p
     restricted to the nucleus and renormalised: exactly top-p sampling (tokens tied at the nucleus
@@ -143,7 +154,7 @@ def generate(
         device, dtype=torch.get_autocast_dtype(device), enabled=torch.is_autocast_enabled(device), cache_enabled=True
     )
     try:
-        with recast, model.decoding_weights(rows=B):
+        with recast, kernels.prepacked_weights(model, rows=B):
             return _decode(model, prompt, max_new_tokens, cfg, generator)
     finally:
         model.train(was_training)

@@ -5,14 +5,14 @@ self-attention through ``scaled_dot_product_attention`` (flash / memory-efficien
 tied input/output embeddings, GPT-2 init with residual projections scaled by 1/sqrt(2·n_layer), and an
 output bias (``head_bias``) that starts at the train split's log unigram (``init_output_bias``).
 
-What objectives use: ``hidden(idx)`` (final-layer states after the last LayerNorm), ``head(h)``
-(logits), ``output_embedding`` (the tied (V, D) matrix, for objectives that score a few rows) and
-``forward(idx, cache=...)`` for incremental decoding with a KV cache.
+What objectives use: ``hidden(idx)`` (final-layer states), ``token_losses`` / ``nll`` / ``map_logits``
+(the LM head in chunks, ``lit_modules/head.py``), ``head(h)`` (logits), ``output_embedding`` (the tied (V, D)
+matrix, to score a few rows) and ``forward(idx, cache=...)`` for decoding with a KV cache. The speed tricks
+(attention kernels, layouts) live in ``lit_modules/kernels.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_modules import head, kernels
+from lit_modules.head import TokenFn
+from lit_modules.kv_cache import KVCache
 from lit_modules.util import ConfigError
 
 
@@ -45,74 +48,12 @@ class GPTConfig:
             raise ConfigError(f"model.dropout={self.dropout} is not allowed; use 0 <= dropout < 1")
 
 
-class KVCache:
-    """Keys and values of every layer, preallocated for ``max_len`` positions.
-
-    ``length`` is the number of positions already written; the next forward call writes
-    positions ``length .. length+T-1``. ``reorder`` selects batch rows (beam search).
-    """
-
-    def __init__(self, n_layer: int, max_len: int) -> None:
-        self.n_layer = n_layer
-        self.max_len = max_len
-        self.length = 0
-        self.keys: list[torch.Tensor | None] = [None] * n_layer
-        self.values: list[torch.Tensor | None] = [None] * n_layer
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, H, T, hd) at the current position; return all keys/values so far."""
-        B, H, T, hd = k.shape
-        if self.keys[layer] is None:
-            self.keys[layer] = k.new_empty(B, H, self.max_len, hd)
-            self.values[layer] = v.new_empty(B, H, self.max_len, hd)
-        keys, values = self.keys[layer], self.values[layer]
-        end = self.length + T
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} positions > max_len={self.max_len}")
-        keys[:, :, self.length : end] = k
-        values[:, :, self.length : end] = v
-        return keys[:, :, :end], values[:, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reorder(self, rows: torch.Tensor) -> None:
-        """Keep batch rows ``rows`` (LongTensor of size B'), e.g. surviving beams."""
-        for i in range(self.n_layer):
-            if self.keys[i] is not None:
-                self.keys[i] = self.keys[i].index_select(0, rows)
-                self.values[i] = self.values[i].index_select(0, rows)
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` that can hold, while a model decodes on a CPU under bf16 autocast, a copy of its weight
-    prepacked in oneDNN's blocked layout (``GPT.decoding_weights``). Autocast's ``F.linear`` hands oneDNN
-    the (out, in) weight, which it re-lays out at every call; at one token per row that is most of the
-    product's time (16 rows: 53 µs packed vs 75 µs for 256 -> 768, 217 vs 317 µs for the head): 0.90x
-    the time of a top-p decoding at the perf shape (8 alternating pairs). The same bf16 products summed in
-    fp32, for some shapes in another order (K = 1024 at 128 rows: 0.4% of the logits one bf16 step apart)."""
-
-    packed: tuple[torch.Tensor, torch.Tensor | None] | None = None  # (weight, bias) in bf16, oneDNN layout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
-            return super().forward(x)
-        weight, bias = self.packed
-        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), weight, bias, "none", [], "")
-
-    def pack(self, rows: int) -> None:
-        """Prepack the weight for inputs of about ``rows`` rows."""
-        weight = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach().to(torch.bfloat16), rows)
-        bias = None if self.bias is None else self.bias.detach().to(torch.bfloat16)
-        self.packed = (weight, bias)
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
-        self.qkv = Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
-        self.proj = Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.proj.is_residual_projection = True  # scaled init, see GPT._init_weights
         self.dropout = cfg.dropout
 
@@ -122,28 +63,17 @@ class CausalSelfAttention(nn.Module):
         # (B, T, D) -> (B, H, T, hd)
         q, k, v = (t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))
         dropout = self.dropout if self.training else 0.0
-        out_dtype = q.dtype
-        # CPU under bf16 autocast, when a backward pass follows: the bf16 flash forward with the fp32 flash
-        # backward (_CPUCausalAttention); where that pairing is not available (dropout, torch.compile,
-        # another torch) the whole kernel in fp32. Without gradients (evaluation, decoding) bf16, and the
-        # KV cache stays bf16.
-        training_on_cpu = q.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled()
-        if training_on_cpu and cache is None and dropout == 0.0 and _CPUCausalAttention.usable(q):
-            y = _CPUCausalAttention.apply(q, k, v)
-        else:
-            if training_on_cpu:
-                q, k, v = q.float(), k.float(), v.float()
-            past = 0
-            if cache is not None:
-                past = cache.length
-                k, v = cache.update(layer, k, v)
-            with torch.autocast("cpu", enabled=False) if training_on_cpu else contextlib.nullcontext():
-                y = self._attend(q, k, v, past, dropout)
-        y = y.to(out_dtype).transpose(1, 2).reshape(B, T, D)  # (B, H, T, hd) -> (B, T, D)
+        if cache is None:
+            y = kernels.causal_attention(q, k, v, dropout)
+        else:  # decoding: the new queries attend to the cached keys and their own
+            past = cache.length
+            k, v = cache.update(layer, k, v)
+            y = self._attend_cached(q, k, v, past, dropout)
+        y = y.transpose(1, 2).reshape(B, T, D)  # (B, H, T, hd) -> (B, T, D)
         return self.proj(y)
 
     @staticmethod
-    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, dropout: float) -> torch.Tensor:
+    def _attend_cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, dropout: float) -> torch.Tensor:
         T = q.shape[2]
         if past == 0:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
@@ -154,46 +84,16 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
-class _CPUCausalAttention(torch.autograd.Function):
-    """Causal attention softmax(q·kᵀ/√d)·v for training on a CPU under bf16 autocast: the bf16 flash
-    kernel's forward (fp32 accumulation, its log-sum-exp kept) and the fp32 flash kernel's backward on
-    the same bf16 values. torch's own kernels, paired differently: SDPA runs both passes in the dtype
-    of its inputs, and on this project's 2-core AMX CPU the bf16 forward is 2.2x faster than the fp32
-    one while the bf16 backward is 1.3x slower than the fp32 one (B=16 H=4 T=256 hd=64): 0.964x the
-    whole training step's time against fp32 both ways (12 alternating pairs of 3-step windows)."""
-
-    @staticmethod
-    def usable(q: torch.Tensor) -> bool:
-        return (
-            q.dtype == torch.bfloat16
-            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward")
-            and not torch.compiler.is_compiling()  # compiled blocks keep SDPA, which inductor knows
-        )
-
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)
-        ctx.save_for_backward(q, k, v, out, logsumexp)
-        return out  # (B, H, T, hd) bf16
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        q, k, v, out, logsumexp = ctx.saved_tensors
-        fp32 = [t.float() for t in (grad_out, q, k, v, out)]
-        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(*fp32, logsumexp, 0.0, True)
-        return tuple(g.to(q.dtype) for g in grads)
-
-
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.fc = Linear(cfg.d_model, 4 * cfg.d_model, bias=cfg.bias)
-        self.proj = Linear(4 * cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.proj.is_residual_projection = True
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # exact (erf) GELU, as nanoGPT: 2.5x faster than GPT-2's tanh form on this project's CPU
+        # exact (erf) GELU, as nanoGPT: faster than GPT-2's tanh form on CPUs (benchmarks/results/PERFORMANCE.md)
         return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
@@ -220,24 +120,22 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.head_bias)
         self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         self.apply(self._init_weights)
         self.compiled_blocks: list[nn.Module] | None = None  # see compile_blocks; a plain list: no extra state
-        self.compile_options: dict | None = None  # set by compile_blocks: the LM-head losses compile too
-        self.compiled_losses: dict = {}  # per-chunk loss functions compiled by objectives.chunked_head
+        self.compile_options: dict | None = None
+        self._compiled_losses: dict = {}  # closed-form LM-head losses compiled with compile_options
 
     def compile_blocks(self, **options) -> None:
-        """``torch.compile`` each block for the passes without a KV cache (training, teacher-forced
-        evaluation), and from then on the objectives' per-chunk LM-head losses (objectives/chunked_head.py)
-        with the same options. Decoding keeps the eager blocks: its lengths change at every step, and
-        one decoding step is too small for compilation to pay off."""
+        """``torch.compile`` the blocks for passes without a KV cache, and the closed-form losses of
+        ``token_losses``. Decoding stays eager: its lengths change at every step."""
         self.compiled_blocks = [torch.compile(block, **options) for block in self.blocks]
         self.compile_options = options
 
     def __getstate__(self) -> dict:
         # copies (e.g. a frozen reference model) and pickles carry the eager blocks only
-        return {**self.__dict__, "compiled_blocks": None, "compile_options": None, "compiled_losses": {}}
+        return {**self.__dict__, "compiled_blocks": None, "compile_options": None, "_compiled_losses": {}}
 
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2: N(0, 0.02), zero biases, residual projections N(0, 0.02/sqrt(2·n_layer)).
@@ -263,16 +161,13 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def init_output_bias(self, unigram_counts: torch.Tensor) -> None:
-        """b = log of the train split's unigram distribution (add-one smoothed), so that the untrained
-        model already predicts the unigram ("init well", Karpathy 2019; for NCE, Labeau & Allauzen 2018
-        initialise the output bias from the noise distribution). Without it every objective first spends
-        ~100 steps on a unigram plateau whose end is chaotic (README, "Why the rows no longer flip"); a
-        bias that starts at zero made that plateau longer, not shorter."""
+        """b = log of the train split's add-one unigram distribution: the untrained model predicts the unigram
+        (Karpathy 2019, "init well"; Labeau & Allauzen 2018 for NCE). README, "Why the rows no longer flip"."""
         if self.lm_head.bias is not None:
             counts = unigram_counts.double().clamp_min(0) + 1.0
             self.lm_head.bias.copy_((counts / counts.sum()).log().to(self.lm_head.bias))
 
-    def num_params(self, non_embedding: bool = True) -> int:
+    def num_params(self, non_embedding: bool = True) -> int:  # as nanoGPT: position embeddings aside
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
 
@@ -288,7 +183,7 @@ class GPT(nn.Module):
         for layer, block in enumerate(blocks):
             x = block(x, cache, layer)
         if cache is not None:
-            cache.advance(T)
+            cache.length += T
         return self.ln_f(x)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
@@ -302,47 +197,26 @@ class GPT(nn.Module):
             h = h[:, -1:]
         return self.head(h)
 
+    def token_losses(
+        self, h: torch.Tensor, loss_fn: TokenFn, *per_token: torch.Tensor, grad_fn: TokenFn | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-token losses loss_fn(logits_t, *per_token_t) of states h (..., D) -> losses (...), stats (...),
+        with the head's logits computed in chunks and never kept (``lit_modules/head.py``). ``grad_fn``: the
+        same loss with its gradient in closed form, used for training instead of autograd."""
+        compiled = None
+        if self.compile_options is not None and grad_fn is not None:
+            if grad_fn not in self._compiled_losses:  # a bound method equals another of the same object
+                self._compiled_losses[grad_fn] = head.compiled_chunk(grad_fn, self.compile_options)
+            compiled = self._compiled_losses[grad_fn]
+        return head.token_losses(self.output_embedding, self.output_bias, h, loss_fn, per_token, grad_fn, compiled)
+
+    def nll(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """States (..., D), next tokens (...) -> −log p(target) (...), through the chunked head."""
+        return self.token_losses(h, head.nll_loss, targets, grad_fn=head.nll_loss_and_grad)[0]
+
+    def map_logits(self, h: torch.Tensor, fn) -> torch.Tensor:
+        """fn(logits) over states h (..., D) in the head's chunks, no gradient (argmax, a draw)."""
+        return head.map_logits(self.output_embedding, self.output_bias, h, fn)
+
     def new_cache(self, max_len: int | None = None) -> KVCache:
         return KVCache(self.cfg.n_layer, max_len or self.cfg.context)
-
-    @contextlib.contextmanager
-    def decoding_weights(self, rows: int):
-        """While decoding (no gradients) on a CPU under bf16 autocast, where oneDNN can: every Linear
-        multiplies with its weight prepacked for ``rows`` rows (``Linear``); elsewhere nothing changes.
-        The weights must not change inside."""
-        linears = [m for m in self.modules() if isinstance(m, Linear)]
-        usable = (
-            self.output_embedding.device.type == "cpu"
-            and not torch.is_grad_enabled()
-            and torch.is_autocast_enabled("cpu")
-            and torch.get_autocast_dtype("cpu") == torch.bfloat16
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        )
-        try:
-            # a oneDNN build without this layout (not x86) raises: the layers not packed stay plain autocast
-            with contextlib.suppress(RuntimeError):
-                for linear in linears if usable else []:
-                    linear.pack(rows)
-            yield
-        finally:
-            for linear in linears:
-                linear.packed = None
-
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt: torch.Tensor,
-        max_new_tokens: int,
-        strategy: str = "greedy",
-        generator: torch.Generator | None = None,
-        **sampling,
-    ) -> torch.Tensor:
-        """KV-cache decoding for objectives that decode: prompts (B, P) -> continuations (B, N).
-
-        ``strategy`` greedy or sample, ``sampling`` temperature / top_k / top_p (lit_modules.decoding).
-        """
-        from lit_modules.decoding import DecodingConfig, generate
-
-        return generate(self, prompt, max_new_tokens, DecodingConfig(strategy=strategy, **sampling), generator)

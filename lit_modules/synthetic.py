@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lit_modules.util import ConfigError
+
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
 _SYLLABLES = [c + v for c in _CONSONANTS for v in _VOWELS]
@@ -35,17 +37,29 @@ class SourceConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_states", "succ", "emit"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"data.source.{name}={getattr(self, name)} is not allowed; use >= 1")
+        def bad(name: str, allowed: str) -> ConfigError:
+            return ConfigError(f"data.source.{name}={getattr(self, name)!r} is not allowed; {allowed}")
+
+        for name in ("vocab_size", "n_states", "succ", "emit", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
+                raise bad(name, "use an integer >= 0" if name == "seed" else "use an integer >= 1")
+        for name in ("zipf_s", "concentration", "smoothing"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise bad(name, "use a number")
         if self.emit > self.vocab_size:
-            raise ValueError(f"data.source.emit={self.emit} is larger than data.source.vocab_size={self.vocab_size}")
+            raise bad("emit", f"it is larger than data.source.vocab_size={self.vocab_size}")
         if self.succ > self.n_states:
-            raise ValueError(f"data.source.succ={self.succ} is larger than data.source.n_states={self.n_states}")
+            raise bad("succ", f"it is larger than data.source.n_states={self.n_states}")
+        if self.zipf_s < 0:
+            raise bad("zipf_s", "use zipf_s >= 0")
+        if self.concentration <= 0:
+            raise bad("concentration", "use concentration > 0")
         if not 0.0 < self.smoothing < 1.0:
-            raise ValueError(f"data.source.smoothing={self.smoothing} is not allowed; use 0 < x < 1")
+            raise bad("smoothing", "use 0 < smoothing < 1")
         if len(_SYLLABLES) * (1 + len(_SYLLABLES)) < self.vocab_size:
-            raise ValueError(f"data.source.vocab_size={self.vocab_size} is too large to render; use <= 4970")
+            raise bad("vocab_size", "it is too large to render; use <= 4970")
 
 
 def word(token_id: int) -> str:

@@ -16,8 +16,7 @@ import torch
 import torchmetrics
 
 from lit_modules.model import GPT, GPTConfig
-from objectives.base import Objective, ObjectiveContext
-from objectives.chunked_head import nll_fn, token_losses
+from objectives.base import Objective, ObjectiveContext, longest_sequence, objective_knobs
 
 
 class LanguageModelSystem(pl.LightningModule):
@@ -29,7 +28,6 @@ class LanguageModelSystem(pl.LightningModule):
         self.optim = dict(optim)
         # Mean over tokens (weighted by count), synced across processes by torchmetrics.
         self.val_nll = torchmetrics.MeanMetric()
-        self.test_nll = torchmetrics.MeanMetric()
         self.val_history: list[tuple[int, float]] = []  # (step, val/nll) at every validation
         self._objective_ready = False
         self._rng_to_restore: dict | None = None
@@ -40,7 +38,7 @@ class LanguageModelSystem(pl.LightningModule):
         """Before training: the output bias from the train split's unigram counts, then the objective's state."""
         if unigram_counts is not None:
             self.model.init_output_bias(unigram_counts)
-        context = min(self.model.cfg.context, block_size + 1)
+        context = longest_sequence(self.model.cfg.context, block_size)
         self.objective.setup(self.model, ObjectiveContext(self.model.cfg.vocab_size, context, unigram_counts))
 
     def setup(self, stage: str) -> None:
@@ -65,9 +63,6 @@ class LanguageModelSystem(pl.LightningModule):
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx)
-
     # ---- training ----
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         out = self.objective(self.model, batch, self.global_step)
@@ -83,8 +78,8 @@ class LanguageModelSystem(pl.LightningModule):
             )
         self._update_throughput(batch)
         if log_step:
-            # only on the steps Lightning writes to the logger: each self.log call costs ~0.5 ms of
-            # Python, as much as a tiny model's forward pass (the progress bar updates on these steps)
+            # only on the steps Lightning writes to the logger: each self.log call costs as much Python
+            # time as a tiny model's forward pass (the progress bar updates on these steps)
             self.log("train/loss", out.loss, prog_bar=True)
             for key, value in out.logs.items():
                 self.log(f"train/{self.objective.name}/{key}", value)
@@ -104,7 +99,7 @@ class LanguageModelSystem(pl.LightningModule):
     # ---- evaluation: full softmax ----
     def _eval_step(self, batch: torch.Tensor, metric: torchmetrics.MeanMetric) -> None:
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        nll = token_losses(self.model, self.model.hidden(inputs), nll_fn, targets)[0]  # (B, T), chunked
+        nll = self.model.nll(self.model.hidden(inputs), targets)  # (B, T), through the chunked head
         metric.update(nll)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -117,14 +112,6 @@ class LanguageModelSystem(pl.LightningModule):
             self.val_history.append((self.global_step, nll.item()))
         self.val_nll.reset()
         self._last_step_time = None  # validation time is not training time
-
-    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_nll)
-
-    def on_test_epoch_end(self) -> None:
-        nll = self.test_nll.compute()
-        self.log_dict({"test/nll": nll, "test/ppl": nll.exp()})
-        self.test_nll.reset()
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         # Lightning's mixed-precision plugin refuses to clip for any fused optimiser because an fp16
@@ -142,7 +129,7 @@ class LanguageModelSystem(pl.LightningModule):
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
         groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
-        # Fused AdamW (4.7 ms vs 20.6 ms a step at the perf shape on this CPU), except under an fp16
+        # Fused AdamW (a fraction of the unfused step's time on CPUs and GPUs), except under an fp16
         # gradient scaler, which cannot unscale before clipping when step() unscales internally.
         scaled = self.trainer is not None and str(self.trainer.precision).startswith("16")
         fused = self.device.type in ("cpu", "cuda") and not scaled
@@ -199,7 +186,7 @@ def build_objective(config: dict) -> Objective:
 
     from objectives.base import KnobError
 
-    knobs = {k: v for k, v in config.items() if k not in ("_target_", "search_space")}
+    knobs = objective_knobs(config)
     cls = hydra.utils.get_class(config["_target_"])
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     for key in knobs:

@@ -86,31 +86,3 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     if on_gpu:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-
-
-_ALLOCATOR_TUNED = False
-
-
-def keep_freed_memory() -> None:
-    """Let glibc keep large freed blocks for reuse instead of returning them to the OS.
-
-    glibc serves every block above its mmap threshold (at most 32 MB) with a fresh mmap and unmaps
-    it on free, so a training step that allocates the same 67 MB buffers again (logits gradients,
-    activations) page-faults and zero-fills them every step: at the perf shape on a 2-core CPU,
-    670 ms a step instead of 420 ms. Raising the mmap and trim thresholds (``mallopt``) keeps them in
-    the heap, as jemalloc or tcmalloc would. A no-op off glibc, or when the user set
-    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (their choice wins).
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED or "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        return
-    _ALLOCATOR_TUNED = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-        libc.mallopt(m_mmap_threshold, 1 << 30)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-    except (OSError, AttributeError):  # not Linux / not glibc
-        pass

@@ -7,13 +7,12 @@ so the gold target gets 1−ε+ε/V), as in torch's ``cross_entropy(label_smooth
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll_, token_losses
+from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from objectives.base import TokenObjective, check_knob
 
 
-class LabelSmoothing(Objective):
+class LabelSmoothing(TokenObjective):
     name = "label_smoothing"
 
     def __init__(self, eps: float = 0.1) -> None:
@@ -21,18 +20,15 @@ class LabelSmoothing(Objective):
         check_knob("eps", eps, 0 <= eps < 1, "use 0 <= eps < 1")
         self.eps = eps
 
-    @closed_form
-    def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
-        """Logits (r, V) -> smoothed cross-entropy; ∂/∂z = p − (1−ε)·onehot(y) − ε/V."""
-        # (1−ε)·ℓ − ε·mean_v log p_v = ℓ + ε·(z_y − mean_v z_v), since log p_v = z_v − z_y − ℓ: the mean
-        # of z is read before z's memory becomes p (= F.cross_entropy(z, y, label_smoothing=ε), tested)
-        z_gap = z.gather(-1, targets[:, None]).squeeze(-1) - z.mean(-1)
-        p, nll = softmax_nll_(z, targets)
-        loss = nll + self.eps * z_gap
-        grad = minus_onehot_(p.sub_(self.eps / z.shape[-1]), targets, 1.0 - self.eps)
-        return TokenLoss(loss, {"nll": nll}, grad)
+    def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        logp = logits.log_softmax(-1)
+        nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+        return TokenLoss((1 - self.eps) * nll - self.eps * logp.mean(-1), {"nll": nll})
 
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
-        inputs, targets = split_batch(batch)
-        losses, stats = token_losses(model, model.hidden(inputs), self.token_loss, targets)
-        return LossOutput(losses.mean(), {"nll": stats["nll"].mean()})
+    def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """∂/∂z = p − (1−ε)·onehot(y) − ε/V. The loss as ℓ + ε·(z_y − mean_v z_v) (log p_v = z_v − z_y − ℓ),
+        read before the logits' memory becomes p."""
+        z_gap = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.mean(-1)
+        p, nll = softmax_nll_(logits, targets)
+        grad = minus_onehot_(p.sub_(self.eps / logits.shape[-1]), targets, 1.0 - self.eps)
+        return TokenLoss(nll + self.eps * z_gap, {"nll": nll}, grad)

@@ -7,13 +7,12 @@ model's own probability of it; η = 1 is MLE.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll_, token_losses
+from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from objectives.base import TokenObjective, check_knob
 
 
-class MixCE(Objective):
+class MixCE(TokenObjective):
     name = "mixce"
 
     def __init__(self, eta: float = 0.5) -> None:
@@ -21,16 +20,15 @@ class MixCE(Objective):
         check_knob("eta", eta, 0 <= eta <= 1, "use 0 <= eta <= 1")
         self.eta = eta
 
-    @closed_form
-    def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
-        """Logits (r, V) -> w_t·ℓ_t with w_t = η + (1−η)·q_t detached; ∂/∂z = w_t·(p − onehot(y))."""
-        p, nll = softmax_nll_(z, targets)
+    def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        nll = -logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
         q = torch.exp(-nll.detach())
+        return TokenLoss((self.eta + (1 - self.eta) * q) * nll, {"nll": nll, "q": q})
+
+    def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """∂/∂z = w_t·(p − onehot(y)), w_t = η + (1−η)·q_t."""
+        p, nll = softmax_nll_(logits, targets)
+        q = torch.exp(-nll)
         weight = self.eta + (1 - self.eta) * q
         grad = minus_onehot_(p, targets).mul_(weight[:, None])
         return TokenLoss(weight * nll, {"nll": nll, "q": q}, grad)
-
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
-        inputs, targets = split_batch(batch)
-        losses, stats = token_losses(model, model.hidden(inputs), self.token_loss, targets)
-        return LossOutput(losses.mean(), {"nll": stats["nll"].mean(), "q": stats["q"].mean()})

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from objectives.base import LossOutput, Objective, split_batch
-from objectives.chunked_head import nll_fn, token_losses
+from lit_modules.head import TokenLoss, nll_loss, nll_loss_and_grad
+from objectives.base import TokenObjective
 
 
-class MLE(Objective):
+class MLE(TokenObjective):
     name = "mle"
 
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
-        inputs, targets = split_batch(batch)
-        nll = token_losses(model, model.hidden(inputs), nll_fn, targets)[0].mean()
-        return LossOutput(loss=nll, logs={"nll": nll.detach()})
+    def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        out = nll_loss(logits, targets)
+        return TokenLoss(out.loss, {"nll": out.loss})
+
+    def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """∂/∂z = p − onehot(y)."""
+        out = nll_loss_and_grad(logits, targets)
+        return TokenLoss(out.loss, {"nll": out.loss}, out.grad)

@@ -77,4 +77,4 @@ class NCE(Objective):
         with torch.no_grad():  # self-normalisation gap E|log Σ_v exp(s_v − log Z)| on a few positions
             sample = h[:: max(1, h.shape[0] // self.gap_positions)]
             gap = (model.head(sample).float().logsumexp(-1) - self.log_z).abs().mean()
-        return LossOutput(loss, {"log_z_gap": gap, "log_z": self.log_z.detach()})
+        return LossOutput(loss, {"log_z_gap": gap, "log_z": self.log_z.detach().clone()})

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_modules.decoding import DecodingConfig, generate
 from objectives.base import (
     LossOutput,
     Objective,
@@ -27,7 +28,6 @@ from objectives.base import (
     check_prefix_fits,
     split_batch,
 )
-from objectives.chunked_head import nll_fn, token_losses
 
 LOSSES = ("dpo", "ipo", "simpo", "orpo")
 REJECTED = ("greedy", "sample", "repeat")
@@ -45,7 +45,7 @@ class Preference(Objective):
         rejected: str = "greedy",
         prefix_len: int = 32,
         cont_len: int = 32,
-        start_step: int = 0,
+        start_step: int = 200,
         gamma: float = 0.5,
         repeat_span: int = 4,
     ) -> None:
@@ -98,16 +98,15 @@ class Preference(Objective):
             span = chosen[:, : self.repeat_span]
             rejected = span.repeat(1, -(-self.cont_len // self.repeat_span))[:, : self.cont_len]
         else:
-            rejected = model.generate(
-                prefix, self.cont_len, strategy="greedy" if self.rejected == "greedy" else "sample"
-            )
+            strategy = "greedy" if self.rejected == "greedy" else "sample"
+            rejected = generate(model, prefix, self.cont_len, DecodingConfig(strategy=strategy))
         return prefix, chosen, rejected
 
     def continuation_logps(self, model: nn.Module, prefix: torch.Tensor, conts: torch.Tensor) -> torch.Tensor:
         """Per-token log π(cont_t | prefix, cont_<t): (B, C)."""
         seq = torch.cat([prefix, conts], dim=1)
         h = model.hidden(seq[:, :-1])[:, prefix.shape[1] - 1 :]  # states that predict the continuation
-        return -token_losses(model, h, nll_fn, conts)[0]
+        return -model.nll(h, conts)
 
     def pairwise(
         self, policy_w: torch.Tensor, policy_l: torch.Tensor, ref_w: torch.Tensor | None, ref_l: torch.Tensor | None
@@ -130,7 +129,7 @@ class Preference(Objective):
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
-        nll = token_losses(model, model.hidden(inputs), nll_fn, targets)[0].mean()
+        nll = model.nll(model.hidden(inputs), targets).mean()
         if step < self.start_step or self.lam == 0:
             return LossOutput(nll, {"nll": nll.detach()})
         if self.uses_reference and not bool(self.reference_taken):

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import nn
 
-from objectives.base import LossOutput, Objective, check_knob, draw, split_batch
-from objectives.chunked_head import map_logits, nll_fn, token_losses
+from lit_modules.decoding import draw
+from objectives.base import LossOutput, Objective, check_knob, split_batch
 
 SCHEDULES = ("linear", "exponential", "inverse_sigmoid")
 MIXES = ("argmax", "sample")
@@ -62,9 +62,9 @@ class ScheduledSampling(Objective):
         """Pass 1: inputs (B, T) -> mixed inputs (B, T); position 0 always keeps the gold token."""
         h = model.hidden(inputs)  # (B, T, D): h[:, t] predicts x_{t+1}
         if self.mix == "argmax":
-            predicted = map_logits(model, h, lambda z: z.argmax(-1))
+            predicted = model.map_logits(h, lambda z: z.argmax(-1))
         else:
-            predicted = map_logits(model, h, lambda z: draw(z.softmax(-1), generator))
+            predicted = model.map_logits(h, lambda z: draw(z.softmax(-1), generator))
         use_model = torch.rand(inputs.shape, device=inputs.device, generator=generator) >= self.gold_probability(step)
         mixed = inputs.clone()
         mixed[:, 1:] = torch.where(use_model[:, 1:], predicted[:, :-1], inputs[:, 1:])
@@ -73,6 +73,6 @@ class ScheduledSampling(Objective):
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
         mixed = self.mix_inputs(model, inputs, step)
-        nll = token_losses(model, model.hidden(mixed), nll_fn, targets)[0].mean()
+        nll = model.nll(model.hidden(mixed), targets).mean()
         replaced = (mixed != inputs).float().mean()
         return LossOutput(nll, {"gold_prob": self.gold_probability(step), "replaced": replaced})

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import nll_fn, token_losses
 
 
 class SimCTG(Objective):
@@ -25,7 +24,7 @@ class SimCTG(Objective):
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         inputs, targets = split_batch(batch)
         h = model.hidden(inputs)  # (B, T, D)
-        nll = token_losses(model, h, nll_fn, targets)[0].mean()
+        nll = model.nll(h, targets).mean()
         unit = F.normalize(h.float(), dim=-1)
         cosine = unit @ unit.transpose(1, 2)  # (B, T, T)
         self_sim = cosine.diagonal(dim1=1, dim2=2)[..., None]  # (B, T, 1), 1 up to rounding

@@ -7,13 +7,12 @@ gives w = 1, plain MLE; larger γ down-weights low-probability tokens more.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, softmax_nll_, token_losses
+from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from objectives.base import TokenObjective, check_knob
 
 
-class TaiLr(Objective):
+class TaiLr(TokenObjective):
     name = "tailr"
 
     def __init__(self, gamma: float = 0.1, min_w: float = 0.2) -> None:
@@ -22,16 +21,17 @@ class TaiLr(Objective):
         check_knob("min_w", min_w, 0 <= min_w <= 1, "use 0 <= min_w <= 1")
         self.gamma, self.min_w = gamma, min_w
 
-    @closed_form
-    def token_loss(self, z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
-        """Logits (r, V) -> w_t·ℓ_t, w_t detached; ∂/∂z = w_t·(p − onehot(y))."""
-        p, nll = softmax_nll_(z, targets)
-        p_gold = torch.exp(-nll.detach())
-        weight = (p_gold / (self.gamma + (1 - self.gamma) * p_gold)).clamp(self.min_w, 1.0)
+    def weight(self, p_gold: torch.Tensor) -> torch.Tensor:
+        return (p_gold / (self.gamma + (1 - self.gamma) * p_gold)).clamp(self.min_w, 1.0)
+
+    def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        nll = -logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+        weight = self.weight(torch.exp(-nll.detach()))
+        return TokenLoss(weight * nll, {"nll": nll, "weight": weight})
+
+    def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """∂/∂z = w_t·(p − onehot(y))."""
+        p, nll = softmax_nll_(logits, targets)
+        weight = self.weight(torch.exp(-nll))
         grad = minus_onehot_(p, targets).mul_(weight[:, None])
         return TokenLoss(weight * nll, {"nll": nll, "weight": weight}, grad)
-
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
-        inputs, targets = split_batch(batch)
-        losses, stats = token_losses(model, model.hidden(inputs), self.token_loss, targets)
-        return LossOutput(losses.mean(), {"nll": stats["nll"].mean(), "weight": stats["weight"].mean()})

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_modules.decoding import DecodingConfig, generate
+from lit_modules.head import TokenLoss, softmax_nll_
 from objectives.base import LossOutput, ObjectiveContext, check_knob, check_prefix_fits
-from objectives.chunked_head import TokenLoss, closed_form, softmax_nll_, token_losses
 from objectives.unlikelihood_token import UnlikelihoodToken
 
 
@@ -34,6 +35,22 @@ def ngram_repeat_mask(seqs: torch.Tensor, n: int) -> torch.Tensor:
     return covered[:, 0, :L] > 0
 
 
+def repeat_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TokenLoss:
+    """Logits (r, V), decoded tokens ŷ (r,), mask (r,) -> mask_t·−log(1 − p(ŷ_t))."""
+    p_token = logits.softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
+    return TokenLoss(-(1.0 - p_token).clamp_min(1e-5).log() * mask)
+
+
+def repeat_loss_and_grad(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TokenLoss:
+    """The same, and ∂/∂z = a_t·(onehot(ŷ) − p), a_t = mask_t·p/(1 − p) (0 where 1 − p is clamped)."""
+    p, _ = softmax_nll_(logits, tokens)
+    p_token = p.gather(-1, tokens[:, None]).squeeze(-1)
+    one_minus_p = (1.0 - p_token).clamp_min(1e-5)
+    a = p_token / one_minus_p * (mask & (1.0 - p_token >= 1e-5))
+    grad = (p * -a[:, None]).scatter_add_(-1, tokens[:, None], a[:, None])
+    return TokenLoss(-one_minus_p.log() * mask, grad=grad)
+
+
 class UnlikelihoodSeq(UnlikelihoodToken):
     name = "unlikelihood_seq"
     full_work_knobs = {"rate": 1.0, "start_step": 0}
@@ -41,8 +58,8 @@ class UnlikelihoodSeq(UnlikelihoodToken):
     def __init__(
         self,
         rate: float = 0.5,
-        prefix_len: int = 50,
-        cont_len: int = 100,
+        prefix_len: int = 32,
+        cont_len: int = 64,
         ngram: int = 4,
         alpha: float = 1.0,
         window: int | None = None,
@@ -67,23 +84,12 @@ class UnlikelihoodSeq(UnlikelihoodToken):
 
     def sequence_loss(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict]:
         prefix = batch[:, : self.prefix_len]
-        cont = model.generate(prefix, self.cont_len, strategy="greedy")  # (B, cont_len), no gradient
+        cont = generate(model, prefix, self.cont_len, DecodingConfig(strategy="greedy"))  # (B, cont_len)
         seq = torch.cat([prefix, cont], dim=1)
         h = model.hidden(seq[:, :-1])[:, self.prefix_len - 1 :]  # states that predict the continuation
         mask = ngram_repeat_mask(cont, self.ngram)
-        loss = token_losses(model, h, self.repeat_loss, cont, mask)[0].mean()
+        loss = model.token_losses(h, repeat_loss, cont, mask, grad_fn=repeat_loss_and_grad)[0].mean()
         return loss, {"seq_ul": loss.detach(), "repeat_share": mask.float().mean()}
-
-    @staticmethod
-    @closed_form
-    def repeat_loss(z: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TokenLoss:
-        """Logits (r, V) -> mask_t·−log(1 − p(ŷ_t)); ∂/∂z = a_t·(onehot(ŷ) − p), a_t = mask_t·p/(1 − p)."""
-        p, _ = softmax_nll_(z, tokens)
-        p_token = p.gather(-1, tokens[:, None]).squeeze(-1)
-        one_minus_p = (1.0 - p_token).clamp_min(1e-5)
-        a = p_token / one_minus_p * (mask & (1.0 - p_token >= 1e-5))
-        grad = (p * -a[:, None]).scatter_add_(-1, tokens[:, None], a[:, None])
-        return TokenLoss(-one_minus_p.log() * mask, grad=grad)
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         use_sequence = step >= self.start_step and torch.rand(()).item() < self.rate

@@ -12,10 +12,9 @@ the memory traffic when T ≪ V.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from objectives.base import LossOutput, Objective, check_knob, split_batch
-from objectives.chunked_head import TokenLoss, closed_form, minus_onehot_, scratch, softmax_nll_, token_losses
+from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from objectives.base import TokenObjective, check_knob
 
 
 def candidate_positions(inputs: torch.Tensor, targets: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -45,7 +44,7 @@ def candidate_mask(inputs: torch.Tensor, targets: torch.Tensor, vocab_size: int,
     return mask > 0
 
 
-class UnlikelihoodToken(Objective):
+class UnlikelihoodToken(TokenObjective):
     name = "unlikelihood_token"
 
     def __init__(self, alpha: float = 1.0, window: int | None = None) -> None:
@@ -54,28 +53,32 @@ class UnlikelihoodToken(Objective):
         check_knob("window", window, window is None or window >= 1, "use null (whole context) or an integer >= 1")
         self.alpha, self.window = alpha, window
 
-    @closed_form
-    def token_loss(self, z: torch.Tensor, targets: torch.Tensor, context: torch.Tensor, counted: torch.Tensor):
-        """Logits (r, V), context ids (r, S), counted (r, S) -> ℓ_t + α·Σ_s counted·−log(1 − p(x_s)).
+    def per_token_inputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context ids x_s (B, T, S) at every t, and which of them count as candidates (B, T, S)."""
+        B, T = inputs.shape
+        return inputs[:, None, :].expand(B, T, T), candidate_positions(inputs, targets, self.window)
 
-        With a_s = counted·p(x_s)/(1 − p(x_s)) (0 where 1 − p is clamped):
-        ∂/∂z = p − onehot(y) + α·(Σ_s a_s·onehot(x_s) − (Σ_s a_s)·p).
-        """
-        p, nll = softmax_nll_(z, targets)
+    def token_loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, context: torch.Tensor, counted: torch.Tensor
+    ) -> TokenLoss:
+        """Logits (r, V), context ids (r, S), counted (r, S) -> ℓ_t + α·Σ_s counted·−log(1 − p(x_s))."""
+        logp = logits.log_softmax(-1)
+        nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+        unlikelihood = -((1.0 - logp.exp().gather(-1, context)).clamp_min(1e-5).log() * counted).sum(-1)
+        stats = {"nll": nll, "ul": unlikelihood, "candidates": counted.sum(-1).float()}
+        return TokenLoss(nll + self.alpha * unlikelihood, stats)
+
+    def token_loss_and_grad(
+        self, logits: torch.Tensor, targets: torch.Tensor, context: torch.Tensor, counted: torch.Tensor
+    ) -> TokenLoss:
+        """With a_s = counted·p(x_s)/(1 − p(x_s)) (0 where 1 − p is clamped):
+        ∂/∂z = p − onehot(y) + α·(Σ_s a_s·onehot(x_s) − (Σ_s a_s)·p)."""
+        p, nll = softmax_nll_(logits, targets)
         p_context = p.gather(-1, context)  # (r, S): p_t(x_s)
         one_minus_p = (1.0 - p_context).clamp_min(1e-5)
         unlikelihood = -(one_minus_p.log() * counted).sum(-1)
         a = p_context / one_minus_p * (counted & (1.0 - p_context >= 1e-5))
-        grad = scratch(p).mul_(1.0 - self.alpha * a.sum(-1, keepdim=True))  # p's own memory: no new (r, V) buffer
-        grad = grad.scatter_add_(-1, context, self.alpha * a)
-        grad = minus_onehot_(grad, targets)
+        grad = p.mul_(1.0 - self.alpha * a.sum(-1, keepdim=True))  # p's own memory: no new (r, V) buffer
+        grad = minus_onehot_(grad.scatter_add_(-1, context, self.alpha * a), targets)
         stats = {"nll": nll, "ul": unlikelihood, "candidates": counted.sum(-1).float()}
         return TokenLoss(nll + self.alpha * unlikelihood, stats, grad)
-
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
-        inputs, targets = split_batch(batch)
-        B, T = inputs.shape
-        counted = candidate_positions(inputs, targets, self.window)  # (B, T, S)
-        context = inputs[:, None, :].expand(B, T, T)  # (B, T, S): x_s for every t
-        losses, stats = token_losses(model, model.hidden(inputs), self.token_loss, targets, context, counted)
-        return LossOutput(losses.mean(), {key: value.mean() for key, value in stats.items()})

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -90,3 +91,44 @@ class NaNAtStep(_mle()):
         if step >= self.step:
             out.loss = out.loss * float("nan")
         return out
+
+
+def _nce():
+    from objectives.nce import NCE
+
+    return NCE
+
+
+class KilledOnce(_nce()):
+    """A test-only objective: NCE (random noise draws: a resume must restore the RNG), but the process
+    SIGKILLs itself at ``step`` of its ``run``-th setup (the run, or the tuner's trial), once: ``marker``
+    records the kill. Faults land at a known step, not after a sleep."""
+
+    name = "killed_once"
+
+    def __init__(self, step: int = 1, marker: str = "killed", run: int = 1, k: int = 1024, noise_power: float = 0.75,
+                 log_z: float = 0.0, learn_log_z: bool = False, gap_positions: int = 64) -> None:  # fmt: skip
+        super().__init__(k, noise_power, log_z, learn_log_z, gap_positions)
+        self.step, self.marker, self.run = step, Path(marker), run
+
+    def setup(self, model, context) -> None:
+        super().setup(model, context)
+        runs = self.marker.with_suffix(".runs")
+        runs.write_text(str(int(runs.read_text() or 0) + 1) if runs.exists() else "1")
+
+    def forward(self, model, batch, step):
+        runs = int(self.marker.with_suffix(".runs").read_text())
+        if step == self.step and runs == self.run and not self.marker.exists():
+            import os
+            import signal
+
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(model, batch, step)
+
+
+def full_logits_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token −log p(y_t) (B, T) from the full logits (B, T, V), in fp32: the plain reference."""
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(
+        targets
+    )

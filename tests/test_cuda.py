@@ -6,11 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import TINY, TINY_SYNTHETIC, compose
+from conftest import TINY, TINY_SYNTHETIC, compose, full_logits_nll
 
 from lit_modules.model import GPT, GPTConfig
-from objectives.base import token_nll
-from objectives.chunked_head import nll_fn
 from objectives.entropy_penalty import EntropyPenalty
 from objectives.label_smoothing import LabelSmoothing
 from objectives.mixce import MixCE
@@ -46,7 +44,7 @@ DETERMINISTIC = {  # objectives that draw nothing: CPU and GPU must agree to rou
 
 @pytest.mark.parametrize("name", sorted(DETERMINISTIC))
 def test_objective_on_the_gpu_equals_the_cpu(name, monkeypatch):
-    import objectives.chunked_head as chunked
+    import lit_modules.head as chunked
 
     monkeypatch.setattr(chunked, "GPU_CHUNK_ELEMENTS", 7 * V)  # several chunks on the GPU, the last partial
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # fp32 against fp32
@@ -63,7 +61,7 @@ def test_objective_on_the_gpu_equals_the_cpu(name, monkeypatch):
 
 
 def test_chunked_head_under_bf16_autocast_matches_full_logits(monkeypatch):
-    import objectives.chunked_head as chunked
+    import lit_modules.head as chunked
 
     monkeypatch.setattr(chunked, "GPU_CHUNK_ELEMENTS", 7 * V)
     model, ids = small_model().cuda(), batch().cuda()
@@ -76,8 +74,8 @@ def test_chunked_head_under_bf16_autocast_matches_full_logits(monkeypatch):
         losses.mean().backward()
         return losses.detach(), [p.grad.clone() for p in model.parameters()]
 
-    full, full_grads = grads(lambda: token_nll(model(inputs), targets))
-    fused, fused_grads = grads(lambda: chunked.token_losses(model, model.hidden(inputs), nll_fn, targets)[0])
+    full, full_grads = grads(lambda: full_logits_nll(model(inputs), targets))
+    fused, fused_grads = grads(lambda: model.nll(model.hidden(inputs), targets))
     assert torch.allclose(full, fused, rtol=1e-2, atol=1e-2)
     for a, b in zip(full_grads, fused_grads, strict=True):
         assert (a - b).norm() <= 1e-2 * a.norm() + 1e-8
@@ -99,7 +97,7 @@ def test_run_trains_on_the_gpu_in_bf16_with_compiled_blocks(tmp_path):
 @pytest.mark.parametrize("name", ["mle", "label_smoothing", "unlikelihood_token"])
 def test_compiled_chunk_loss_on_the_gpu_matches_eager(name, monkeypatch):
     """trainer.compile on a GPU: the per-chunk loss fused by inductor (Triton) gives the eager loss and gradients."""
-    import objectives.chunked_head as chunked
+    import lit_modules.head as chunked
 
     monkeypatch.setattr(chunked, "GPU_CHUNK_ELEMENTS", 7 * V)
     results = []
@@ -110,7 +108,7 @@ def test_compiled_chunk_loss_on_the_gpu_matches_eager(name, monkeypatch):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = objective(model, batch().cuda(), 0).loss
         loss.backward()
-        results.append((loss.item(), [p.grad for p in model.parameters()], len(model.compiled_losses)))
+        results.append((loss.item(), [p.grad for p in model.parameters()], len(model._compiled_losses)))
     (eager, eager_grads, _), (compiled, compiled_grads, n_compiled) = results
     assert n_compiled == 1
     assert math.isclose(eager, compiled, rel_tol=1e-3), (eager, compiled)

@@ -149,3 +149,30 @@ def test_corpus_splits_plays_into_scenes_and_poems_into_chunks():
     ]
     poem = "\n".join(f"line {i}" for i in range(POEM_LINES + 5))
     assert [len(d.split(" line ")) for d in documents(poem)] == [POEM_LINES, 5]
+
+
+def test_step_batches_shard_the_epoch_across_ranks_and_resume_exactly():
+    """World size 3: at every step the ranks read disjoint rows; over a data epoch together they read every
+    row of the permutation once (the remainder aside); a sampler started at step s yields what the
+    uninterrupted one yields from s on; the next epoch is another permutation."""
+    from lit_modules.data import StepBatches
+
+    n_rows, batch, world = 50, 4, 3
+    per_epoch = n_rows // (batch * world)  # 4 steps, 48 rows
+    ranks = [
+        list(StepBatches(n_rows, batch, seed=7, total_steps=2 * per_epoch, rank=r, world_size=world))
+        for r in range(world)
+    ]
+    for step in range(2 * per_epoch):
+        rows = [set(ranks[r][step]) for r in range(world)]
+        assert all(len(r) == batch for r in rows) and not (rows[0] & rows[1] or rows[0] & rows[2] or rows[1] & rows[2])
+    first_epoch = [row for step in range(per_epoch) for r in range(world) for row in ranks[r][step]]
+    assert len(set(first_epoch)) == per_epoch * batch * world
+    second_epoch = [row for step in range(per_epoch, 2 * per_epoch) for r in range(world) for row in ranks[r][step]]
+    assert first_epoch != second_epoch
+    resumed = list(
+        StepBatches(n_rows, batch, seed=7, start_step=3, total_steps=2 * per_epoch, rank=1, world_size=world)
+    )
+    assert resumed == ranks[1][3:]
+    with pytest.raises(DataError, match="fewer than one batch"):
+        StepBatches(10, 4, seed=0, world_size=3)

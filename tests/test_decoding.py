@@ -93,30 +93,39 @@ def test_sample_token_follows_the_filtered_distribution(cfg, tries, monkeypatch)
 
 @pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="oneDNN bf16 not supported here")
 def test_prepacked_decoding_weights_match_autocast(monkeypatch):
-    from lit_modules.model import Linear
+    from torch import nn
+
+    from lit_modules import kernels
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=300, context=40, n_layer=2, n_head=4, d_model=256)).eval()  # MLP K = 1024
-    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert len(linears) == 2 * 4 + 1  # qkv, proj, fc, proj per block, the head
+
+    def packed(m):
+        return "forward" in vars(m)  # the instance's own forward: the prepacked product
+
     for rows in (16, 128):  # at 128 rows oneDNN sums K = 1024 in another order than for the plain weight
         prompt = torch.randint(0, 300, (rows, 1))
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             plain = model(prompt)
-            with model.decoding_weights(rows=rows):
-                assert all(m.packed is not None for m in linears)
-                packed = model(prompt)
-        assert all(m.packed is None for m in linears)  # released on exit
-        assert packed.dtype == plain.dtype == torch.bfloat16
+            with kernels.prepacked_weights(model, rows=rows):
+                assert all(packed(m) for m in linears)
+                prepacked = model(prompt)
+            with kernels.plain_kernels(), kernels.prepacked_weights(model, rows=rows):  # the switch: off
+                assert not any(packed(m) for m in linears)
+        assert not any(packed(m) for m in linears)  # released on exit
+        assert prepacked.dtype == plain.dtype == torch.bfloat16
         # the same bf16 products summed in fp32: at most a rounding apart (one bf16 step is 2^-7 relative)
-        torch.testing.assert_close(packed.float(), plain.float(), rtol=2**-6, atol=1e-2)
-    with model.decoding_weights(rows=4):  # with gradients, or without autocast: untouched
-        assert all(m.packed is None for m in linears)
+        torch.testing.assert_close(prepacked.float(), plain.float(), rtol=2**-6, atol=1e-2)
+    with kernels.prepacked_weights(model, rows=4):  # with gradients, or without autocast: untouched
+        assert not any(packed(m) for m in linears)
 
     packs = []
-    monkeypatch.setattr(Linear, "pack", lambda self, rows: packs.append(rows))
+    real = kernels._packed_forward
+    monkeypatch.setattr(kernels, "_packed_forward", lambda w, b: packs.append(w) or real(w, b))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         generate(model, torch.randint(0, 300, (3, 4)), 5, DecodingConfig(strategy="greedy"))
-    assert packs == [3] * len(linears)  # generate packs every linear layer for its rows
+    assert len(packs) == len(linears)  # generate packs every linear layer
     generate(model, torch.randint(0, 300, (3, 4)), 5, DecodingConfig(strategy="greedy"))  # fp32: no packing
     assert len(packs) == len(linears)

@@ -80,47 +80,6 @@ def test_compiled_blocks_match_eager(model):
     torch.testing.assert_close(model(idx, cache=cache), eager)  # the eager blocks with a cache
 
 
-def test_cpu_training_attention_pairs_bf16_forward_with_fp32_backward(model, monkeypatch):
-    """CPU training under bf16 autocast: the attention is the bf16 flash forward + the fp32 flash backward
-    (lit_modules.model._CPUCausalAttention). Its output and gradients match fp64 attention of the same bf16
-    q, k, v; a training step through the model routes there and gives the gradients of the fp32 path."""
-    from lit_modules import model as model_module
-
-    attention = model_module._CPUCausalAttention
-    q, k, v = (torch.randn(2, 4, 24, 16).bfloat16().requires_grad_() for _ in range(3))
-    if not attention.usable(q):
-        pytest.skip("this torch lacks the CPU flash attention backward op")
-    grad_out = torch.randn(2, 4, 24, 16).bfloat16()
-    out = attention.apply(q, k, v)
-    grads = torch.autograd.grad(out, (q, k, v), grad_out)
-    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    ref = torch.nn.functional.scaled_dot_product_attention(q64, k64, v64, is_causal=True)
-    ref_grads = torch.autograd.grad(ref, (q64, k64, v64), grad_out.double())
-    assert out.dtype == torch.bfloat16 and all(g.dtype == torch.bfloat16 for g in grads)
-    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=1e-2)
-    for g, r in zip(grads, ref_grads, strict=True):
-        assert ((g.double() - r).norm() / r.norm()).item() < 5e-3  # 0.2% here; SDPA all in bf16: 0.3%
-
-    idx = torch.randint(0, 97, (2, 13))
-    model.train()
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(idx[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten())
-        return loss, torch.autograd.grad(loss, list(model.parameters()))
-
-    ran = []
-    monkeypatch.setattr(attention, "forward", lambda ctx, *a, f=attention.forward: ran.append(1) or f(ctx, *a))
-    loss, grads = step()
-    assert len(ran) == model.cfg.n_layer  # every layer took it
-    monkeypatch.setattr(attention, "usable", staticmethod(lambda q: False))  # the fp32 SDPA path
-    fp32_loss, fp32_grads = step()
-    assert abs(loss.item() - fp32_loss.item()) < 1e-3
-    for g, r in zip(grads, fp32_grads, strict=True):
-        assert ((g - r).norm() / r.norm().clamp_min(1e-12)).item() < 1.5e-2  # 0.5% here: bf16 rounding
-
-
 def test_output_bias_starts_at_the_log_unigram():
     """The untrained model already predicts the train split's unigram distribution (add-one smoothed)."""
     torch.manual_seed(0)

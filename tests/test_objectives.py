@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose
+from conftest import compose, full_logits_nll
 
+from lit_modules.decoding import DecodingConfig, generate
 from lit_modules.model import GPT, GPTConfig
-from objectives.base import KnobError, ObjectiveContext, token_nll
-from objectives.chunked_head import nll_fn
+from objectives.base import KnobError, ObjectiveContext, TokenObjective
 from objectives.entropy_penalty import EntropyPenalty
 from objectives.label_smoothing import LabelSmoothing
 from objectives.mixce import MixCE
@@ -244,6 +244,25 @@ def test_nce_gradient_agrees_with_mle_for_large_k(model, batch):
     assert F.cosine_similarity(g_mle, g_nce, dim=0).item() > 0.9
 
 
+def test_nce_learns_log_z_only_when_asked(model, batch):
+    """learn_log_z: log Z is a parameter with a gradient, and a
+    step of SGD moves it; fixed (the default) it gets none and stays where the config put it."""
+    fixed = nce_objective(model, 8, log_z=0.5)
+    assert not fixed.log_z.requires_grad
+    fixed(model, batch, 0).loss.backward()
+    assert fixed.log_z.grad is None and fixed.log_z.item() == 0.5
+    learned = nce_objective(model, 8, log_z=0.5, learn_log_z=True)
+    optimizer = torch.optim.SGD([learned.log_z], lr=0.1)
+    torch.manual_seed(0)
+    out = learned(model, batch, 0)
+    out.loss.backward()
+    grad = learned.log_z.grad.item()
+    optimizer.step()
+    assert grad != 0 and learned.log_z.item() == pytest.approx(0.5 - 0.1 * grad)
+    assert out.logs["log_z"].item() == 0.5  # logged before the step
+    assert "log_z" in dict(learned.named_parameters())  # so the optimiser of the system sees it
+
+
 def mle_loss_tensor(model, batch):
     return MLE()(model, batch, 0).loss
 
@@ -270,12 +289,12 @@ def test_nce_full_softmax_nll_is_close_to_mle_after_a_short_run(tmp_path):
 
 # ---- scheduled sampling ----
 class ConstantModel(torch.nn.Module):
-    """Always predicts token c: every state is e_c, the output embedding 10·I."""
+    """Always predicts token c: every state is e_c, the output embedding scale·I."""
 
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, scale: float = 10.0) -> None:
         super().__init__()
         self.c = c
-        self.output_embedding = 10.0 * torch.eye(V)
+        self.output_embedding = scale * torch.eye(V)
         self.output_bias = None
 
     def hidden(self, idx):
@@ -283,6 +302,9 @@ class ConstantModel(torch.nn.Module):
 
     def forward(self, idx):
         return self.hidden(idx) @ self.output_embedding.T
+
+    def map_logits(self, h, fn):  # as the model's: fn on (rows, V) logits
+        return fn(h.flatten(0, -2) @ self.output_embedding.T).view(h.shape[:-1])
 
 
 def test_scheduled_sampling_replaces_inputs_with_previous_predictions(batch):
@@ -301,6 +323,20 @@ def test_scheduled_sampling_shift_uses_the_prediction_made_at_t_minus_1(model, b
         predicted = model(inputs).argmax(-1)
     mixed = objective.mix_inputs(model, inputs, step=0)
     assert torch.equal(mixed[:, 1:], predicted[:, :-1])
+
+
+def test_scheduled_sampling_mix_sample_draws_from_the_model(model, batch):
+    """mix=sample: replacements are draws from p(· | x_<t): a model certain of token 7 gives 7 everywhere, an
+    uncertain one gives draws that differ from its argmax somewhere, reproducibly under one generator."""
+    objective = ScheduledSampling(schedule="linear", k=0.0, c=0.0, min_gold=0.0, mix="sample")
+    inputs = batch[:, :-1]
+    mixed = objective.mix_inputs(ConstantModel(7, scale=100.0), inputs, step=0)
+    assert (mixed[:, 1:] == 7).all() and torch.equal(mixed[:, 0], inputs[:, 0])
+    with torch.no_grad():
+        argmax = model(inputs).argmax(-1)
+    draws = [objective.mix_inputs(model, inputs, 0, torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    assert not torch.equal(draws[0][:, 1:], argmax[:, :-1])
 
 
 def test_scheduled_sampling_schedules_and_gold_one_is_mle(model, batch):
@@ -329,7 +365,7 @@ def test_unlikelihood_seq_loss_formula(model, batch):
     objective.setup(model, ObjectiveContext(vocab_size=V, context=32))
     loss = objective(model, batch, 0).loss.item()
     prefix = batch[:, :4]
-    cont = model.generate(prefix, 12)
+    cont = generate(model, prefix, 12, DecodingConfig())
     with torch.no_grad():
         total = 0.0
         for b in range(cont.shape[0]):
@@ -374,7 +410,18 @@ def test_pairs_come_from_the_right_spans(model, batch):
     assert torch.equal(prefix, batch[:, :4]) and torch.equal(chosen, batch[:, 4:9])
     assert torch.equal(rejected, torch.cat([batch[:, 4:6], batch[:, 4:6], batch[:, 4:5]], 1))
     _, _, greedy = preference(model, rejected="greedy").make_pairs(model, batch)
-    assert torch.equal(greedy, model.generate(batch[:, :4], 5))
+    assert torch.equal(greedy, generate(model, batch[:, :4], 5, DecodingConfig()))
+
+
+def test_rejected_sample_is_the_models_own_sampled_continuation(model, batch):
+    objective = preference(model, rejected="sample")
+    torch.manual_seed(5)
+    prefix, _, rejected = objective.make_pairs(model, batch)
+    torch.manual_seed(5)
+    expected = generate(model, batch[:, :4], 5, DecodingConfig(strategy="sample"))
+    assert torch.equal(rejected, expected)
+    greedy = generate(model, batch[:, :4], 5, DecodingConfig(strategy="greedy"))
+    assert not torch.equal(rejected, greedy)  # an untrained model's draws are not its argmax
 
 
 @pytest.mark.parametrize("loss_name", ["dpo", "ipo", "simpo", "orpo"])
@@ -451,51 +498,110 @@ def test_prefix_plus_continuation_must_fit_the_context(model):
         objective.setup(model, ObjectiveContext(vocab_size=V, context=32))
 
 
-# ---- the chunked LM head: values and gradients equal the plain (B, T, V) computation ----
-def closed_form_cases():
-    from objectives.unlikelihood_token import candidate_positions
+# ---- closed forms: every TokenObjective's token_loss_and_grad equals autograd of its token_loss ----
+def token_objectives():
+    """An instance of every TokenObjective subclass, at knobs where every branch of its formula acts."""
+    import importlib
+    import pkgutil
 
+    import objectives
+
+    for module in pkgutil.iter_modules(objectives.__path__):
+        importlib.import_module(f"objectives.{module.name}")
+    special = {  # knob values that reach both sides of a hinge or a reduction
+        "entropy_penalty": [EntropyPenalty(lam=0.7), EntropyPenalty(lam=0.7, threshold=1.5), EntropyPenalty(lam=0)],
+        "label_smoothing": [LabelSmoothing(eps=0.2)],
+        "mixce": [MixCE(eta=0.3)],
+        "tailr": [TaiLr(gamma=0.4, min_w=0.1)],
+        "unlikelihood_token": [UnlikelihoodToken(alpha=0.8)],
+    }
+    found, stack = [], [TokenObjective]
+    while stack:
+        for cls in stack.pop().__subclasses__():
+            stack.append(cls)
+            if cls.token_loss_and_grad is not None and "token_loss_and_grad" in vars(cls):
+                found += special.get(cls.name, [cls()])
+    return found
+
+
+CLOSED_FORMS = token_objectives()
+
+
+@pytest.mark.parametrize("objective", CLOSED_FORMS, ids=lambda o: o.name)
+def test_closed_form_gradient_is_autograds(objective):
+    """∂ℓ/∂z of the closed form equals autograd of the plain formula, and so do the loss and the stats."""
     g = torch.Generator().manual_seed(3)
-    r, Vc = 12, 37
-    y = torch.randint(0, Vc, (r,), generator=g)
-    inputs = torch.randint(0, 6, (2, 6), generator=g)  # few distinct ids: repeats in the context
-    counted = candidate_positions(inputs, y.view(2, 6), None).flatten(0, 1)  # (12, 6)
-    context = inputs[:, None, :].expand(2, 6, 6).flatten(0, 1)
-    mask = torch.rand(r, generator=g) < 0.5
-    return [
-        ("mle", nll_fn, (y,)),
-        ("entropy_penalty", EntropyPenalty(lam=0.7).token_loss, (y,)),
-        ("entropy_penalty_hinge", EntropyPenalty(lam=0.7, threshold=1.5).token_loss, (y,)),  # both sides
-        ("entropy_penalty_lam0", EntropyPenalty(lam=0.0).token_loss, (y,)),  # the gradient is MLE's
-        ("label_smoothing", LabelSmoothing(eps=0.2).token_loss, (y,)),
-        ("mixce", MixCE(eta=0.3).token_loss, (y,)),
-        ("tailr", TaiLr(gamma=0.4, min_w=0.1).token_loss, (y,)),
-        ("unlikelihood_token", UnlikelihoodToken(alpha=0.8).token_loss, (y, context, counted)),
-        ("unlikelihood_seq", UnlikelihoodSeq.repeat_loss, (y, mask)),
-    ]
-
-
-@pytest.mark.parametrize("case", range(len(closed_form_cases())), ids=lambda i: closed_form_cases()[i][0])
-def test_closed_form_gradient_is_autograds(case):
-    """Each objective's closed-form ∂ℓ/∂z equals autograd's on the same per-token loss."""
-    _, fn, extra = closed_form_cases()[case]
-    z = torch.randn(12, 37, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 3
+    B, T, Vc = 2, 6, 37
+    inputs = torch.randint(0, 6, (B, T), generator=g)  # few distinct ids: repeats in the context
+    targets = torch.randint(0, Vc, (B, T), generator=g)
+    extra = [x.flatten(0, 1) for x in objective.per_token_inputs(inputs, targets)]
+    z = torch.randn(B * T, Vc, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 3
     z[0, :5] = 12.0  # a confident row: p near 1 for some tokens, the clamps of 1 − p are exercised
-    closed = fn(z.clone(), *extra)  # the training path: z's memory is reused in place
+    y = targets.flatten()
+    closed = objective.token_loss_and_grad(z.clone(), y, *extra)  # may overwrite its logits
     leaf = z.clone().requires_grad_()
-    auto = fn(leaf, *extra)
+    auto = objective.token_loss(leaf, y, *extra)
     (auto_grad,) = torch.autograd.grad(auto.loss.sum(), leaf)
     assert torch.allclose(closed.grad, auto_grad, atol=1e-10), (closed.grad - auto_grad).abs().max()
     assert torch.allclose(closed.loss, auto.loss.detach(), atol=1e-12)
+    assert closed.stats.keys() == auto.stats.keys()
     for key, value in closed.stats.items():
         assert torch.allclose(value, auto.stats[key].detach(), atol=1e-12), key
+
+
+def test_every_closed_form_is_tested():
+    assert {o.name for o in CLOSED_FORMS} >= {
+        "mle",
+        "entropy_penalty",
+        "label_smoothing",
+        "mixce",
+        "tailr",
+        "unlikelihood_token",
+    }
+
+
+def test_sequence_unlikelihood_closed_form_is_autograds():
+    from objectives.unlikelihood_seq import repeat_loss, repeat_loss_and_grad
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(12, 37, generator=g, dtype=torch.float64) * 3
+    z[0, :5] = 12.0
+    tokens, mask = torch.randint(0, 37, (12,), generator=g), torch.rand(12, generator=g) < 0.5
+    tokens[0] = 0  # the confident row's own token: 1 − p is clamped there
+    closed = repeat_loss_and_grad(z.clone(), tokens, mask)
+    leaf = z.clone().requires_grad_()
+    auto = repeat_loss(leaf, tokens, mask)
+    (auto_grad,) = torch.autograd.grad(auto.loss.sum(), leaf)
+    assert torch.allclose(closed.grad, auto_grad, atol=1e-10)
+    assert torch.allclose(closed.loss, auto.loss.detach(), atol=1e-12)
+
+
+def test_a_token_objective_without_a_closed_form_trains_through_autograd(model, batch):
+    """The plain path: a TokenObjective with token_loss only gets autograd's gradient through the head."""
+
+    class PlainLabelSmoothing(TokenObjective):
+        name = "plain"
+
+        def token_loss(self, logits, targets):
+            return LabelSmoothing(eps=0.2).token_loss(logits, targets)
+
+    grads = []
+    for objective in (PlainLabelSmoothing(), LabelSmoothing(eps=0.2)):
+        model.zero_grad()
+        out = objective(model, batch, 0)
+        out.loss.backward()
+        grads.append((out.loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (plain_loss, plain), (closed_loss, closed) = grads
+    torch.testing.assert_close(plain_loss, closed_loss)
+    for a, b in zip(plain, closed, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 def test_chunked_head_matches_full_logits(model, batch, bf16, monkeypatch):
     """Losses, and gradients for a non-uniform weighting of them (the output bias's too), equal those
     through model(x)."""
-    import objectives.chunked_head as chunked
+    import lit_modules.head as chunked
 
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 3 * V)  # several chunks, the last one partial
     model.init_output_bias(torch.arange(V, dtype=torch.float64) ** 2)  # logits h·Eᵀ + b, b far from 0
@@ -509,8 +615,8 @@ def test_chunked_head_matches_full_logits(model, batch, bf16, monkeypatch):
         (losses * weights).sum().backward()
         return losses.detach(), [p.grad.clone() for p in model.parameters()]
 
-    full, full_grads = grads(lambda: token_nll(model(inputs), targets))
-    fused, fused_grads = grads(lambda: chunked.token_losses(model, model.hidden(inputs), nll_fn, targets)[0])
+    full, full_grads = grads(lambda: full_logits_nll(model(inputs), targets))
+    fused, fused_grads = grads(lambda: model.nll(model.hidden(inputs), targets))
     tol = 1e-2 if bf16 else 1e-5
     assert torch.allclose(full, fused, rtol=tol, atol=tol)
     for a, b in zip(full_grads, fused_grads, strict=True):
@@ -522,12 +628,12 @@ def test_chunked_head_matches_full_logits(model, batch, bf16, monkeypatch):
 def test_compiled_chunk_loss_matches_eager(name, bf16, monkeypatch):
     """trainer.compile: the per-chunk loss compiled in the gradient's own memory gives the eager loss,
     logs and gradients (aot_eager: the graph capture and functionalisation, without inductor's C++ build)."""
-    import lit_modules.model
-    import objectives.chunked_head as chunked
+    import lit_modules.head as chunked
+    import lit_modules.kernels
 
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 3 * V)  # eager: several chunks; compiled: one for the batch
     # the same attention both ways (compiled blocks keep SDPA): what differs is the loss, eager or compiled
-    monkeypatch.setattr(lit_modules.model._CPUCausalAttention, "usable", staticmethod(lambda q: False))
+    monkeypatch.setattr(lit_modules.kernels._PairedFlashAttention, "usable", staticmethod(lambda q: False))
     objective = {
         "mle": MLE(),
         "entropy_penalty": EntropyPenalty(lam=0.5),
@@ -545,7 +651,7 @@ def test_compiled_chunk_loss_matches_eager(name, bf16, monkeypatch):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = objective(model, ids, 0)
         out.loss.backward()
-        results.append((out, [p.grad for p in model.parameters()], len(model.compiled_losses)))
+        results.append((out, [p.grad for p in model.parameters()], len(model._compiled_losses)))
     (eager, eager_grads, _), (compiled, compiled_grads, n_compiled) = results
     assert n_compiled == 1  # the compiled path ran
     torch.testing.assert_close(compiled.loss, eager.loss)

@@ -42,6 +42,7 @@ class GPT(nn.Module):
 """
 
 
+@pytest.mark.slow
 def test_perf_writes_every_promised_figure(tmp_path, capsys):
     model_py = tmp_path / "model.py"
     model_py.write_text(NANOGPT_STANDIN)
@@ -107,6 +108,7 @@ def test_perf_times_every_objective_config_at_full_work():
     assert objectives["nce"].k == 1024 and objectives["unlikelihood_seq"].cont_len == 64  # from the yamls
 
 
+@pytest.mark.slow
 def test_perf_objective_costs_cover_every_objective():
     bench = perf.Bench(perf.Shape(**perf.PRESETS["tiny"]), "cpu", 1, 1, 1)
     costs, skipped = perf.objective_costs(bench, bf16=False, pairs=1, steps=1)

@@ -9,17 +9,21 @@ import sys
 import pytest
 from conftest import ROOT, TINY, TINY_SYNTHETIC, compose
 
-from benchmarks.cli import GROUPS, available
+from benchmarks.cli import available
 from benchmarks.run import run
 
 RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
 
 
 def group_options():
-    """(group, option, extra overrides) for every yaml of every config group."""
+    """(group, option, extra overrides): one run per distinct code path, every objective and every data
+    module (model, trainer and suite options differ in numbers only: test_configs.py builds each of them;
+    data=synthetic is the default that objective=mle runs already)."""
     cases = []
-    for group in GROUPS:
+    for group in ("objective", "data"):
         for option in available(group):
+            if (group, option) == ("data", "synthetic"):
+                continue
             extra = TINY_SYNTHETIC
             if group == "data" and not option.startswith("synthetic"):
                 extra = [
@@ -37,15 +41,13 @@ def group_options():
 @pytest.mark.parametrize(
     ("group", "option", "extra"), group_options(), ids=lambda v: str(v) if isinstance(v, str) else ""
 )
-def test_every_option_of_every_group_runs(group, option, extra, tmp_path, text_corpus):
+def test_every_objective_and_data_module_runs(group, option, extra, tmp_path, text_corpus):
     overrides = [*TINY, *extra, f"{group}={option}"]
     if group == "data" and not option.startswith("synthetic"):
         local = (
             f"data.files=[{text_corpus / 'corpus.txt'}]" if option == "text" else f"data.path={text_corpus / 'corpus'}"
         )
         overrides.append(local)
-    if group == "model":
-        overrides += ["data.block_size=16", "eval.prefix_len=4", "eval.cont_len=8"]
     cfg = compose(overrides)
     if "start_step" in cfg.objective:  # fine-tuning objectives: let their own term run within the few steps
         cfg.objective.start_step = 1
@@ -68,6 +70,7 @@ def test_same_seed_same_metrics(tmp_path):
     assert other["tf/nll"] != first["tf/nll"]
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
@@ -150,33 +153,85 @@ BAD = [
 ]
 
 
+def cli_error(argv: list[str], run_dir, capsys) -> str:
+    """What ``python benchmarks/run.py ARGV`` prints before exiting 2, run in this process: the config
+    checks of the command line, then the run (data errors surface when the data module reads its files)."""
+    from benchmarks.checks import check_run_config
+    from benchmarks.cli import check_config, user_errors_as_one_line
+
+    with pytest.raises(SystemExit) as exit_info:
+        check_config(argv, check_run_config)
+        user_errors_as_one_line(run)(compose(argv), run_dir, "objective")
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (run_dir / "results.json").exists()
+    return lines[0]
+
+
 @pytest.mark.parametrize(("overrides", "message"), BAD, ids=[b[0][-1] for b in BAD])
-def test_bad_input_is_one_line(overrides, message, tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [*RUN, *TINY, *overrides, f"hydra.run.dir={out}"], capture_output=True, text=True, cwd=ROOT, env=os.environ
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-    assert message in lines[0]
-    assert not (out / "results.json").exists()
+def test_bad_input_is_one_line(overrides, message, tmp_path, capsys):
+    assert message in cli_error([*TINY, *overrides], tmp_path / "run", capsys)
 
 
 @pytest.mark.parametrize("content", [b"", "caf\xe9".encode("latin-1")], ids=["empty", "not-utf8"])
-def test_bad_text_file_is_one_line(content, tmp_path):
+def test_bad_text_file_is_one_line(content, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(content)
+    line = cli_error([*TINY, "data=text", f"data.files=[{bad}]"], tmp_path / "run", capsys)
+    assert line.startswith("error: data.files:")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.source.emit=0", "data.source.emit=0 is not allowed; use an integer >= 1"),
+        ("data.source.emit=300", "data.source.emit=300 is not allowed; it is larger than data.source.vocab_size=256"),
+        ("data.source.smoothing=2", "data.source.smoothing=2 is not allowed; use 0 < smoothing < 1"),
+        ("data.source.zipf_s=-1", "data.source.zipf_s=-1 is not allowed; use zipf_s >= 0"),
+        ("data.source.concentration=0", "data.source.concentration=0 is not allowed; use concentration > 0"),
+        ("data.source.n_states=2.5", "data.source.n_states=2.5 is not allowed; use an integer >= 1"),
+        ("+data.source.colour=1", "data.source.colour is not a setting of the synthetic source"),
+    ],
+)
+def test_bad_synthetic_source_is_one_line(override, message, tmp_path, capsys):
+    assert message in cli_error([*TINY, *TINY_SYNTHETIC, override], tmp_path / "run", capsys)
+
+
+def test_bad_input_from_the_command_line_is_one_line_and_exit_2(tmp_path):
+    """The CLI path itself, once: a subprocess, its stderr and exit code."""
+    out = tmp_path / "run"
     proc = subprocess.run(
-        [*RUN, *TINY, "data=text", f"data.files=[{bad}]", f"hydra.run.dir={tmp_path / 'run'}"],
+        [*RUN, *TINY, "objective=label_smoothing", "objective.eps=1.5", f"hydra.run.dir={out}"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env=os.environ,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: data.files:") and len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run" / "results.json").exists()
+    assert proc.stderr.strip().splitlines() == ["error: objective.eps=1.5 is not allowed; use 0 <= eps < 1"]
+    assert not out.exists()
+
+
+def test_overrides_file_is_spliced_into_the_command_line(tmp_path, capsys):
+    from benchmarks.run import expand_overrides_file
+
+    good = tmp_path / "best.yaml"
+    good.write_text("- objective=label_smoothing\n- objective.eps=0.05\n")
+    argv = ["model=tiny", "--overrides-file", str(good), "seed=3"]
+    assert expand_overrides_file(argv) == ["model=tiny", "objective=label_smoothing", "objective.eps=0.05", "seed=3"]
+    assert expand_overrides_file(["seed=3"]) == ["seed=3"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("objective: mle\n")
+    for args, message in (
+        (["--overrides-file"], "--overrides-file needs a path"),
+        (["--overrides-file", str(tmp_path / "none.yaml")], "cannot read it"),
+        (["--overrides-file", str(bad)], "expected a YAML list of overrides"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            expand_overrides_file(args)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_gradient_clipping_with_the_fused_optimiser():

@@ -47,6 +47,7 @@ def suite_dir(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(suite_dir):
     out, _ = suite_dir
     for seed in (1, 2):
@@ -55,6 +56,7 @@ def test_a_failing_job_does_not_stop_the_sweep(suite_dir):
         assert (out / "label_smoothing" / f"seed_{seed}" / "results.json").is_file()
 
 
+@pytest.mark.slow
 def test_seeds_are_an_axis_of_the_suite(suite_dir):
     """Every objective at every seed of suite.seeds, one directory each, each run at its own seed."""
     out, _ = suite_dir
@@ -67,6 +69,7 @@ def test_seeds_are_an_axis_of_the_suite(suite_dir):
     assert one["metrics"]["val/nll"] != two["metrics"]["val/nll"]  # seed 2 trained; it did not continue seed 1
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_jobs(suite_dir):
     out, _ = suite_dir
     before = (out / "label_smoothing" / "seed_1" / "results.json").read_text()
@@ -76,6 +79,7 @@ def test_rerun_skips_finished_jobs(suite_dir):
     assert (out / "label_smoothing" / "seed_1" / "results.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
     out, _ = suite_dir
     strict = subprocess.run([*REPORT, str(out), "--strict"], capture_output=True, text=True, cwd=ROOT)
@@ -113,6 +117,7 @@ def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
     assert all((out / "plots" / p).stat().st_size > 5000 for p in pngs)
 
 
+@pytest.mark.slow
 def test_report_fills_the_readme_block(suite_dir, tmp_path):
     out, _ = suite_dir
     readme = tmp_path / "README.md"
@@ -128,6 +133,7 @@ def test_report_fills_the_readme_block(suite_dir, tmp_path):
     assert readme.read_text() == "# no markers\n"
 
 
+@pytest.mark.slow
 def test_report_bad_input(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -147,6 +153,7 @@ def test_report_bad_input(tmp_path):
     assert missing.returncode == 2 and "is not a directory of runs" in missing.stderr
 
 
+@pytest.mark.slow
 def test_results_hold_the_validation_history(suite_dir):
     out, _ = suite_dir
     results = json.loads((out / "mle" / "seed_1" / "results.json").read_text())
@@ -246,6 +253,7 @@ def test_bad_suite_seeds_are_one_line(seeds, tmp_path):
         with_suite_seeds(["-m", "objective=mle", "suite=default", f"suite.seeds={seeds}"])
 
 
+@pytest.mark.slow
 def test_bad_suite_seeds_stop_the_sweep_before_any_job(tmp_path):
     proc = sweep(tmp_path / "s", "mle", seeds="[2,2]")
     assert proc.returncode == 2

@@ -103,6 +103,7 @@ def test_multi_objective_returns_a_pareto_set(tmp_path):
     assert (tmp_path / "pareto_front.png").is_file()
 
 
+@pytest.mark.slow
 def test_two_processes_share_a_journal(tmp_path):
     journal = tmp_path / "journal.log"
     cmd = [*TUNE, *BASE, "tune.n_trials=2", f"tune.storage=journal:{journal}", f"hydra.run.dir={tmp_path}/w"]
@@ -144,6 +145,7 @@ def test_bad_tuning_input(tmp_path, extra, message):
         run_tune(tmp_path, *extra)
 
 
+@pytest.mark.slow
 def test_bad_input_on_the_command_line_is_one_line(tmp_path):
     proc = subprocess.run(
         [*TUNE, *BASE, "tune.metrics=[gen/greedy/seq_rep_9]", f"hydra.run.dir={tmp_path}"],

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import ROOT, TINY, TINY_SYNTHETIC
 
 from benchmarks.tuned import expected_best
@@ -17,6 +18,7 @@ def test_expected_best_matches_a_hand_computed_example():
     assert curve[2] < curve[1] and curve[2] > 1.0  # more trials, a better expected best, never below the best
 
 
+@pytest.mark.slow
 def test_every_objective_gets_the_same_budget_then_the_suite(tmp_path):
     out = tmp_path / "tuned"
     command = [

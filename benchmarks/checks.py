@@ -1,0 +1,77 @@
+"""The run config's values a user can get wrong, checked before any work: each a one-line ConfigError."""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.cli import load_decodings
+from lit_modules.util import ConfigError, resolve_precision
+from objectives.base import longest_sequence
+
+
+def check_run_config(cfg: DictConfig) -> dict:
+    """Config values a user can get wrong, checked before any work: one-line ConfigError.
+    Returns the decoding strategies to evaluate, by name."""
+
+    def positive(key: str, value, kind=int) -> None:
+        ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed; use a positive {'number' if kind is float else 'integer'}"
+            )
+
+    positive("trainer.max_steps", cfg.trainer.max_steps)
+    positive("data.batch_size", cfg.data.batch_size)
+    positive("data.block_size", cfg.data.block_size)
+    positive("optim.lr", cfg.optim.lr, float)
+    positive("eval.num_prompts", cfg.eval.num_prompts)
+    positive("eval.prefix_len", cfg.eval.prefix_len)
+    positive("eval.cont_len", cfg.eval.cont_len)
+    positive("checkpoint.every_n_steps", cfg.checkpoint.every_n_steps)
+    if cfg.data.block_size > cfg.model.context:
+        raise ConfigError(
+            f"data.block_size={cfg.data.block_size} is larger than model.context={cfg.model.context}; "
+            f"use data.block_size <= {cfg.model.context}"
+        )
+    limit = longest_sequence(cfg.model.context, cfg.data.block_size)
+    if cfg.eval.prefix_len + cfg.eval.cont_len > limit:
+        raise ConfigError(
+            f"eval.prefix_len + eval.cont_len = {cfg.eval.prefix_len + cfg.eval.cont_len} is longer than the "
+            f"context ({limit} = min(model.context, data.block_size + 1)); shorten one of them"
+        )
+    resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    if cfg.eval.mauve not in (True, False, "auto"):
+        raise ConfigError(f"eval.mauve={cfg.eval.mauve!r} is not allowed; use auto, true or false")
+    if cfg.eval.mauve is True:
+        from benchmarks.mauve_metric import require
+
+        require()
+    if not isinstance(cfg.trainer.compile, bool):
+        raise ConfigError(f"trainer.compile={cfg.trainer.compile!r} is not allowed; use true or false")
+    from lit_modules.system import build_objective  # knobs are checked when the objective is built
+
+    objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True))
+    objective.check_fits(limit)
+    from lit_modules.decoding import DecodingConfig
+
+    return {name: DecodingConfig(name=name, **d) for name, d in load_decodings(cfg.eval.decodings).items()}
+
+
+def check_seeds(seeds) -> list[int]:
+    """suite.seeds: a non-empty list of distinct non-negative integers, or a one-line ConfigError."""
+    ok = (
+        isinstance(seeds, (list, tuple))
+        and len(seeds) > 0
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds)
+        and len(set(seeds)) == len(seeds)
+    )
+    if not ok:
+        raise ConfigError(
+            f"suite.seeds={seeds!r} is not allowed; use a non-empty list of distinct integers in [0, 2^32), "
+            "e.g. suite.seeds=[1,2,3]"
+        )
+    return list(seeds)

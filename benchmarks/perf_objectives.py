@@ -1,0 +1,59 @@
+"""The objective-cost table of benchmarks/perf.py: every objective's training step against MLE's, each at the
+knobs under which it does its full work (``Objective.full_work_knobs``)."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.perf_harness import Bench, Shape, paired
+
+
+def objectives_at_full_work() -> dict[str, torch.nn.Module]:
+    """Every objective of ``configs/objective/`` as its yaml builds it, with the knobs its class names in
+    ``full_work_knobs`` (a pairwise term from step 0, a sequence-level step every step): a cost is that
+    of the objective's dearest step, not an average over steps that skip work. A new objective's yaml
+    is timed with no change here."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    from benchmarks.cli import CONFIG_DIR, available
+    from lit_modules.system import build_objective
+
+    objectives = {}
+    for name in available("objective"):
+        config = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "objective" / f"{name}.yaml"))
+        full_work = hydra.utils.get_class(config["_target_"]).full_work_knobs
+        objectives[name] = build_objective({**config, **full_work})
+    return objectives
+
+
+def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Training-step time of each objective (``objectives_at_full_work``) relative to MLE's at the bench
+    shape: the median ratio of ``pairs`` alternating pairs of ``steps``-step windows. A ±5% question needs
+    more, shorter pairs than the other figures: with 5 pairs of 5 steps MLE against itself read 0.97-1.16
+    on this project's CPU. Also returns the objectives whose sequences do not fit the shape's rows (a
+    small preset), each with its one-line reason, as run.py would refuse them."""
+    from objectives.base import KnobError
+    from objectives.mle import MLE
+
+    costs, skipped = {}, {}
+    for name, objective in objectives_at_full_work().items():
+        try:
+            objective.check_fits(bench.shape.objective_length)
+        except KnobError as e:
+            skipped[name] = str(e)
+            continue
+        mle, this = bench.train_step(MLE(), bf16), bench.train_step(objective, bf16)
+        costs[name] = paired(mle, this, bench.warmup, steps, pairs, bench.sync)[2]
+    return costs, skipped
+
+
+def nce_cost_at_large_vocab(preset: dict, device: str, bf16: bool, warmup: int, steps: int, repeats: int) -> float:
+    """NCE's step time over MLE's at vocabulary 32768 (NCE scores k + 1 rows of the output embedding, the
+    softmax all V): the median ratio of alternating windows."""
+    from objectives.mle import MLE
+
+    big = Bench(Shape(**{**preset, "vocab_size": 32768}), device, warmup, steps, repeats)
+    nce = objectives_at_full_work()["nce"]  # as configs/objective/nce.yaml builds it
+    mle_step, nce_step = big.train_step(MLE(), bf16), big.train_step(nce, bf16)
+    return paired(mle_step, nce_step, big.warmup, big.steps, big.repeats, big.sync)[2]

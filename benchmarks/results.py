@@ -1,0 +1,113 @@
+"""A run's results: the summary it prints, the check that a sweep job already finished, a failed job's record."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.cli import USER_ERRORS, unwrap
+from lit_modules.util import atomic_write_json, atomic_write_text
+
+SUMMARY_KEYS = (
+    "val/nll",
+    "tf/nll",
+    "tf/ppl",
+    "tf/entropy",
+    "tf/ece",
+    "tf/acc",
+    "gt/entropy_rate",
+    "gt/forward_kl",
+    "gt/reverse_kl",
+)
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torchmetrics
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def print_summary(results: dict, run_dir: Path) -> None:
+    m, t = results["metrics"], results["timing"]
+    rows = [(k, m[k]) for k in SUMMARY_KEYS if k in m]
+    rows += [(k, v) for k, v in m.items() if k.endswith(("seq_rep_4", "distinct_4", "sample_nll"))]
+    width = max(len(k) for k, _ in rows)
+    print(
+        f"\n{results['objective']}: {t['steps']} steps, {t['train_tokens']:,} tokens, "
+        f"train {t['train_s']:.1f}s ({t['tokens_per_s']:,.0f} tok/s, {t['precision']}), eval {t['eval_s']:.1f}s"
+    )
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v:10.4f}")
+    print(f"results: {run_dir / 'results.json'}\n")
+
+
+def finished_results(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """The results of an earlier run of the same config in ``run_dir``, if it finished."""
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    # suite.seeds lists the sweep's seeds, not this job's: a job done for suite.seeds=[1,2,3] is the same
+    # job under suite.seeds=[1,2,3,4,5] (make results adds seeds to make bench's runs)
+    wanted = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "suite"}
+    saved = {k: v for k, v in (results.get("config") or {}).items() if k != "suite"}
+    return results if saved == wanted else None
+
+
+def record_failure(run_dir: Path, objective_name: str, cfg: DictConfig, error: Exception) -> None:
+    """A failed job of a sweep: ``failed.json`` with its error line (the report lists it), a line on stderr."""
+    inner = unwrap(error)
+    line = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
+    if not isinstance(inner, USER_ERRORS):
+        line = f"{type(inner).__name__}: {line}"
+    print(f"error: {objective_name}: {line}", file=sys.stderr)
+    atomic_write_json(
+        run_dir / "failed.json",
+        {"objective": objective_name, "error": line, "config": OmegaConf.to_container(cfg, resolve=True)},
+    )
+
+
+def collect_results(
+    cfg: DictConfig, objective_name: str, metrics: dict, timing: dict, evaluated: dict, val_history: list
+) -> dict:
+    """results.json's content: the config, the metrics, timing and versions, the reliability bins, the
+    validation history."""
+    train_tokens = timing["steps"] * cfg.data.batch_size * cfg.data.block_size
+    return {
+        "objective": objective_name,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "metrics": metrics,
+        "timing": {
+            "train_s": timing["train_s"],
+            "eval_s": timing["eval_s"],
+            "train_tokens": train_tokens,
+            "tokens_per_s": train_tokens / timing["train_s"],
+            "steps": timing["steps"],
+            "precision": timing["precision"],
+        },
+        "versions": versions(),
+        "reliability": evaluated["reliability"],
+        "history": {"val/nll": val_history},
+    }
+
+
+def write_run_files(run_dir: Path, results: dict, samples: list | None, datamodule) -> None:
+    """tokenizer.json (so that samples.jsonl's ids can be read with it alone), samples.jsonl and, last,
+    results.json: each written atomically."""
+    if getattr(datamodule, "tokenizer", None) is not None:
+        atomic_write_text(run_dir / "tokenizer.json", datamodule.tokenizer.to_str())
+    if samples is not None:
+        atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in samples))
+    atomic_write_json(run_dir / "results.json", results)

@@ -1,0 +1,66 @@
+"""Resuming a run: which settings a checkpoint must share with the config, and the checkpoint to resume from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.cli import config_differences
+from lit_modules.util import ConfigError
+
+# What a resumed run must share with the run that wrote the checkpoint: everything that shapes training.
+TRAINING_CONFIG = (
+    "seed",
+    "objective",
+    "model",
+    "data",
+    "optim",
+    "trainer.max_steps",
+    "trainer.precision",
+    "trainer.gradient_clip_val",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.compile",
+)
+
+
+def training_config(cfg: DictConfig) -> dict:
+    """The parts of ``cfg`` in TRAINING_CONFIG (data.cache_dir aside: where a cache lives changes nothing)."""
+    out = {}
+    for key in TRAINING_CONFIG:
+        value = OmegaConf.select(cfg, key)
+        out[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+    out["data"] = {k: v for k, v in out["data"].items() if k != "cache_dir"}
+    return out
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """``resume=true``: the run directory's last.ckpt, if there is one (else a fresh start, said aloud).
+    A checkpoint written under another training config is refused with one line naming what differs."""
+    if not cfg.get("resume", False):
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        print(f"resume=true: no checkpoint at {path}; starting fresh")
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConfigError(
+            f"{path} cannot be read as a checkpoint ({type(e).__name__}); delete it to start fresh"
+        ) from None
+    hparams = checkpoint.get("hyper_parameters", {})
+    saved = hparams.get("run_config") or {"model": hparams.get("model", {})}
+    wanted = training_config(cfg)
+    wanted["model"] = {**wanted["model"], "vocab_size": saved.get("model", {}).get("vocab_size")}
+    different = config_differences(saved, {k: wanted.get(k) for k in saved})
+    if different:
+        detail = "; ".join(f"{key}: checkpoint {a!r}, config {b!r}" for key, a, b in different[:3])
+        raise ConfigError(
+            f"{path} was written by a run with another config ({detail}); resume with that config, or use another "
+            "hydra.run.dir"
+        )
+    print(f"resume=true: continuing from {path} (step {checkpoint.get('global_step', '?')})")
+    return str(path)
