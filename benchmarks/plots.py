@@ -260,17 +260,22 @@ def quality_vs_diversity(runs, path: Path) -> Path | None:
     )
     colors = _colors(runs)
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    markers = {}
+    markers, drawn = {}, []
     for decoding in decodings:
         x_key, y_key = f"gen/{decoding}/distinct_4", y_template.format(d=decoding)
         pts = [(r.metrics.get(x_key), r.metrics.get(y_key), r.objective) for r in runs]
         pts = [p for p in pts if _finite(p[0], p[1])]
         if pts:
             markers[decoding] = DECODING_MARKERS.get(decoding, "o")
-            _scatter(ax, pts, colors, markers[decoding], errors=_errors(runs, x_key, y_key))
+            errors = _errors(runs, x_key, y_key)
+            _scatter(ax, pts, colors, markers[decoding], errors=errors)
+            drawn.append((pts, markers[decoding], errors))
     if not markers:
         plt.close(fig)
         return None
+    if mauve:  # MAUVE lies in [0, 1]: an interval beyond it is cut at the frame
+        ax.set_ylim(-0.03, 1.03)
+    _zoom_on_diverse(ax, drawn, colors)
     extra = []
     human_x = next((r.metrics["gen/human/distinct_4"] for r in runs if "gen/human/distinct_4" in r.metrics), None)
     if _finite(human_x):
@@ -285,6 +290,25 @@ def quality_vs_diversity(runs, path: Path) -> Path | None:
     ax.set_title("Quality vs diversity per decoding (95% intervals over seeds)")
     _legends(ax, colors, markers, extra)
     return _save(fig, path)
+
+
+def _zoom_on_diverse(ax, drawn, colors, threshold: float = 0.5) -> None:
+    """An inset on the points of distinct-4 above ``threshold`` (the sampled decodings), which sit in one
+    cluster at the full plot's scale next to the degenerate greedy ones."""
+    diverse = [([p for p in pts if p[0] > threshold], m, e) for pts, m, e in drawn]
+    diverse = [(pts, m, e) for pts, m, e in diverse if pts]
+    points = [p for pts, _, _ in diverse for p in pts]
+    if len(points) < 2 or len(points) == sum(len(pts) for pts, _, _ in drawn):
+        return
+    inset = ax.inset_axes([0.3, 0.12, 0.42, 0.5])
+    for pts, marker, _ in diverse:  # means only: the intervals are on the main plot
+        _scatter(inset, pts, colors, marker)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    pad_x, pad_y = max(1e-3, 0.15 * (max(xs) - min(xs))), max(1e-3, 0.15 * (max(ys) - min(ys)))
+    inset.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+    inset.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+    inset.tick_params(labelsize=7)
+    inset.set_title("the sampled decodings, zoomed (means)", fontsize=7)
 
 
 def reliability(runs, path: Path) -> Path | None:

@@ -37,7 +37,8 @@ BASELINE = "mle"
 ALPHA = 0.05  # family-wise error rate of the significance marks (Holm)
 
 # Columns: (metric key or template with {d} = decoding, header, how "best" is judged)
-#   "min": lowest; "human": closest to the human (real-text) row; "source": closest to the entropy rate.
+#   "min": lowest; "max": highest; "human": closest to the human (real-text) row; "source": closest to the
+#   entropy rate.
 MODEL_COLUMNS = [
     ("tf/nll", "NLL", "min"),
     ("tf/entropy", "entropy", "source"),
@@ -51,6 +52,7 @@ DECODING_COLUMNS = [
     ("gen/{d}/distinct_4", "distinct-4", "human"),
     ("gen/{d}/self_bleu_4", "self-BLEU-4", "human"),
     ("gt/{d}/sample_nll", "sample NLL", "human"),
+    ("gen/{d}/mauve", "MAUVE", "max"),  # real text with the mauve extra: per run, over the k-means seeds' mean
 ]
 # Config parts every compared run must share (the seed, and data.seed that follows it, may differ).
 SHARED = ("data", "model", "optim", "eval", "trainer.max_steps", "trainer.precision", "trainer.gradient_clip_val")
@@ -266,15 +268,17 @@ def best_label(cells: dict[str, Interval], rule: str, target: float | None) -> s
     """The best row by mean, if its interval separates it from the runner-up's; else None."""
 
     def distance(v: float) -> float:
-        return v if rule == "min" else abs(v - target)
+        return {"min": v, "max": -v}.get(rule, abs(v - target) if target is not None else 0.0)
 
     def worst_case(i: Interval) -> tuple[float, float]:  # (best, worst) distance over the interval
         if rule == "min":
             return i.low, i.high
+        if rule == "max":
+            return -i.high, -i.low
         near = 0.0 if i.low <= target <= i.high else min(abs(i.low - target), abs(i.high - target))
         return near, max(abs(i.low - target), abs(i.high - target))
 
-    if rule != "min" and target is None:
+    if rule not in ("min", "max") and target is None:
         return None
     ranked = sorted((distance(i.mean), label) for label, i in cells.items() if math.isfinite(i.mean))
     if len(ranked) < 2:
@@ -439,7 +443,8 @@ def build(runs: list[Run]) -> Report:
             else "entropy: nothing, as the entropy rate of real text is unknown (a calibrated model's entropy "
             "equals its NLL: compare the two columns); "
         )
-        + "generation metrics closest to the human continuations), only where its interval does not overlap the "
+        + "generation metrics closest to the human continuations, MAUVE highest), only where its interval does "
+        "not overlap the "
         "runner-up's. NLL sd: standard deviation of test NLL over seeds. "
         f"Δ: objective − MLE at the same seed (and prompt); † significant at {ALPHA} after Holm's correction "
         f"over all {len(deltas)} cells."

@@ -4,7 +4,9 @@ Every function here computes what its plain torch counterpart computes (the same
 fp32, sometimes in another order) and only changes how. With ``OBJBENCH_PLAIN_KERNELS=1`` in the
 environment, or ``plain_kernels()`` around the code, each one takes the plain path instead: a check
 that a result does not hinge on them, and the reference that ``tests/test_kernels.py`` compares
-against. How each was measured, and its numbers, are in ``benchmarks/results/PERFORMANCE.md``.
+against. Each was kept because it measured faster with ``benchmarks/perf.py``'s paired windows (the trick
+against the plain path, alternating windows of the same step) and ``--profile`` (torch.profiler, op by
+op); the numbers are in ``benchmarks/results/PERFORMANCE.md``.
 
 - ``causal_attention``: on a CPU under bf16 autocast with gradients, torch's bf16 flash forward paired
   with its fp32 flash backward (SDPA runs both passes in its inputs' dtype; on AMX CPUs the bf16

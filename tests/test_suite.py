@@ -162,7 +162,7 @@ def test_results_hold_the_validation_history(suite_dir):
     assert results["metrics"]["val/nll"] == results["history"]["val/nll"][-1][1]
 
 
-def fake_run(root, objective, seed, nll, max_steps=450, **config):
+def fake_run(root, objective, seed, nll, max_steps=450, metrics=None, **config):
     """A results.json as run.py writes it, with only what the report reads."""
     folder = root / objective / f"seed_{seed}"
     folder.mkdir(parents=True)
@@ -179,7 +179,7 @@ def fake_run(root, objective, seed, nll, max_steps=450, **config):
     results = {
         "objective": objective,
         "config": cfg,
-        "metrics": {"tf/nll": nll, "tf/ppl": 2.718**nll},
+        "metrics": {"tf/nll": nll, "tf/ppl": 2.718**nll, **(metrics or {})},
         "timing": {"steps": max_steps, "train_tokens": 1000, "train_s": 1.0, "eval_s": 1.0},
         "history": {"val/nll": [[max_steps, nll]]},
     }
@@ -279,3 +279,26 @@ def test_readme_blocks_are_filled_by_name(tmp_path):
     )
     with pytest.raises(ValueError, match="has no <!-- other:begin --> ... <!-- other:end --> block"):
         update_readme(readme, "new\n", "other")
+
+
+def test_report_shows_mauve_highest_bold_and_plots_it_against_distinct_4(tmp_path, capsys):
+    """Real-text runs carry gen/<d>/mauve: a MAUVE column in the generation tables (bold = highest, where its
+    interval clears the runner-up's), its Δ from MLE, and the quality-diversity plot on MAUVE."""
+    from benchmarks.report import main
+
+    for seed in (1, 2, 3):
+        for objective, mauve in (("mle", 0.70), ("mixce", 0.85)):
+            metrics = {
+                "gen/greedy/distinct_4": 0.05 + 0.01 * seed,
+                "gen/sample/distinct_4": 0.96 + 0.001 * seed,
+                "gen/greedy/mauve": 0.01 * seed,
+                "gen/sample/mauve": mauve + 0.005 * seed,
+                "gen/human/distinct_4": 0.958,
+            }
+            fake_run(tmp_path, objective, seed, 5.2, metrics=metrics, eval={"decodings": ["greedy", "sample"]})
+    assert main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| objective | decoding | distinct-4 | MAUVE |" in report
+    assert "| mixce | sample | 0.962 ± 0.002 | **0.860 ± 0.012** |" in report
+    assert "| mixce | sample | +0.000 ± 0.000 | +0.150 ± 0.000 † |" in report
+    assert (tmp_path / "plots" / "quality_vs_diversity.png").stat().st_size > 10_000
