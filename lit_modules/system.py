@@ -96,14 +96,10 @@ class LanguageModelSystem(pl.LightningModule):
             self._tokens_per_s = rate if self._tokens_per_s is None else 0.9 * self._tokens_per_s + 0.1 * rate
         self._last_step_time = now
 
-    # ---- evaluation: full softmax ----
-    def _eval_step(self, batch: torch.Tensor, metric: torchmetrics.MeanMetric) -> None:
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        nll = self.model.nll(self.model.hidden(inputs), targets)  # (B, T), through the chunked head
-        metric.update(nll)
-
+    # ---- validation: full softmax ----
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_nll)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        self.val_nll.update(self.model.nll(self.model.hidden(inputs), targets))  # (B, T), the chunked head
 
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()
@@ -188,7 +184,11 @@ def build_objective(config: dict) -> Objective:
 
     knobs = objective_knobs(config)
     cls = hydra.utils.get_class(config["_target_"])
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    allowed = [  # named parameters only: an objective without knobs inherits nn.Module's (*args, **kwargs)
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
     for key in knobs:
         if key not in allowed:
             raise KnobError(f"objective.{key} is not a knob of {cls.name}; its knobs: {', '.join(allowed) or 'none'}")

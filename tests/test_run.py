@@ -150,6 +150,7 @@ BAD = [
     (["trainer.compile=maybe"], "trainer.compile='maybe' is not allowed; use true or false"),
     (["data=text"], "data=text needs data.files"),
     (["eval.mauve=maybe"], "eval.mauve='maybe' is not allowed; use auto, true or false"),
+    (["objective=mle", "+objective.eps=0.1"], "objective.eps is not a knob of mle; its knobs: none"),
 ]
 
 
