@@ -12,8 +12,7 @@ from objectives.base import longest_sequence
 
 
 def check_run_config(cfg: DictConfig) -> dict:
-    """Config values a user can get wrong, checked before any work: one-line ConfigError.
-    Returns the decoding strategies to evaluate, by name."""
+    """Check the run config; return the decoding strategies to evaluate, by name."""
 
     def positive(key: str, value, kind=int) -> None:
         ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0

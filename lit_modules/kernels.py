@@ -168,9 +168,8 @@ def keep_freed_memory() -> None:
     the user set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (their choice wins).
     """
     global _allocator_tuned
-    if not _enabled or _allocator_tuned or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    user_set = "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ
+    if not _enabled or _allocator_tuned or user_set:
         return
     _allocator_tuned = True
     try:
