@@ -6,7 +6,7 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.cli import load_decodings
+from benchmarks.cli import aux_terms, load_decodings
 from lit_modules.util import ConfigError, resolve_precision
 from objectives.base import longest_sequence
 
@@ -53,8 +53,9 @@ def check_run_config(cfg: DictConfig) -> dict:
         raise ConfigError(f"trainer.compile={cfg.trainer.compile!r} is not allowed; use true or false")
     from lit_modules.system import build_objective  # knobs are checked when the objective is built
 
-    objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True))
+    objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True), aux_terms(cfg.get("aux")))
     objective.check_fits(limit)
+    objective.check_steps(cfg.trainer.max_steps)
     from lit_modules.decoding import DecodingConfig
 
     return {name: DecodingConfig(name=name, **d) for name, d in load_decodings(cfg.eval.decodings).items()}

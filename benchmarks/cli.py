@@ -102,6 +102,40 @@ def load_decodings(names: Sequence[str]) -> dict[str, dict]:
     return out
 
 
+def aux_terms(aux: Any) -> dict[str, dict]:
+    """``aux={name: weight}`` -> {name: the objective config that defines the term, with ``weight``}. A term
+    is the ``term`` method of an objective (z_loss, entropy_penalty, label_smoothing), built with its yaml's
+    knobs; a one-line ConfigError for anything else."""
+    import hydra
+
+    aux = {} if aux is None else OmegaConf.to_container(aux) if OmegaConf.is_config(aux) else aux
+    if not isinstance(aux, dict):
+        raise ConfigError(f"aux={aux!r} is not allowed; use a mapping of terms to weights, e.g. aux={{z_loss:1e-4}}")
+    terms = {}
+    for name in available("objective"):
+        config = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "objective" / f"{name}.yaml"))
+        if callable(getattr(hydra.utils.get_class(config["_target_"]), "term", None)):
+            terms[name] = config
+    out = {}
+    for name, weight in aux.items():
+        if name not in terms:
+            raise ConfigError(f"aux.{name} is not an auxiliary term; choose from: {', '.join(terms)}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ConfigError(f"aux.{name}={weight!r} is not allowed; use a weight >= 0")
+        out[name] = {**terms[name], "weight": float(weight)}
+    return out
+
+
+def objective_label(objective_name: str, aux: Any) -> str:
+    """The run's objective as reports and TensorBoard name it: ``label_smoothing+z_loss(0.0001)`` with terms."""
+    aux = {} if aux is None else aux
+    return objective_name + "".join(f"+{name}({float(weight):g})" for name, weight in aux.items())
+
+
+# the suite's job directories name the terms too: ${objective_label:${hydra:runtime.choices.objective},${aux}}
+OmegaConf.register_new_resolver("objective_label", objective_label, replace=True)
+
+
 def unwrap(error: BaseException) -> BaseException:
     """Hydra wraps errors raised inside ``instantiate``; return the user error inside, if any."""
     while isinstance(error, InstantiationException) and error.__cause__ is not None:

@@ -14,6 +14,7 @@ from lit_modules.util import ConfigError
 TRAINING_CONFIG = (
     "seed",
     "objective",
+    "aux",
     "model",
     "data",
     "optim",

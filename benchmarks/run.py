@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from benchmarks.checks import check_run_config, check_seeds
-from benchmarks.cli import CONFIG_DIR, check_config, fail, user_errors_as_one_line
+from benchmarks.cli import CONFIG_DIR, aux_terms, check_config, fail, objective_label, user_errors_as_one_line
 from benchmarks.evaluate import evaluate_run
 from benchmarks.results import collect_results, finished_results, print_summary, record_failure, write_run_files
 from benchmarks.resume import resume_checkpoint, training_config
@@ -82,6 +82,7 @@ def build(cfg: DictConfig):
         objective=OmegaConf.to_container(cfg.objective, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         run_config={**training_config(cfg), "model": model},  # what a resume must match
+        aux=aux_terms(cfg.get("aux")),
     )
     return datamodule, system
 
@@ -161,7 +162,7 @@ def main(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    objective_name = hydra_cfg.runtime.choices.get("objective", "objective")
+    objective_name = objective_label(hydra_cfg.runtime.choices.get("objective", "objective"), cfg.get("aux"))
     if hydra_cfg.mode == RunMode.MULTIRUN:  # one failing job must not stop the sweep
         finished = finished_results(run_dir, cfg)
         if finished is not None:

@@ -20,11 +20,13 @@ from objectives.base import Objective, ObjectiveContext, longest_sequence, objec
 
 
 class LanguageModelSystem(pl.LightningModule):
-    def __init__(self, model: dict, objective: dict, optim: dict, run_config: dict | None = None) -> None:
+    def __init__(
+        self, model: dict, objective: dict, optim: dict, run_config: dict | None = None, aux: dict | None = None
+    ) -> None:
         super().__init__()  # run_config: saved with the hyperparameters, for resume to compare
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # aux: {name: the config of the objective that defines the term + weight}
         self.model = GPT(GPTConfig(**model))
-        self.objective = build_objective(objective)
+        self.objective = build_objective(objective, aux)
         self.optim = dict(optim)
         # Mean over tokens (weighted by count), synced across processes by torchmetrics.
         self.val_nll = torchmetrics.MeanMetric()
@@ -173,14 +175,22 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def build_objective(config: dict) -> Objective:
+def build_objective(config: dict, aux: dict | None = None) -> Objective:
     """Instantiate an objective from its config (``_target_`` + knobs); ``search_space`` is the tuner's.
+    ``aux``: {name: config of the objective whose ``term`` is added, with ``weight``} (``benchmarks.cli.aux_terms``).
 
     Knob values are checked by the objective itself (KnobError); unknown knob names here.
     """
     import inspect
 
-    from objectives.base import KnobError
+    from objectives.base import AuxiliaryTerm, KnobError, WithAuxiliaryTerms
+
+    if aux:
+        terms = []
+        for name, term_config in aux.items():
+            knobs = {k: v for k, v in term_config.items() if k != "weight"}
+            terms.append(AuxiliaryTerm(name, term_config["weight"], build_objective(knobs).term))
+        return WithAuxiliaryTerms(build_objective(config), tuple(terms))
 
     knobs = objective_knobs(config)
     cls = hydra.utils.get_class(config["_target_"])

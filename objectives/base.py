@@ -83,11 +83,51 @@ class Objective(nn.Module):
         """Raise KnobError when the objective's sequences cannot fit ``length`` tokens (a batch row,
         the model context). Called when the config is validated, before any work."""
 
+    def check_steps(self, max_steps: int) -> None:
+        """Raise KnobError when a ``start_step`` knob (the step from which the objective acts, MLE before)
+        is not below the run's ``trainer.max_steps``: the run would be MLE under another name."""
+        start = getattr(self, "start_step", None)
+        if start is not None and start >= max_steps:
+            raise KnobError(
+                f"objective.start_step={start} is not allowed; it must be below trainer.max_steps={max_steps}"
+            )
+
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         """Called once before training (unigram counts, reference model, ...)."""
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class AuxiliaryTerm:
+    """A weighted per-token term added to any objective: ``weight``·mean_t fn(z_t, y_t).loss. ``fn`` is the
+    ``term`` method of the objective that defines it (``objectives/z_loss.py``: (log Z)²)."""
+
+    name: str
+    weight: float
+    fn: Callable[[torch.Tensor, torch.Tensor], TokenLoss]
+
+
+def with_terms(
+    token_loss: Callable[..., TokenLoss] | None, terms: tuple[AuxiliaryTerm, ...]
+) -> Callable[..., TokenLoss]:
+    """token_loss (or 0 when None) + Σ_i w_i·term_i, each term's value and stats logged under its name."""
+
+    def combined(logits: torch.Tensor, targets: torch.Tensor, *per_token: torch.Tensor) -> TokenLoss:
+        if token_loss is None:
+            loss, stats = logits.new_zeros(logits.shape[0]), {}
+        else:
+            out = token_loss(logits, targets, *per_token)
+            loss, stats = out.loss, dict(out.stats)
+        for term in terms:
+            value = term.fn(logits, targets)
+            loss = loss + term.weight * value.loss
+            stats[term.name] = value.loss
+            stats.update({f"{term.name}/{k}": v for k, v in value.stats.items()})
+        return TokenLoss(loss, stats)
+
+    return combined
 
 
 class TokenObjective(Objective):
@@ -101,6 +141,7 @@ class TokenObjective(Objective):
     """
 
     token_loss_and_grad: Callable[..., TokenLoss] | None = None
+    aux_terms: tuple[AuxiliaryTerm, ...] = ()  # set by WithAuxiliaryTerms: added to every token's loss
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor, *per_token: torch.Tensor) -> TokenLoss:
         raise NotImplementedError
@@ -113,5 +154,43 @@ class TokenObjective(Objective):
         inputs, targets = split_batch(batch)
         extra = self.per_token_inputs(inputs, targets)
         h = model.hidden(inputs)
-        losses, stats = model.token_losses(h, self.token_loss, targets, *extra, grad_fn=self.token_loss_and_grad)
+        loss_fn, grad_fn = self.token_loss, self.token_loss_and_grad
+        if self.aux_terms:  # autograd of the sum: the terms have no closed form of their own
+            loss_fn, grad_fn = with_terms(self.token_loss, self.aux_terms), None
+        losses, stats = model.token_losses(h, loss_fn, targets, *extra, grad_fn=grad_fn)
         return LossOutput(losses.mean(), {key: value.mean() for key, value in stats.items()})
+
+
+class WithAuxiliaryTerms(Objective):
+    """An objective plus weighted auxiliary terms (``aux={z_loss: 1e-4, entropy_penalty: 0.1}``):
+    loss = objective + Σ_i w_i·mean_t term_i(z_t, y_t) on the batch's tokens.
+
+    A TokenObjective adds the terms to its own per-token loss (the same head pass); any other objective
+    gets them from one more forward pass over the batch's inputs.
+    """
+
+    def __init__(self, objective: Objective, terms: tuple[AuxiliaryTerm, ...]) -> None:
+        super().__init__()
+        self.objective, self.terms = objective, tuple(terms)
+        self.name = objective.name + "".join(f"+{t.name}({t.weight:g})" for t in self.terms)
+        self.full_work_knobs = objective.full_work_knobs
+        if isinstance(objective, TokenObjective):
+            objective.aux_terms = self.terms
+
+    def check_fits(self, length: int) -> None:
+        self.objective.check_fits(length)
+
+    def check_steps(self, max_steps: int) -> None:
+        self.objective.check_steps(max_steps)
+
+    def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
+        self.objective.setup(model, context)
+
+    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
+        out = self.objective(model, batch, step)
+        if isinstance(self.objective, TokenObjective):
+            return out
+        inputs, targets = split_batch(batch)
+        losses, stats = model.token_losses(model.hidden(inputs), with_terms(None, self.terms), targets)
+        logs = {**out.logs, **{key: value.mean() for key, value in stats.items()}}
+        return LossOutput(out.loss + losses.mean(), logs)

@@ -24,6 +24,12 @@ class EntropyPenalty(TokenObjective):
     def penalty(self, entropy: torch.Tensor) -> torch.Tensor:
         return -entropy if self.threshold is None else (self.threshold - entropy).clamp_min(0)
 
+    def term(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """The penalty alone, −H(p_t) (or the hinge): the auxiliary term (``aux={entropy_penalty: λ}``)."""
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return TokenLoss(self.penalty(entropy), {"entropy": entropy})
+
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         logp = logits.log_softmax(-1)
         nll = -logp.gather(-1, targets[:, None]).squeeze(-1)

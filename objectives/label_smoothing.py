@@ -20,6 +20,11 @@ class LabelSmoothing(TokenObjective):
         check_knob("eps", eps, 0 <= eps < 1, "use 0 <= eps < 1")
         self.eps = eps
 
+    @staticmethod
+    def term(logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """The smoothing cross-entropy mean_v(−log p_t(v)) alone: the auxiliary term (``aux={label_smoothing: ε}``)."""
+        return TokenLoss(-logits.log_softmax(-1).mean(-1))
+
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         logp = logits.log_softmax(-1)
         nll = -logp.gather(-1, targets[:, None]).squeeze(-1)

@@ -132,3 +132,12 @@ def full_logits_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(
         targets
     )
+
+
+@pytest.fixture
+def model():
+    """A one-layer GPT over 23 tokens (the objectives' tests)."""
+    from lit_modules.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=23, context=32, n_layer=1, n_head=2, d_model=16))

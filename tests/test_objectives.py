@@ -12,7 +12,10 @@ from conftest import compose, full_logits_nll
 from lit_modules.decoding import DecodingConfig, generate
 from lit_modules.model import GPT, GPTConfig
 from objectives.base import KnobError, ObjectiveContext, TokenObjective
+from objectives.contrastive_token import ContrastiveToken
+from objectives.emo import EMO
 from objectives.entropy_penalty import EntropyPenalty
+from objectives.gold import GOLD
 from objectives.label_smoothing import LabelSmoothing
 from objectives.mixce import MixCE
 from objectives.mle import MLE
@@ -25,12 +28,6 @@ from objectives.unlikelihood_seq import UnlikelihoodSeq, ngram_repeat_mask
 from objectives.unlikelihood_token import UnlikelihoodToken
 
 V = 23
-
-
-@pytest.fixture
-def model():
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=V, context=32, n_layer=1, n_head=2, d_model=16))
 
 
 @pytest.fixture
@@ -499,6 +496,20 @@ def test_prefix_plus_continuation_must_fit_the_context(model):
 
 
 # ---- closed forms: every TokenObjective's token_loss_and_grad equals autograd of its token_loss ----
+def with_cost_embedding(objective: EMO) -> EMO:
+    """EMO's cost embedding is the model's, set at every step: here a fixed one for 37 tokens."""
+    embedding = torch.randn(37, 8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    objective.cost_embedding = F.normalize(embedding, dim=-1)
+    return objective
+
+
+def with_reference(objective: GOLD) -> GOLD:
+    """GOLD's rewards come from its frozen MLE model: here one over 37 tokens."""
+    torch.manual_seed(7)
+    objective.setup(GPT(GPTConfig(vocab_size=37, context=8, n_layer=1, n_head=2, d_model=8)), None)
+    return objective
+
+
 def token_objectives():
     """An instance of every TokenObjective subclass, at knobs where every branch of its formula acts."""
     import importlib
@@ -514,6 +525,9 @@ def token_objectives():
         "mixce": [MixCE(eta=0.3)],
         "tailr": [TaiLr(gamma=0.4, min_w=0.1)],
         "unlikelihood_token": [UnlikelihoodToken(alpha=0.8)],
+        "emo": [with_cost_embedding(EMO(lam=0.7))],
+        "gold": [with_reference(GOLD(reward=r, iw_min=0.3, suffix=2)) for r in ("sump", "logp", "delta")],
+        "contrastive_token": [ContrastiveToken(ct_length=0.7, window=3)],
     }
     found, stack = [], [TokenObjective]
     while stack:
@@ -557,6 +571,10 @@ def test_every_closed_form_is_tested():
         "mixce",
         "tailr",
         "unlikelihood_token",
+        "z_loss",
+        "contrastive_token",
+        "emo",
+        "gold",
     }
 
 

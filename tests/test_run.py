@@ -53,6 +53,8 @@ def test_every_objective_and_data_module_runs(group, option, extra, tmp_path, te
         cfg.objective.start_step = 1
     if "prefix_len" in cfg.objective:  # objectives that decode: fit the tiny blocks
         cfg.objective.prefix_len, cfg.objective.cont_len = 4, 8
+    if "max_len" in cfg.objective:  # objectives that repeat spans: a prefix and two copies in 17 tokens
+        cfg.objective.min_len, cfg.objective.max_len = 2, 5
     results = run(cfg, tmp_path, "mle")
     assert math.isfinite(results["metrics"]["tf/ppl"]) and results["metrics"]["tf/ppl"] > 1
     assert results["timing"]["steps"] == 3
@@ -134,7 +136,7 @@ def test_cli_end_to_end(tmp_path):
 BAD = [
     (
         ["objective=nope"],
-        "objective=nope is not available; choose one of: entropy_penalty, label_smoothing, mixce, mle",
+        "objective=nope is not available; choose one of: contrastive_token, ditto, emo, entropy_penalty",
     ),
     (["model=huge"], "model=huge is not available; choose one of: gpt2, small, tiny"),
     (["data=imagenet"], "data=imagenet is not available"),
@@ -151,6 +153,9 @@ BAD = [
     (["data=text"], "data=text needs data.files"),
     (["eval.mauve=maybe"], "eval.mauve='maybe' is not allowed; use auto, true or false"),
     (["objective=mle", "+objective.eps=0.1"], "objective.eps is not a knob of mle; its knobs: none"),
+    (["aux={zloss:1e-4}"], "aux.zloss is not an auxiliary term; choose from: entropy_penalty, label_smoothing, z_loss"),
+    (["aux={z_loss:-1}"], "aux.z_loss=-1 is not allowed; use a weight >= 0"),
+    (["objective=gold"], "objective.start_step=200 is not allowed; it must be below trainer.max_steps=3"),
 ]
 
 
@@ -252,3 +257,19 @@ def test_gradient_clipping_with_the_fused_optimiser():
             p.grad = torch.full_like(p, 3.0)
         system.configure_gradient_clipping(None, 0.5 if algorithm == "norm" else 0.01, algorithm)
         assert check([p.grad for p in system.parameters()])
+
+
+def test_auxiliary_terms_name_the_run_and_its_report_row(tmp_path):
+    """aux={z_loss: 0.001} on label smoothing: results.json, the TensorBoard run and the report's row say so."""
+    from benchmarks.cli import objective_label
+    from benchmarks.report import collect
+
+    cfg = compose([*TINY, *TINY_SYNTHETIC, "objective=label_smoothing", "aux={z_loss:0.001}"])
+    name = objective_label("label_smoothing", cfg.aux)
+    run(cfg, tmp_path / "ls_z" / "seed_1", name)
+    saved = json.loads((tmp_path / "ls_z" / "seed_1" / "results.json").read_text())
+    assert saved["objective"] == "label_smoothing+z_loss(0.001)" and saved["config"]["aux"] == {"z_loss": 0.001}
+    assert [p.name for p in (tmp_path / "ls_z" / "seed_1" / "tb").iterdir()] == [
+        "label_smoothing+z_loss(0.001)_eps=0.1"
+    ]
+    assert [r.objective for r in collect(tmp_path)] == ["label_smoothing+z_loss(0.001)"]
