@@ -153,6 +153,8 @@ def user_errors_as_one_line(fn: Callable[..., Any]) -> Callable[..., Any]:
             inner = unwrap(e)
             if isinstance(inner, USER_ERRORS):
                 fail(str(inner))
+            if isinstance(inner, OSError) and inner.filename is not None:  # a read-only or full disk, a bad path
+                fail(f"cannot write or read {inner.filename}: {inner.strerror or type(inner).__name__}")
             raise
 
     return wrapped

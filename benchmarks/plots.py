@@ -243,6 +243,40 @@ def coverage_vs_quality(runs, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def forward_vs_reverse_kl(runs, path: Path) -> Path | None:
+    """Every objective on the exact forward KL(P‖p_θ) (mass-covering: low when p_θ covers all of the source)
+    against the reverse KL(p_θ‖P) (mode-seeking: low when p_θ puts no mass where the source has little), with
+    95% intervals over seeds; dashed lines through MLE's point split the plane into what each objective buys
+    and costs against it. Synthetic source only (the true distribution is needed)."""
+    pts = [(r.metrics.get("gt/forward_kl"), r.metrics.get("gt/reverse_kl"), r.objective) for r in runs]
+    pts = [p for p in pts if _finite(p[0], p[1])]
+    if not pts:
+        return None
+    colors = _colors(runs)
+    fig, ax = plt.subplots(figsize=(8, 5.4))
+    x_lo, x_hi = _inlier_limits([p[0] for p in pts], 0.0)
+    y_lo, y_hi = _inlier_limits([p[1] for p in pts], 0.0)
+    _scatter(ax, pts, colors, "o", clip_x=x_hi, clip_y=y_hi, errors=_errors(runs, "gt/forward_kl", "gt/reverse_kl"))
+    for x, y, name in pts:
+        if x <= x_hi and y <= y_hi:
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5)
+    from matplotlib.lines import Line2D
+
+    mle = next(((x, y) for x, y, name in pts if name == "mle"), None)
+    extra = []
+    if mle is not None:
+        ax.axvline(mle[0], color="grey", linestyle="--", linewidth=0.8)
+        ax.axhline(mle[1], color="grey", linestyle="--", linewidth=0.8)
+        extra.append(Line2D([], [], color="grey", linestyle="--", label="MLE's KLs"))
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_lo, y_hi)
+    ax.set_xlabel("forward KL(P ‖ p_θ), nats/token (mass-covering: lower covers more of the source)")
+    ax.set_ylabel("reverse KL(p_θ ‖ P), nats/token\n(mode-seeking: lower puts less mass off the source)")
+    ax.set_title("Mass-covering vs mode-seeking: every objective (95% intervals over seeds; dashed: MLE)")
+    _legends(ax, colors, {}, extra)
+    return _save(fig, path)
+
+
 def quality_vs_diversity(runs, path: Path) -> Path | None:
     """Per decoding and objective: distinct-4 (diversity) against MAUVE (real text, with the mauve extra) or
     the continuation's NLL under the source (synthetic): the quality-diversity trade-off across decodings."""
@@ -342,6 +376,7 @@ def make_plots(runs, out_dir: Path) -> list[Path]:
         entropy_vs_nll(runs, out_dir / "entropy_vs_nll.png"),
         validation_curves(runs, out_dir / "validation_nll.png"),
         coverage_vs_quality(runs, out_dir / "coverage_vs_quality.png"),
+        forward_vs_reverse_kl(runs, out_dir / "forward_vs_reverse_kl.png"),
         quality_vs_diversity(runs, out_dir / "quality_vs_diversity.png"),
         reliability(runs, out_dir / "reliability.png"),
     ]

@@ -9,6 +9,8 @@ TensorBoard events (tb/), checkpoints/last.ckpt and the resolved config (.hydra/
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,7 +60,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, precision: str, label: str):
         logger=TensorBoardLogger(save_dir=str(run_dir), name="tb", version=label, default_hp_metric=False),
         callbacks=[
             LearningRateMonitor(logging_interval="step"),
-            PeriodicCheckpoint(run_dir / "checkpoints", cfg.checkpoint.every_n_steps),
+            PeriodicCheckpoint(
+                run_dir / "checkpoints", cfg.checkpoint.every_n_steps, min(t.val_check_interval, t.max_steps)
+            ),
             CheckpointOnSigterm(run_dir / "checkpoints"),
         ],
         use_distributed_sampler=False,  # the training batches shard themselves (lit_modules.data.StepBatches)
@@ -96,6 +100,7 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     from lit_modules.callbacks import save_checkpoint_atomic
 
     decodings = check_run_config(cfg)  # every user error before any work
+    lock_run_dir(run_dir)
     keep_freed_memory()
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     if torch.cuda.is_available():
@@ -110,15 +115,17 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     trainer = build_trainer(cfg, run_dir, precision, run_label(objective_name, cfg.objective))
     trainer.callbacks.extend(callbacks)
 
-    t0 = time.perf_counter()
     fit(trainer, system, datamodule, resume_checkpoint(cfg, run_dir), run_dir)
-    train_s = time.perf_counter() - t0
+    train_s = system.train_seconds  # counts the runs this one resumed
     save_checkpoint_atomic(trainer, run_dir / "checkpoints" / "last.ckpt")
     if not trainer.is_global_zero:
         return {}
 
     t0 = time.perf_counter()
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    # the final weights' validation, from the history: a resumed run that was already finished has no
+    # validation of its own (Lightning's callback_metrics would hold none)
+    final_nll = system.val_history[-1][1]
+    metrics = {"val/nll": final_nll, "val/ppl": math.exp(final_nll)}
     evaluated = {"metrics": {}, "samples": [], "reliability": {}}
     if evaluation:
         evaluated = evaluate_run(system.model, datamodule, decodings, cfg, precision.startswith("bf16"))
@@ -132,6 +139,29 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     write_run_files(run_dir, results, evaluated["samples"] if evaluation else None, datamodule)
     print_summary(results, run_dir)
     return results
+
+
+_LOCKS: dict[Path, object] = {}  # open lock files of this process, by run directory
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Hold an exclusive lock on ``run_dir/.lock`` while this process lives: a second run into a busy
+    directory would interleave its TensorBoard events and overwrite the first one's results."""
+    import fcntl
+
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _LOCKS or any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        return  # the other processes of a distributed run write into rank 0's directory
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 (held open: the lock lives as long as the file)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"{run_dir} is in use by another run (its .lock is held); wait for it or use another hydra.run.dir"
+        ) from None
+    _LOCKS[run_dir] = handle
 
 
 def fit(trainer, system, datamodule, ckpt_path: str | None, run_dir: Path) -> None:
@@ -156,6 +186,17 @@ def fit(trainer, system, datamodule, ckpt_path: str | None, run_dir: Path) -> No
         trainer.validate(system, datamodule=datamodule, verbose=False)  # val/ metrics of the final weights
 
 
+FAILED_JOBS_LOG = "OBJBENCH_FAILED_JOBS"  # a file where a multirun's jobs (in this or a launcher's worker
+# process) note their failures: the sweep finishes the others, then exits 1
+
+
+def note_failed_job(run_dir: Path) -> None:
+    path = os.environ.get(FAILED_JOBS_LOG)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{run_dir}\n")
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="run")
 def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
@@ -172,6 +213,7 @@ def main(cfg: DictConfig) -> float | None:
             results = run(cfg, run_dir, objective_name)
         except Exception as e:
             record_failure(run_dir, objective_name, cfg, e)
+            note_failed_job(run_dir)
             return None
     else:
         results = user_errors_as_one_line(run)(cfg, run_dir, objective_name)
@@ -224,4 +266,11 @@ if __name__ == "__main__":
     sys.argv[1:] = user_errors_as_one_line(with_suite_seeds)(sys.argv[1:])
     check_config(sys.argv[1:], check_run_config)
     quiet_lightning()
-    main()
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="objbench-failed-", suffix=".txt") as failed_log:
+        os.environ[FAILED_JOBS_LOG] = failed_log.name  # inherited by a launcher's worker processes
+        main()
+        failed = Path(failed_log.name).read_text(encoding="utf-8").split()
+    if failed:
+        fail(f"{len(failed)} job(s) failed (their failed.json says why): {', '.join(failed)}", code=1)

@@ -26,6 +26,11 @@ from benchmarks.metrics import generation_metrics
 from lit_modules.util import atomic_write_json
 
 PER_SAMPLE = {"entropy": "gen", "sample_nll": "gt", "copy_rate_8": "gen"}
+MAX_ID = 2**31  # token ids: non-negative integers that fit torch's int64 and any vocabulary
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_samples(path: Path) -> dict[str, list[dict]]:
@@ -44,12 +49,16 @@ def read_samples(path: Path) -> dict[str, list[dict]]:
         try:
             record = json.loads(line)
             name, cont = record["decoding"], record["continuation"]
-            if not isinstance(name, str) or not isinstance(cont, list) or not all(isinstance(t, int) for t in cont):
+            ids_ok = all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < MAX_ID for t in cont or [None])
+            if not isinstance(name, str) or not isinstance(cont, list) or len(cont) < 2 or not ids_ok:
+                raise TypeError
+            if any(not _number(record[key]) for key in PER_SAMPLE if key in record):
                 raise TypeError
         except (json.JSONDecodeError, KeyError, TypeError):
             raise ValueError(
-                f'{path}:{number}: malformed sample; expected a JSON object with "decoding" (a name) and '
-                f'"continuation" (a list of token ids)'
+                f'{path}:{number}: malformed sample; expected a JSON object with "decoding" (a name), '
+                f'"continuation" (a list of at least 2 token ids, integers in [0, 2^31)) and numbers for '
+                f"{', '.join(PER_SAMPLE)} where present"
             ) from None
         groups.setdefault(name, []).append(record)
     if not groups:
@@ -87,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in metrics.items():
         print(f"{key:<{width}}  {value:10.4f}")
     if args.json:
-        atomic_write_json(args.json, metrics)
+        try:
+            atomic_write_json(args.json, metrics)
+        except OSError as e:
+            fail(f"--json {args.json}: cannot write it ({e.strerror or type(e).__name__})")
     return 0
 
 

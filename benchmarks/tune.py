@@ -117,12 +117,19 @@ def open_storage(spec: str | None, study_dir: Path, heartbeat: int, max_retry: i
             # failed and re-queued with the same parameters
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         )
-    except (optuna.exceptions.OptunaError, ValueError, ImportError, OSError) as e:
+    except Exception as e:  # Optuna's own, SQLAlchemy's (bad URL, unreachable server, missing driver), OSError
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"tune.storage={spec!r} cannot be opened: {detail}") from None
-    except Exception as e:  # SQLAlchemy: bad URL, unreachable server, missing driver
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"tune.storage={spec!r} cannot be opened: {detail[:200]}") from None
+        raise ConfigError(
+            f"tune.storage={mask_password(spec)!r} cannot be opened: {mask_password(detail, spec)[:200]}"
+        ) from None
+
+
+def mask_password(text: str, url: str | None = None) -> str:
+    """``text`` with the password of a database URL (``url``, or the URL that ``text`` is) as ***."""
+    import re
+
+    match = re.match(r"^[\w+.-]+://[^:/@]+:([^@]+)@", url if url is not None else text)
+    return text.replace(match.group(1), "***") if match else text
 
 
 def make_sampler(t: DictConfig, n_metrics: int, seed_offset: int = 0):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -12,50 +14,94 @@ def save_checkpoint_atomic(trainer: pl.Trainer, path: str | Path) -> None:
     """``trainer.save_checkpoint`` to a temporary name, then rename: never a half-written file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(tmp)  # collective; rank 0 writes
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
+    try:
+        trainer.save_checkpoint(tmp)  # collective; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+    finally:  # a failed write (a full disk) leaves no partial file behind to keep the disk full
+        if trainer.is_global_zero and tmp.exists():
+            tmp.unlink()
 
 
 class PeriodicCheckpoint(pl.Callback):
     """Write ``last.ckpt`` every ``every_n_steps`` optimiser steps (overwriting it atomically).
 
     Lightning's ModelCheckpoint with ``save_top_k=0`` keeps no periodic file; this keeps exactly
-    one rolling ``last.ckpt``, which is what resuming needs.
+    one rolling ``last.ckpt``, which is what resuming needs. At a step that also validates (a multiple of
+    ``val_every``) the checkpoint is written after the validation, so that it holds that validation: a
+    resumed run never redoes it, and would otherwise lose that point of the validation history.
     """
 
-    def __init__(self, dirpath: str | Path, every_n_steps: int) -> None:
+    def __init__(self, dirpath: str | Path, every_n_steps: int, val_every: int | None = None) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
+        self.val_every = val_every
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        step = trainer.global_step
+        return step > 0 and step % self.every_n_steps == 0
+
+    def _validates(self, trainer: pl.Trainer) -> bool:
+        return self.val_every is not None and trainer.global_step % self.val_every == 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        step = trainer.global_step
-        if step > 0 and step % self.every_n_steps == 0:
+        if self._due(trainer) and not self._validates(trainer):
+            save_checkpoint_atomic(trainer, self.dirpath / "last.ckpt")
+
+    def on_validation_end(self, trainer: pl.Trainer, *args) -> None:
+        if (
+            trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+            and self._due(trainer)
+            and self._validates(trainer)
+        ):
             save_checkpoint_atomic(trainer, self.dirpath / "last.ckpt")
 
 
 class CheckpointOnSigterm(pl.Callback):
-    """On SIGTERM (a scheduler's pre-emption, ``kill``), save ``last.ckpt`` after the current step and exit 143.
+    """On SIGTERM (a scheduler's pre-emption, ``kill``) or SIGINT (Ctrl-C), save ``last.ckpt`` after the current
+    step, say so in one line and exit 143 or 130 (128 + the signal).
 
-    Lightning notes the signal (``trainer.received_sigterm``) but acts on it only at an epoch's end or by
-    ending ``fit`` with a status-0 SIGTERMException; an objbench run is one long epoch, so this acts after
-    the step in progress, and run.py calls ``save_on_sigterm`` when ``fit`` ended the other way.
+    Lightning notes SIGTERM (``trainer.received_sigterm``) but acts on it only at an epoch's end or by ending
+    ``fit`` with a status-0 SIGTERMException; an objbench run is one long epoch, so this acts after the step in
+    progress, and run.py calls ``save_on_sigterm`` when ``fit`` ended the other way. Ctrl-C would raise a
+    KeyboardInterrupt wherever the step is (Lightning then stops without a checkpoint): during ``fit`` it only
+    sets a flag here, read after the step.
     """
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
+        self.received_sigint = False
+        self._previous_handler = None
+
+    def on_fit_start(self, trainer: pl.Trainer, *args) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_fit_end(self, trainer: pl.Trainer, *args) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.received_sigint:  # a second Ctrl-C: stop now, as Python would
+            raise KeyboardInterrupt
+        self.received_sigint = True
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        if trainer.received_sigterm:
-            save_on_sigterm(trainer, self.dirpath)
+        if trainer.received_sigterm or self.received_sigint:
+            self.on_fit_end(trainer)
+            code = 130 if self.received_sigint and not trainer.received_sigterm else 143
+            save_on_sigterm(trainer, self.dirpath, code)
 
 
-def save_on_sigterm(trainer: pl.Trainer, dirpath: Path) -> None:
-    """Save last.ckpt after a SIGTERM and exit with status 143 (128 + SIGTERM)."""
+def save_on_sigterm(trainer: pl.Trainer, dirpath: Path, code: int = 143) -> None:
+    """Save last.ckpt after SIGTERM (exit status 143 = 128 + 15) or SIGINT (130 = 128 + 2)."""
     save_checkpoint_atomic(trainer, Path(dirpath) / "last.ckpt")
+    name = "SIGINT" if code == 130 else "SIGTERM"
     print(
-        f"SIGTERM: checkpoint saved at step {trainer.global_step} in {Path(dirpath) / 'last.ckpt'}; "
+        f"{name}: checkpoint saved at step {trainer.global_step} in {Path(dirpath) / 'last.ckpt'}; "
         "rerun the same command with resume=true to continue",
         flush=True,
     )
-    raise SystemExit(143)
+    raise SystemExit(code)

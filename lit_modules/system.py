@@ -16,6 +16,7 @@ import torch
 import torchmetrics
 
 from lit_modules.model import GPT, GPTConfig
+from lit_modules.util import UserError
 from objectives.base import Objective, ObjectiveContext, longest_sequence, objective_knobs
 
 
@@ -35,6 +36,17 @@ class LanguageModelSystem(pl.LightningModule):
         self._rng_to_restore: dict | None = None
         self._last_step_time: float | None = None
         self._tokens_per_s: float | None = None
+        self._train_s_before = 0.0  # training seconds of the runs this one resumes (from the checkpoint)
+        self._fit_started: float | None = None
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall seconds of training (validation included) over this run and the ones it resumed."""
+        now = time.perf_counter()
+        return self._train_s_before + (now - self._fit_started if self._fit_started is not None else 0.0)
+
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
 
     def setup_objective(self, block_size: int, unigram_counts: torch.Tensor | None) -> None:
         """Before training: the output bias from the train split's unigram counts, then the objective's state."""
@@ -53,12 +65,13 @@ class LanguageModelSystem(pl.LightningModule):
 
     # ---- checkpoint extras: what exact resumption needs beyond weights, optimiser and loops ----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["objbench"] = {"val_history": self.val_history, "rng": rng_state()}
+        checkpoint["objbench"] = {"val_history": self.val_history, "rng": rng_state(), "train_s": self.train_seconds}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extras = checkpoint.get("objbench", {})
         self.val_history = [tuple(x) for x in extras.get("val_history", [])]
         self._rng_to_restore = extras.get("rng")
+        self._train_s_before = float(extras.get("train_s", 0.0))
 
     def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
         if self._rng_to_restore is not None:  # the first resumed step draws what the uninterrupted run drew
@@ -139,8 +152,9 @@ class LanguageModelSystem(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite: the run stops (no results are written)."""
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite (a learning rate or knob too large, most often): the run stops
+    with one line (no results are written; the last good checkpoint is kept)."""
 
 
 def rng_state() -> dict:

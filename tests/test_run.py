@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, TINY, TINY_SYNTHETIC, compose
 
 from benchmarks.cli import available
@@ -156,6 +157,18 @@ BAD = [
     (["aux={zloss:1e-4}"], "aux.zloss is not an auxiliary term; choose from: entropy_penalty, label_smoothing, z_loss"),
     (["aux={z_loss:-1}"], "aux.z_loss=-1 is not allowed; use a weight >= 0"),
     (["objective=gold"], "objective.start_step=200 is not allowed; it must be below trainer.max_steps=3"),
+    (["seed=-1"], "seed=-1 is not allowed; use an integer in [0, 2^32)"),
+    (["seed=abc"], "seed='abc' is not allowed; use an integer in [0, 2^32)"),
+    (["eval.batch_size=0"], "eval.batch_size=0 is not allowed; use a positive integer"),
+    (["eval.max_batches=0"], "eval.max_batches=0 is not allowed; use a positive integer"),
+    (["trainer.val_check_interval=0"], "trainer.val_check_interval=0 is not allowed; use a positive integer"),
+    (["trainer.devices=0"], "trainer.devices=0 is not allowed; use a positive integer or auto"),
+    (["trainer.limit_val_batches=0"], "trainer.limit_val_batches=0 is not allowed; use a number of batches >= 1"),
+    (["optim.betas=[2,0]"], "optim.betas=[2, 0] is not allowed; use two numbers in [0, 1)"),
+    (["optim.weight_decay=-1"], "optim.weight_decay=-1 is not allowed; use a weight decay >= 0"),
+    (["optim.warmup_steps=-10"], "optim.warmup_steps=-10 is not allowed; use an integer >= 0"),
+    (["eval.decodings=greedy"], "eval.decodings='greedy' is not allowed; use a list of decoding names"),
+    (["optim.lr=1e8"], "non-finite loss"),
 ]
 
 
@@ -273,3 +286,56 @@ def test_auxiliary_terms_name_the_run_and_its_report_row(tmp_path):
         "label_smoothing+z_loss(0.001)_eps=0.1"
     ]
     assert [r.objective for r in collect(tmp_path)] == ["label_smoothing+z_loss(0.001)"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_accelerator_without_a_gpu_is_one_line(tmp_path, capsys):
+    assert "trainer.accelerator=gpu is not allowed here: this machine has no CUDA GPU" in cli_error(
+        [*TINY, "trainer.accelerator=gpu"], tmp_path / "run", capsys
+    )
+
+
+def test_a_finished_run_resumed_keeps_its_validation_and_training_time(tmp_path):
+    """results.json lost after a finished run, the same command with resume=true: the final checkpoint is at
+    max_steps, so nothing trains or validates again; val/nll and the training time still come from the run."""
+    overrides = [*TINY, *TINY_SYNTHETIC]
+    first = run(compose(overrides), tmp_path, "mle")
+    (tmp_path / "results.json").unlink()
+    again = run(compose([*overrides, "resume=true"]), tmp_path, "mle")
+    assert again["metrics"] == first["metrics"]
+    assert again["history"] == first["history"]
+    assert again["timing"]["train_s"] >= first["timing"]["train_s"]
+
+
+def test_a_checkpoint_at_a_validation_step_holds_that_validation(tmp_path):
+    """Checkpoint every 20 steps, validation every 10: last.ckpt of step 20 is written after step 20's
+    validation, so a run resumed from it does not lose that point of the history."""
+    import lightning.pytorch as pl
+
+    copies = tmp_path / "at_step_21.ckpt"
+
+    class CopyAtStep21(pl.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            if trainer.global_step == 21 and not copies.exists():
+                copies.write_bytes((tmp_path / "run" / "checkpoints" / "last.ckpt").read_bytes())
+
+    cfg = compose([*TINY, *TINY_SYNTHETIC, "trainer.max_steps=22", "trainer.val_check_interval=10",
+                   "checkpoint.every_n_steps=20", "trainer.limit_val_batches=1"])  # fmt: skip
+    run(cfg, tmp_path / "run", "mle", callbacks=(CopyAtStep21(),), evaluation=False)
+    checkpoint = torch.load(copies, weights_only=True)
+    assert checkpoint["global_step"] == 20
+    assert [step for step, _ in checkpoint["objbench"]["val_history"]] == [10, 20]
+
+
+def test_two_runs_into_one_directory_the_second_is_one_line(tmp_path):
+    from benchmarks.run import lock_run_dir
+
+    lock_run_dir(tmp_path)  # this process runs there
+    other = subprocess.run(
+        [sys.executable, "-c", f"from benchmarks.run import lock_run_dir; lock_run_dir({str(tmp_path)!r})"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode != 0
+    assert f"{tmp_path} is in use by another run (its .lock is held)" in other.stderr

@@ -40,8 +40,9 @@ def suite_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("suite")
     # entropy_penalty has no knob eps: that job fails, the others go on
     proc = sweep(out, "entropy_penalty,label_smoothing", "++objective.eps=0.2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # after finishing the other jobs
     assert "error: entropy_penalty: objective.eps is not a knob of entropy_penalty" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 2 job(s) failed (their failed.json says why): ")
     more = sweep(out, "mle", "trainer.val_check_interval=2")  # a second sweep into the same suite directory
     assert more.returncode == 0, more.stderr[-3000:]
     return out, proc
@@ -109,6 +110,7 @@ def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
     assert pngs == [
         "coverage_vs_quality.png",
         "entropy_vs_nll.png",
+        "forward_vs_reverse_kl.png",
         "ppl_vs_repetition.png",
         "quality_vs_diversity.png",
         "reliability.png",
@@ -302,3 +304,36 @@ def test_report_shows_mauve_highest_bold_and_plots_it_against_distinct_4(tmp_pat
     assert "| mixce | sample | 0.962 ± 0.002 | **0.860 ± 0.012** |" in report
     assert "| mixce | sample | +0.000 ± 0.000 | +0.150 ± 0.000 † |" in report
     assert (tmp_path / "plots" / "quality_vs_diversity.png").stat().st_size > 10_000
+
+
+def test_forward_vs_reverse_kl_plot_has_every_objective_with_its_interval(tmp_path, monkeypatch):
+    """One point per objective at its mean (forward KL, reverse KL) over seeds, with 95% error bars both
+    ways, and MLE's two KLs as dashed lines."""
+    import benchmarks.plots as plots
+    from benchmarks.report import build, collect
+
+    kls = {"mle": (0.30, 0.20), "label_smoothing": (0.25, 0.35), "tailr": (0.50, 0.10)}
+    for seed in (1, 2, 3):
+        for objective, (forward, reverse) in kls.items():
+            metrics = {"gt/forward_kl": forward + 0.01 * seed, "gt/reverse_kl": reverse - 0.01 * seed}
+            fake_run(tmp_path, objective, seed, 5.0, metrics=metrics)
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    rows = [row for row in build(collect(tmp_path)).rows.values() if row.runs]
+    assert plots.forward_vs_reverse_kl(rows, tmp_path / "kl.png") == tmp_path / "kl.png"
+    ax = figures[0].axes[0]
+    points = sorted(
+        tuple(round(float(v), 4) for v in c.get_offsets()[0])
+        for c in ax.collections
+        if type(c).__name__ == "PathCollection"
+    )
+    assert points == [(0.27, 0.33), (0.32, 0.18), (0.52, 0.08)]
+    error_bars = [c for c in ax.collections if type(c).__name__ == "LineCollection"]
+    assert len(error_bars) == 2 * len(kls)  # x and y bars for every objective
+    half = error_bars[0].get_segments()[0]
+    assert abs(half[1] - half[0]).max() > 0.02  # a t-interval over 3 seeds of spread 0.01 is wider than ±0.01
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert (
+        sorted(round(float(line.get_xdata()[0]), 4) for line in dashed if line.get_xdata()[0] == line.get_xdata()[1])[0]
+        == 0.32
+    )
