@@ -92,7 +92,8 @@ def teacher_forced(
     model.eval()
     device = next(model.parameters()).device
     sums = dict.fromkeys(
-        ("nll", "entropy", "brier", "acc", "rep", "wrep", "gt_entropy", "forward_kl", "reverse_kl"), 0.0
+        ("nll", "entropy", "brier", "acc", "rep", "wrep", "abs_log_z", "gt_entropy", "forward_kl", "reverse_kl"),
+        0.0,
     )
     count = 0
     predicted_ids, entropies, confidences, correct = [], [], [], []
@@ -102,7 +103,9 @@ def teacher_forced(
         inputs, targets = batch[:, :-1], batch[:, 1:]
         with autocast_context(model, bf16):
             logits = model(inputs)
-        logp = logits.float().log_softmax(-1)  # (B, T, V)
+        logits = logits.float()
+        sums["abs_log_z"] += logits.logsumexp(-1).abs().sum().item()  # |log Σ_v exp z_t(v)|: 0 = self-normalised
+        logp = logits.log_softmax(-1)  # (B, T, V)
         probs = logp.exp()
         entropy = -(probs * logp).sum(-1)  # (B, T)
         top_p, argmax = probs.max(-1)
@@ -139,6 +142,7 @@ def teacher_forced(
         f"tf/rep_{REP_WINDOW}": sums["rep"] / count,
         f"tf/wrep_{REP_WINDOW}": sums["wrep"] / count,
         "tf/uniq": float(torch.cat(predicted_ids).unique().numel()),
+        "tf/abs_log_z": sums["abs_log_z"] / count,
     }
     if source is not None:
         metrics["gt/entropy_rate"] = sums["gt_entropy"] / count

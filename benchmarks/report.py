@@ -44,6 +44,7 @@ MODEL_COLUMNS = [
     ("tf/entropy", "entropy", "source"),
     ("tf/ece", "ECE", "min"),
     ("tf/brier", "Brier", "min"),
+    ("tf/abs_log_z", "\\|log Z\\|", "min"),
     ("gt/forward_kl", "KL(P‖p)", "min"),
     ("gt/reverse_kl", "KL(p‖P)", "min"),
 ]

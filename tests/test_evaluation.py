@@ -143,6 +143,7 @@ def test_ppl_and_ece_agree_with_torchmetrics():
     argmax = logits.argmax(-1)
     assert tf.metrics["tf/acc"] == pytest.approx((argmax == targets).double().mean().item())
     assert tf.metrics["tf/uniq"] == argmax.unique().numel()
+    assert tf.metrics["tf/abs_log_z"] == pytest.approx(logits.double().logsumexp(-1).abs().mean().item(), rel=1e-5)
 
 
 # ---- decoding identities ----
