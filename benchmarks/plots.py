@@ -254,12 +254,20 @@ def forward_vs_reverse_kl(runs, path: Path) -> Path | None:
         return None
     colors = _colors(runs)
     fig, ax = plt.subplots(figsize=(8, 5.4))
-    x_lo, x_hi = _inlier_limits([p[0] for p in pts], 0.0)
-    y_lo, y_hi = _inlier_limits([p[1] for p in pts], 0.0)
-    _scatter(ax, pts, colors, "o", clip_x=x_hi, clip_y=y_hi, errors=_errors(runs, "gt/forward_kl", "gt/reverse_kl"))
+    errors = _errors(runs, "gt/forward_kl", "gt/reverse_kl")
+
+    def limits(values: list[float], halves: list[float]) -> tuple[float, float]:  # every point, its bar too
+        lows = [v - h for v, h in zip(values, halves, strict=True)]
+        highs = [v + h for v, h in zip(values, halves, strict=True)]
+        lo, hi = min(lows), max(highs)
+        pad = 0.06 * (hi - lo or 1.0)
+        return lo - pad, hi + pad
+
+    x_lo, x_hi = limits([p[0] for p in pts], [errors[p[2]][0] or 0.0 for p in pts])
+    y_lo, y_hi = limits([p[1] for p in pts], [errors[p[2]][1] or 0.0 for p in pts])
+    _scatter(ax, pts, colors, "o", errors=errors)
     for x, y, name in pts:
-        if x <= x_hi and y <= y_hi:
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5)
     from matplotlib.lines import Line2D
 
     mle = next(((x, y) for x, y, name in pts if name == "mle"), None)
@@ -272,7 +280,7 @@ def forward_vs_reverse_kl(runs, path: Path) -> Path | None:
     ax.set_ylim(y_lo, y_hi)
     ax.set_xlabel("forward KL(P ‖ p_θ), nats/token (mass-covering: lower covers more of the source)")
     ax.set_ylabel("reverse KL(p_θ ‖ P), nats/token\n(mode-seeking: lower puts less mass off the source)")
-    ax.set_title("Mass-covering vs mode-seeking: every objective (95% intervals over seeds; dashed: MLE)")
+    ax.set_title("Mass-covering vs mode-seeking (95% intervals over seeds)", fontsize=10)
     _legends(ax, colors, {}, extra)
     return _save(fig, path)
 
