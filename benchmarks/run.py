@@ -9,10 +9,12 @@ TensorBoard events (tb/), checkpoints/last.ckpt and the resolved config (.hydra/
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python benchmarks/run.py`: make the project importable
@@ -97,10 +99,14 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     ``callbacks`` are added to the Trainer (the tuner's pruning callback); ``evaluation=False``
     stops after training and validation (val/ metrics only).
     """
+    decodings = check_run_config(cfg)  # every user error before any work
+    with run_dir_lock(run_dir):
+        return _run(cfg, run_dir, objective_name, callbacks, evaluation, decodings)
+
+
+def _run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple, evaluation: bool, decodings) -> dict:
     from lit_modules.callbacks import save_checkpoint_atomic
 
-    decodings = check_run_config(cfg)  # every user error before any work
-    lock_run_dir(run_dir)
     keep_freed_memory()
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     if torch.cuda.is_available():
@@ -141,27 +147,29 @@ def run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple = 
     return results
 
 
-_LOCKS: dict[Path, object] = {}  # open lock files of this process, by run directory
-
-
-def lock_run_dir(run_dir: Path) -> None:
-    """Hold an exclusive lock on ``run_dir/.lock`` while this process lives: a second run into a busy
-    directory would interleave its TensorBoard events and overwrite the first one's results."""
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``run_dir/.lock`` for the length of a run: a second run into a busy directory
+    would interleave its TensorBoard events and overwrite the first one's results. The other processes of a
+    distributed run write into rank 0's directory and take none."""
     import fcntl
 
-    run_dir = Path(run_dir).resolve()
-    if run_dir in _LOCKS or any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
-        return  # the other processes of a distributed run write into rank 0's directory
+    if any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK")):
+        yield
+        return
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 (held open: the lock lives as long as the file)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(
-            f"{run_dir} is in use by another run (its .lock is held); wait for it or use another hydra.run.dir"
-        ) from None
-    _LOCKS[run_dir] = handle
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"{run_dir} is in use by another run (its .lock is held); wait for it or use another hydra.run.dir"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fit(trainer, system, datamodule, ckpt_path: str | None, run_dir: Path) -> None:

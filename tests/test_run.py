@@ -328,14 +328,15 @@ def test_a_checkpoint_at_a_validation_step_holds_that_validation(tmp_path):
 
 
 def test_two_runs_into_one_directory_the_second_is_one_line(tmp_path):
-    from benchmarks.run import lock_run_dir
+    """While a run holds its directory another process cannot run there; after it, one can."""
+    from benchmarks.run import run_dir_lock
 
-    lock_run_dir(tmp_path)  # this process runs there
-    other = subprocess.run(
-        [sys.executable, "-c", f"from benchmarks.run import lock_run_dir; lock_run_dir({str(tmp_path)!r})"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert other.returncode != 0
-    assert f"{tmp_path} is in use by another run (its .lock is held)" in other.stderr
+    def other_process() -> subprocess.CompletedProcess:
+        code = f"from benchmarks.run import run_dir_lock\nwith run_dir_lock({str(tmp_path)!r}): pass"
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+
+    with run_dir_lock(tmp_path):  # this process runs there
+        busy = other_process()
+    assert busy.returncode != 0
+    assert f"{tmp_path} is in use by another run (its .lock is held)" in busy.stderr
+    assert other_process().returncode == 0
