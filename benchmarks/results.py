@@ -84,7 +84,8 @@ def collect_results(
 ) -> dict:
     """results.json's content: the config, the metrics, timing and versions, the reliability bins, the
     validation history."""
-    train_tokens = timing["steps"] * cfg.data.batch_size * cfg.data.block_size
+    # every process of a distributed run reads its own data.batch_size rows a step
+    train_tokens = timing["steps"] * cfg.data.batch_size * cfg.data.block_size * timing.get("world_size", 1)
     return {
         "objective": objective_name,
         "config": OmegaConf.to_container(cfg, resolve=True),
@@ -95,6 +96,7 @@ def collect_results(
             "train_tokens": train_tokens,
             "tokens_per_s": train_tokens / timing["train_s"],
             "steps": timing["steps"],
+            "world_size": timing.get("world_size", 1),
             "precision": timing["precision"],
         },
         "versions": versions(),

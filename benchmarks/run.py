@@ -140,7 +140,13 @@ def _run(cfg: DictConfig, run_dir: Path, objective_name: str, callbacks: tuple, 
     eval_s = time.perf_counter() - t0
     log_hparams(trainer.logger, cfg, metrics)
 
-    timing = {"train_s": train_s, "eval_s": eval_s, "steps": trainer.global_step, "precision": precision}
+    timing = {
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "steps": trainer.global_step,
+        "world_size": trainer.world_size,
+        "precision": precision,
+    }
     results = collect_results(cfg, objective_name, metrics, timing, evaluated, system.val_history)
     write_run_files(run_dir, results, evaluated["samples"] if evaluation else None, datamodule)
     print_summary(results, run_dir)
