@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, TINY_SYNTHETIC, compose
@@ -15,15 +16,37 @@ RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
 STEPS = ["trainer.max_steps=10", "trainer.val_check_interval=5", "checkpoint.every_n_steps=5"]
 
 
+def launch(launcher: str, args: list[str]) -> subprocess.CompletedProcess:
+    """Two processes of one run, as README "Several GPUs and nodes" starts them: Lightning's own launcher
+    (trainer.devices=2), torchrun, or two "nodes" (one process each, MASTER_ADDR / NODE_RANK set)."""
+    common = ["trainer.accelerator=cpu", "trainer.strategy=ddp"]
+    if launcher == "lightning":
+        return subprocess.run([*RUN, *args, *common, "trainer.devices=2"], cwd=ROOT, env=os.environ,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+    if launcher == "torchrun":
+        torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2"]
+        return subprocess.run([*torchrun, *RUN[1:], *args, *common, "trainer.devices=2"], cwd=ROOT, env=os.environ,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29531", "OMP_NUM_THREADS": "1"}
+    nodes = [*common, "trainer.devices=1", "trainer.num_nodes=2"]
+    other = subprocess.Popen([*RUN, *args, *nodes], cwd=ROOT, env={**env, "NODE_RANK": "1"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    first = subprocess.run([*RUN, *args, *nodes], cwd=ROOT, env={**env, "NODE_RANK": "0"}, capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    assert other.wait(timeout=120) == 0
+    return first
+
+
 @pytest.mark.slow
-def test_two_cpu_processes_train_as_one_with_the_same_global_batch(tmp_path):
-    """trainer.devices=2 trainer.strategy=ddp, 8 rows a process, against one process with 16 rows: both read
-    the same rows at every step (StepBatches shards the global batch by rank), so the validation NLL agrees to
-    1e-3 nats (the two sum gradients in another order: all-reduce in fp32 against one bf16 batch)."""
+@pytest.mark.parametrize("launcher", ["lightning", "torchrun", "two_nodes"])
+def test_two_cpu_processes_train_as_one_with_the_same_global_batch(launcher, tmp_path):
+    """DDP over gloo with 8 rows a process, against one process with 16 rows: both read the same rows at every
+    step (StepBatches shards the global batch by rank), so the validation NLL agrees to 1e-3 nats (the
+    gradients are summed in another order: an all-reduce against one batch). Rank 0 alone evaluates and
+    writes one results.json, samples.jsonl, TensorBoard run and checkpoint."""
     out = tmp_path / "ddp"
-    args = [*TINY, *TINY_SYNTHETIC, *STEPS, "data.batch_size=8", "trainer.accelerator=cpu", "trainer.devices=2",
-            "trainer.strategy=ddp", "trainer.limit_val_batches=2", f"hydra.run.dir={out}"]  # fmt: skip
-    proc = subprocess.run([*RUN, *args], cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=600)
+    args = [*TINY, *TINY_SYNTHETIC, *STEPS, "data.batch_size=8", "trainer.limit_val_batches=2", f"hydra.run.dir={out}"]
+    proc = launch(launcher, args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results: ") == 1  # rank 0 alone evaluates and writes
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith((".", "train_ddp"))) == [
