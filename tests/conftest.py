@@ -141,3 +141,41 @@ def model():
 
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=23, context=32, n_layer=1, n_head=2, d_model=16))
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL server of this test's own on 127.0.0.1 (Debian's postgresql package: initdb and pg_ctl;
+    run as the postgres user when the tests run as root, which the server refuses), stopped and its data
+    directory removed whatever the outcome. Yields the URL of its database."""
+    import glob
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    bindir = Path(binaries[-1]) if binaries else Path(shutil.which("pg_ctl") or "/nonexistent").parent
+    if not (bindir / "pg_ctl").exists():
+        pytest.skip("no PostgreSQL server binaries (Debian: apt install postgresql)")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="objbench-postgres-"))  # not under pytest's 0700 root-owned tmp dirs
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=60)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    options = f"-k {root} -p {port} -c listen_addresses=127.0.0.1"
+    try:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "start")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)

@@ -179,6 +179,35 @@ def test_killed_tuner_continues_the_study(tmp_path):
     assert states.count("COMPLETE") >= 2  # and the restarted tuner finished one more
 
 
+@pytest.mark.slow
+def test_two_tuners_on_postgresql_survive_a_killed_worker(tmp_path, postgres_url):
+    """Two tune.py workers on one study in a real PostgreSQL; one is SIGKILLed inside its second trial. Its
+    trial is failed once its heartbeat is stale (2 x 1 s) and retried with the same parameters by the next
+    worker that starts a trial; no finished trial is lost: every trial the workers finished is there."""
+    import optuna
+
+    tune = [sys.executable, str(ROOT / "benchmarks" / "tune.py"), "objective=nce", *TINY, *TINY_SYNTHETIC,
+            "trainer.max_steps=20", f"tune.storage={postgres_url}", "tune.heartbeat_interval=1"]  # fmt: skip
+    killed_cmd = [*tune, *killed_once(tmp_path / "kill", step=5, run=2), f"hydra.run.dir={tmp_path / 'a'}"]
+    killed = subprocess.Popen([*killed_cmd, "tune.n_trials=3"], cwd=ROOT, env=CONFTEST, stderr=subprocess.PIPE)
+    steady = subprocess.Popen([*tune, f"hydra.run.dir={tmp_path / 'b'}", "tune.n_trials=3"], cwd=ROOT, env=CONFTEST,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert killed.wait(timeout=600) == -signal.SIGKILL
+    _, steady_err = steady.communicate(timeout=600)
+    assert steady.returncode == 0, steady_err[-2000:]
+    time.sleep(2 + 1)  # the killed worker's trial is stale now, if the steady one did not find it so already
+    last = subprocess.run([*tune, f"hydra.run.dir={tmp_path / 'c'}", "tune.n_trials=1"], cwd=ROOT, env=CONFTEST,
+                          capture_output=True, text=True)  # fmt: skip
+    assert last.returncode == 0, last.stderr[-2000:]
+    trials = optuna.load_study(study_name="nce", storage=postgres_url).trials
+    states = [t.state.name for t in trials]
+    assert states.count("FAIL") == 1 and "RUNNING" not in states, states
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 1 + 3 + 1, states  # the killed worker's first trial, the steady one's 3, the last 1
+    failed = next(t for t in trials if t.state.name == "FAIL")
+    assert any(t.params == failed.params for t in finished), states  # retried with its parameters
+
+
 def test_atomic_write_gives_ordinary_permissions(tmp_path):
     """mkstemp makes 0600 files; results and reports must be readable like any file the user writes."""
     from lit_modules.util import atomic_write_text
