@@ -66,3 +66,40 @@ def test_two_cpu_processes_train_as_one_with_the_same_global_batch(launcher, tmp
         ddp["history"]["val/nll"], single["history"]["val/nll"], strict=True
     ):
         assert step == single_step and abs(nll - single_nll) < 1e-3, (step, nll, single_nll)
+
+
+@pytest.mark.slow
+def test_a_killed_ddp_run_resumes_to_the_metrics_of_an_uninterrupted_one(tmp_path):
+    """SIGKILL of the launcher and its worker after a checkpoint, then the same command with resume=true:
+    the metrics and validation history of the same DDP run never interrupted."""
+    import signal
+    import time
+
+    import torch
+
+    args = [*TINY, *TINY_SYNTHETIC, "trainer.max_steps=300", "trainer.val_check_interval=100",
+            "checkpoint.every_n_steps=50", "data.batch_size=8", "trainer.limit_val_batches=2",
+            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]  # fmt: skip
+    reference = subprocess.run([*RUN, *args, f"hydra.run.dir={tmp_path / 'reference'}"], cwd=ROOT, env=os.environ,
+                               capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*RUN, *args, f"hydra.run.dir={out}"], cwd=ROOT, env=os.environ, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not checkpoint.exists():
+        assert time.time() < deadline and proc.poll() is None, "no checkpoint before the run ended"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the process it started
+    proc.wait(timeout=60)
+    step = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert 0 < step < 300 and not (out / "results.json").exists()
+    resumed = subprocess.run([*RUN, *args, f"hydra.run.dir={out}", "resume=true"], cwd=ROOT, env=os.environ,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"continuing from {checkpoint} (step {step})" in resumed.stdout
+    expected = json.loads((tmp_path / "reference" / "results.json").read_text())
+    got = json.loads((out / "results.json").read_text())
+    assert got["metrics"] == expected["metrics"]
+    assert got["history"] == expected["history"]
