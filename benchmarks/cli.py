@@ -128,8 +128,9 @@ def aux_terms(aux: Any) -> dict[str, dict]:
 
 def objective_label(objective_name: str, aux: Any) -> str:
     """The run's objective as reports and TensorBoard name it: ``label_smoothing+z_loss(0.0001)`` with terms."""
-    aux = {} if aux is None else aux
-    return objective_name + "".join(f"+{name}({float(weight):g})" for name, weight in aux.items())
+    from objectives.base import combined_name
+
+    return combined_name(objective_name, {} if aux is None else aux)
 
 
 # the suite's job directories name the terms too: ${objective_label:${hydra:runtime.choices.objective},${aux}}

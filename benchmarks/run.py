@@ -285,6 +285,6 @@ if __name__ == "__main__":
     with tempfile.NamedTemporaryFile(prefix="objbench-failed-", suffix=".txt") as failed_log:
         os.environ[FAILED_JOBS_LOG] = failed_log.name  # inherited by a launcher's worker processes
         main()
-        failed = Path(failed_log.name).read_text(encoding="utf-8").split()
+        failed = Path(failed_log.name).read_text(encoding="utf-8").splitlines()
     if failed:
         fail(f"{len(failed)} job(s) failed (their failed.json says why): {', '.join(failed)}", code=1)

@@ -109,6 +109,11 @@ class AuxiliaryTerm:
     fn: Callable[[torch.Tensor, torch.Tensor], TokenLoss]
 
 
+def combined_name(objective: str, weights: Mapping[str, float]) -> str:
+    """An objective with auxiliary terms as runs, reports and TensorBoard name it: label_smoothing+z_loss(0.0001)."""
+    return objective + "".join(f"+{name}({float(weight):g})" for name, weight in weights.items())
+
+
 def with_terms(
     token_loss: Callable[..., TokenLoss] | None, terms: tuple[AuxiliaryTerm, ...]
 ) -> Callable[..., TokenLoss]:
@@ -172,7 +177,7 @@ class WithAuxiliaryTerms(Objective):
     def __init__(self, objective: Objective, terms: tuple[AuxiliaryTerm, ...]) -> None:
         super().__init__()
         self.objective, self.terms = objective, tuple(terms)
-        self.name = objective.name + "".join(f"+{t.name}({t.weight:g})" for t in self.terms)
+        self.name = combined_name(objective.name, {t.name: t.weight for t in self.terms})
         self.full_work_knobs = objective.full_work_knobs
         if isinstance(objective, TokenObjective):
             objective.aux_terms = self.terms
