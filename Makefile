@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench results results-text test test-full test-slow gpu-check lint clean
+.PHONY: venv bench results results-text scaling test test-full test-slow gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ results: bench
 	cp $(SUITE_DIR)/report.md benchmarks/results/default_suite.md
 	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png \
 		$(SUITE_DIR)/plots/quality_vs_diversity.png $(SUITE_DIR)/plots/forward_vs_reverse_kl.png benchmarks/results/
+
+# the scaling sweep: MLE and label smoothing at five model sizes (suite=scaling), then the L(N) fits
+SCALING_DIR ?= runs/scaling
+scaling: venv
+	$(BIN)/python benchmarks/run.py -m objective=mle,label_smoothing suite=scaling hydra.sweep.dir=$(SCALING_DIR)
+	$(BIN)/python benchmarks/scaling.py $(SCALING_DIR)
 
 # two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
 # `make test-slow` only the slow ones (CI runs make test, then make test-slow)
