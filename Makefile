@@ -23,8 +23,8 @@ SUITE_DIR ?= runs/suite
 # two one-thread jobs train 1.3x the tokens/s of one two-thread job (make bench JOBS=1: one at a time)
 JOBS    ?= 2
 THREADS := $(shell n=$$(( $$(nproc) / $(JOBS) )); [ $$n -ge 1 ] && echo $$n || echo 1)
-SUITE   := OMP_NUM_THREADS=$(THREADS) $(BIN)/python benchmarks/run.py -m hydra/launcher=joblib \
-	hydra.launcher.n_jobs=$(JOBS) 'objective=glob(*)' suite=default
+SWEEP   := OMP_NUM_THREADS=$(THREADS) $(BIN)/python benchmarks/run.py -m hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)
+SUITE   := $(SWEEP) 'objective=glob(*)' suite=default
 
 RESULTS_SEEDS ?= [1,2,3,4,5]
 
@@ -47,7 +47,7 @@ results: bench
 # the scaling sweep: MLE and label smoothing at five model sizes (suite=scaling), then the L(N) fits
 SCALING_DIR ?= runs/scaling
 scaling: venv
-	$(BIN)/python benchmarks/run.py -m objective=mle,label_smoothing suite=scaling hydra.sweep.dir=$(SCALING_DIR)
+	$(SWEEP) objective=mle,label_smoothing suite=scaling hydra.sweep.dir=$(SCALING_DIR)
 	$(BIN)/python benchmarks/scaling.py $(SCALING_DIR)
 
 # two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
