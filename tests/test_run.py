@@ -139,7 +139,7 @@ BAD = [
         ["objective=nope"],
         "objective=nope is not available; choose one of: contrastive_token, ditto, emo, entropy_penalty",
     ),
-    (["model=huge"], "model=huge is not available; choose one of: gpt2, small, tiny"),
+    (["model=huge"], "model=huge is not available; choose one of: gpt2, scale_l, scale_m, scale_s, scale_xl"),
     (["data=imagenet"], "data=imagenet is not available"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 is not allowed"),
     (["data.batch_size=-1"], "data.batch_size=-1 is not allowed"),
@@ -177,6 +177,9 @@ def cli_error(argv: list[str], run_dir, capsys) -> str:
     checks of the command line, then the run (data errors surface when the data module reads its files)."""
     from benchmarks.checks import check_run_config
     from benchmarks.cli import check_config, user_errors_as_one_line
+    from benchmarks.tb_logging import quiet_lightning
+
+    quiet_lightning()  # as run.py's main does: Lightning's INFO lines would otherwise reach stderr
 
     with pytest.raises(SystemExit) as exit_info:
         check_config(argv, check_run_config)
