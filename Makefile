@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench results results-text scaling test test-full test-slow gpu-check lint clean
+.PHONY: venv bench results results-text scaling scaling-gpu test test-full test-slow gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ SCALING_DIR ?= runs/scaling
 scaling: venv
 	$(SWEEP) objective=mle,label_smoothing suite=scaling hydra.sweep.dir=$(SCALING_DIR)
 	$(BIN)/python benchmarks/scaling.py $(SCALING_DIR)
+
+# its GPU preset (suite=scaling_gpu): six sizes up to 85M non-embedding parameters, 32.8M tokens each, one job at
+# a time on one GPU (set up with TORCH=torch for a CUDA build)
+SCALING_GPU_DIR ?= runs/scaling_gpu
+scaling-gpu: venv
+	$(BIN)/python benchmarks/run.py -m objective=mle,label_smoothing suite=scaling_gpu hydra.sweep.dir=$(SCALING_GPU_DIR)
+	$(BIN)/python benchmarks/scaling.py $(SCALING_GPU_DIR)
 
 # two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
 # `make test-slow` only the slow ones (CI runs make test, then make test-slow)

@@ -61,7 +61,9 @@ def check_config(argv: Sequence[str], validate: Callable[[Any], None] | None = N
     (not Hydra's multi-line report) and nothing is created on disk. Group choices are checked
     first, with the list of options; then ``validate`` runs on the composed config."""
     check_group_choices(argv)
-    if any(a in ("-m", "--multirun") for a in argv):
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    check_output_dir(argv, multirun, config_name)
+    if multirun:
         return  # sweeps: each job is checked when it runs
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException
@@ -81,6 +83,28 @@ def check_config(argv: Sequence[str], validate: Callable[[Any], None] | None = N
         fail(f"bad override: {'; '.join(lines[:2]) if lines else type(e).__name__}")
     if validate is not None:
         user_errors_as_one_line(validate)(cfg)
+
+
+def check_output_dir(argv: Sequence[str], multirun: bool, config_name: str = "run") -> None:
+    """Exit with one line when the run (or sweep) directory cannot be made: a read-only disk, a directory
+    without write permission, a file in the way. Hydra would fail there with a traceback before any of our code.
+
+    The directory is hydra.run.dir / hydra.sweep.dir when given, else under run_root; its part before the first
+    interpolation is checked at its nearest existing ancestor (os.access reports a read-only file system even
+    to root)."""
+    import os
+
+    settings = dict(a.lstrip("+").split("=", 1) for a in argv if not a.startswith("-") and "=" in a)
+    run_root = settings.get("run_root") or OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml").get("run_root", ".")
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    wanted = settings.get(key, str(run_root)).replace("${run_root}", str(run_root)).split("${")[0] or "."
+    existing = Path(wanted).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"{key}: cannot make {wanted!r}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"{key}: cannot make {wanted!r}: {existing} is read-only or not writable by this user")
 
 
 def config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -235,6 +235,53 @@ def test_bad_input_from_the_command_line_is_one_line_and_exit_2(tmp_path):
     assert not out.exists()
 
 
+def test_read_only_run_directory_is_one_line_and_exit_2(read_only_dir):
+    """Hydra makes the run directory before any of our code: a read-only one is refused before that."""
+    proc = subprocess.run(
+        [*RUN, *TINY, f"hydra.run.dir={read_only_dir}/run"], capture_output=True, text=True, cwd=ROOT, env=os.environ
+    )
+    assert proc.returncode == 2
+    ro = read_only_dir
+    assert proc.stderr.strip().splitlines() == [
+        f"error: hydra.run.dir: cannot make '{ro}/run': {ro} is read-only or not writable by this user"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "multirun", "message"),
+    [
+        (
+            ["run_root=RO/runs"],
+            False,
+            "hydra.run.dir: cannot make 'RO/runs': RO is read-only or not writable by this user",
+        ),
+        (
+            ["-m", "hydra.sweep.dir=RO/sweep/a"],
+            True,
+            "hydra.sweep.dir: cannot make 'RO/sweep/a': RO is read-only or not writable by this user",
+        ),
+        (["hydra.run.dir=FILE/run"], False, "hydra.run.dir: cannot make 'FILE/run': FILE is a file, not a directory"),
+    ],
+    ids=["run_root", "sweep_dir", "under_a_file"],
+)
+def test_unwritable_output_directory_is_one_line(argv, multirun, message, read_only_dir, tmp_path, capsys):
+    from benchmarks.cli import check_output_dir
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    swap = lambda text: text.replace("RO", str(read_only_dir)).replace("FILE", str(a_file))  # noqa: E731
+    with pytest.raises(SystemExit) as exit_info:
+        check_output_dir([swap(a) for a in argv], multirun)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {swap(message)}"
+    check_output_dir([f"hydra.run.dir={tmp_path}/new/run"], multirun=False)  # a writable one passes
+
+
+def test_read_only_cache_directory_is_one_line(read_only_dir, tmp_path, capsys):
+    message = cli_error([*TINY, f"data.cache_dir={read_only_dir}/cache"], tmp_path / "run", capsys)
+    assert message.startswith(f"error: cannot write or read {read_only_dir}/cache")
+
+
 def test_overrides_file_is_spliced_into_the_command_line(tmp_path, capsys):
     from benchmarks.run import expand_overrides_file
 

@@ -1,5 +1,5 @@
 """The scaling sweep's fit: a known L(N) = E + A·N^(−α) is recovered from runs laid out as suite=scaling writes
-them; too few sizes is one line; every scale_* model preset is in the sweep and they span 0.1M-10M."""
+them; too few sizes is one line; the CPU sweep spans 0.1M-10M, its GPU preset 0.1M-85M on one pass of its data."""
 
 import json
 
@@ -15,15 +15,31 @@ def scale_models() -> dict[str, dict]:
             for n in available("model") if n.startswith("scale_")}  # fmt: skip
 
 
-def test_the_sweep_runs_every_scale_preset_from_about_0_1m_to_10m_parameters():
-    sweep = OmegaConf.load(CONFIG_DIR / "suite" / "scaling.yaml").hydra.sweeper.params.model.split(",")
-    assert sorted(sweep) == sorted(scale_models())
-    sizes = sorted(non_embedding_params(m) for m in scale_models().values())
-    assert len(sizes) >= 4 and sizes[1] <= 1.2e5 and sizes[-1] >= 1e7
+def swept_models(suite: str) -> list[str]:
+    return OmegaConf.load(CONFIG_DIR / "suite" / f"{suite}.yaml").hydra.sweeper.params.model.split(",")
+
+
+def test_the_sweep_runs_from_about_0_1m_to_10m_parameters_and_its_gpu_preset_to_85m():
+    models = scale_models()
+    assert set(swept_models("scaling")) | set(swept_models("scaling_gpu")) == set(models)  # no preset unused
+    for suite, smallest, largest in [("scaling", 2.5e4, 1.06e7), ("scaling_gpu", 1.0e5, 8.5e7)]:
+        sizes = sorted(non_embedding_params(models[m]) for m in swept_models(suite))
+        assert len(sizes) >= 4 and sizes == sorted(set(sizes))
+        assert sizes[0] == pytest.approx(smallest, rel=0.1) and sizes[-1] == pytest.approx(largest, rel=0.1)
+
+
+def test_the_gpu_preset_trains_on_one_pass_of_its_data():
+    from conftest import compose
+
+    cfg = compose(["suite=scaling_gpu"])
+    trained = cfg.trainer.max_steps * cfg.data.batch_size * (cfg.data.block_size + 1)
+    assert trained <= cfg.data.train_tokens < 1.05 * trained  # no block seen twice, little sampled for nothing
+    assert {scale_models()[m]["context"] for m in swept_models("scaling_gpu")} == {cfg.data.block_size}
 
 
 def fake_scaling_runs(root, objective, floor, scale, alpha, rate=3.179):
-    for name, model in scale_models().items():
+    for name in swept_models("scaling"):
+        model = scale_models()[name]
         n = non_embedding_params(model)
         folder = root / objective / name / "seed_1"
         folder.mkdir(parents=True)
