@@ -84,7 +84,7 @@ test-slow: venv
 gpu-check: venv
 	$(BIN)/python -m pytest tests/test_cuda.py
 	mkdir -p runs
-	$(BIN)/python benchmarks/perf.py --preset gpt2 --device cuda --compile --skip-hf --json runs/perf_gpt2.json
+	$(BIN)/python benchmarks/perf.py --preset gpt2 --device cuda --compile --objectives --skip-hf --json runs/perf_gpt2.json
 
 lint: venv
 	$(BIN)/ruff check .

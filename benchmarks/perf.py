@@ -220,6 +220,13 @@ def objective_figures(figures: Figures, args: argparse.Namespace, bench: Bench, 
         figures.fig["objective_step_cost_skipped"] = skipped
     for name, ratio in costs.items():
         figures.add(None, ratio, f"step cost {name} / mle", "x")
+    # per trained token: MLE's Trainer figure over the objective's step cost (an objective's extra forward
+    # passes count as time, not as model FLOPs)
+    figures.fig["objective_tokens_per_s"] = {n: figures.fig["train_tokens_per_s"] / r for n, r in costs.items()}
+    if "mfu" in figures.fig:
+        figures.fig["objective_mfu"] = {name: figures.fig["mfu"] / ratio for name, ratio in costs.items()}
+        for name, mfu in figures.fig["objective_mfu"].items():
+            figures.add(None, 100 * mfu, f"MFU {name}, Trainer bf16, per trained token", "%")
     ratio = nce_cost_at_large_vocab(PRESETS[args.preset], args.device, bf16, args.warmup, args.steps, args.repeats)
     figures.add("nce_vs_mle_at_v32768", ratio, "step cost nce / mle at vocab 32768", "x")
 

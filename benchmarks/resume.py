@@ -28,13 +28,21 @@ TRAINING_CONFIG = (
 
 
 def training_config(cfg: DictConfig) -> dict:
-    """The parts of ``cfg`` in TRAINING_CONFIG (data.cache_dir aside: where a cache lives changes nothing)."""
+    """The parts of ``cfg`` in TRAINING_CONFIG, less what changes nothing in training: where the data cache
+    lives and the objective's tuning search space."""
     out = {}
     for key in TRAINING_CONFIG:
         value = OmegaConf.select(cfg, key)
         out[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-    out["data"] = {k: v for k, v in out["data"].items() if k != "cache_dir"}
-    return out
+    return without_inert_keys(out)
+
+
+def without_inert_keys(config: dict) -> dict:
+    config = dict(config)
+    for group, key in (("data", "cache_dir"), ("objective", "search_space")):
+        if isinstance(config.get(group), dict):
+            config[group] = {k: v for k, v in config[group].items() if k != key}
+    return config
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -53,11 +61,13 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
             f"{path} cannot be read as a checkpoint ({type(e).__name__}); delete it to start fresh"
         ) from None
     hparams = checkpoint.get("hyper_parameters", {})
-    saved = hparams.get("run_config") or {"model": hparams.get("model", {})}
+    saved = without_inert_keys(hparams.get("run_config") or {"model": hparams.get("model", {})})
     wanted = training_config(cfg)
     wanted["model"] = {**wanted["model"], "vocab_size": saved.get("model", {}).get("vocab_size")}
     different = config_differences(saved, {k: wanted.get(k) for k in saved})
     if different:
+        another_objective = [d for d in different if d[0] == "objective._target_"]
+        different = another_objective or different  # its knobs differ too, as a consequence
         detail = "; ".join(f"{key}: checkpoint {a!r}, config {b!r}" for key, a, b in different[:3])
         raise ConfigError(
             f"{path} was written by a run with another config ({detail}); resume with that config, or use another "

@@ -76,7 +76,10 @@ def test_perf_writes_every_promised_figure(tmp_path, capsys):
     # timed, and the table says which one was left out and why (as run.py refuses it), not a traceback
     skipped = fig["objective_step_cost_skipped"]
     assert "prefix_len + cont_len=64" in skipped["preference"]
-    assert "mle" in fig["objective_step_cost_vs_mle"] and not set(skipped) & set(fig["objective_step_cost_vs_mle"])
+    costs = fig["objective_step_cost_vs_mle"]
+    assert "mle" in costs and not set(skipped) & set(costs)
+    assert fig["objective_tokens_per_s"] == pytest.approx({n: fig["train_tokens_per_s"] / r for n, r in costs.items()})
+    assert "objective_mfu" not in fig  # MFU only against a known GPU's peak
     assert "step cost preference: not timed at this preset" in capsys.readouterr().out
 
 

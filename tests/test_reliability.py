@@ -125,7 +125,10 @@ def test_checkpoint_of_another_config_or_a_corrupt_one_is_one_line(tmp_path):
         ("seed=2", "seed: checkpoint 1234, config 2"),
         ("trainer.max_steps=2", "trainer.max_steps: checkpoint 3, config 2"),
         ("optim.lr=0.001", "optim.lr: checkpoint 0.003, config 0.001"),
-        ("objective=label_smoothing", "objective._target_: checkpoint 'objectives.mle.MLE'"),
+        (
+            "objective=label_smoothing",
+            "objective._target_: checkpoint 'objectives.mle.MLE', config 'objectives.label_smoothing.LabelSmoothing');",
+        ),  # its knobs unsaid
     ):
         with pytest.raises(ConfigError, match=r"was written by a run with another config \(.*" + re.escape(difference)):
             run(compose([*base, override, "resume=true"]), tmp_path, "mle")
