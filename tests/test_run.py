@@ -139,7 +139,7 @@ BAD = [
         ["objective=nope"],
         "objective=nope is not available; choose one of: contrastive_token, ditto, emo, entropy_penalty",
     ),
-    (["model=huge"], "model=huge is not available; choose one of: gpt2, scale_l, scale_m, scale_s, scale_xl"),
+    (["model=huge"], f"model=huge is not available; choose one of: {', '.join(available('model'))}"),
     (["data=imagenet"], "data=imagenet is not available"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 is not allowed"),
     (["data.batch_size=-1"], "data.batch_size=-1 is not allowed"),
