@@ -18,7 +18,9 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -109,19 +111,42 @@ def open_storage(spec: str | None, study_dir: Path, heartbeat: int, max_retry: i
             raise ValueError("use sqlite:///path.db, journal:path, or a database URL such as postgresql://...")
         if spec.startswith("sqlite:///"):
             Path(spec[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        return RDBStorage(
-            spec,
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            # RetryFailedTrialCallback's successor (optuna >= 4.9): a trial whose worker stopped beating is
-            # failed and re-queued with the same parameters
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+        return with_schema_race_retried(
+            lambda: RDBStorage(
+                spec,
+                heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat,
+                # RetryFailedTrialCallback's successor (optuna >= 4.9): a trial whose worker stopped beating is
+                # failed and re-queued with the same parameters
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+            )
         )
     except Exception as e:  # Optuna's own, SQLAlchemy's (bad URL, unreachable server, missing driver), OSError
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
             f"tune.storage={mask_password(spec)!r} cannot be opened: {mask_password(detail, spec)[:200]}"
         ) from None
+
+
+def with_schema_race_retried(open_rdb: Callable[[], Any], attempts: int = 5) -> Any:
+    """``open_rdb()``, again when it lost the race to create Optuna's tables in a fresh database.
+
+    Workers started together on an empty database each run CREATE TABLE; all but one can fail
+    (PostgreSQL: a duplicate key in pg_type; SQLite: "table ... already exists"; optuna/optuna#1092).
+    Seen here: 4 of 16 workers started in pairs. The winner's tables are there a moment later, so the
+    loser opens them on a retry; any other error (bad URL, no server) is raised at once."""
+    import random
+
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return open_rdb()
+        except (IntegrityError, ProgrammingError, OperationalError) as e:
+            lost_race = isinstance(e, IntegrityError) or "already exists" in str(e)
+            if not lost_race or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.3 * (attempt + 1))
 
 
 def mask_password(text: str, url: str | None = None) -> str:

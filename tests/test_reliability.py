@@ -182,6 +182,40 @@ def test_killed_tuner_continues_the_study(tmp_path):
     assert states.count("COMPLETE") >= 2  # and the restarted tuner finished one more
 
 
+WORKER_OPENS_THE_STUDY = """
+import sys, time, pathlib, optuna
+from benchmarks.tune import open_storage
+go = pathlib.Path(sys.argv[2])
+while not go.exists():  # imports done: every worker starts on the signal, together
+    time.sleep(0.005)
+storage = open_storage(sys.argv[1], go.parent, heartbeat=1, max_retry=1)
+optuna.create_study(study_name="together", storage=storage, load_if_exists=True)
+"""
+
+
+@pytest.mark.slow
+def test_workers_started_together_on_an_empty_postgresql_all_open_the_study(tmp_path, postgres_url):
+    """Workers that open one fresh database at the same moment race to create Optuna's tables; without a
+    retry some die with a duplicate key in pg_type (optuna/optuna#1092; 4 of 16 here before the fix)."""
+    import optuna
+    import psycopg
+
+    failures = []
+    for database in ("race_1", "race_2", "race_3"):
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {database}")
+        url = postgres_url.rsplit("/", 1)[0] + f"/{database}"
+        go = tmp_path / database / "go"
+        go.parent.mkdir()
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER_OPENS_THE_STUDY, url, str(go)], cwd=ROOT,
+                                    stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+        time.sleep(4)  # their imports
+        go.touch()
+        failures += [w.communicate(timeout=120)[1].strip().splitlines()[-1:] for w in workers if w.wait(120) != 0]
+        assert len(optuna.get_all_study_names(url)) == 1
+    assert failures == []
+
+
 @pytest.mark.slow
 def test_two_tuners_on_postgresql_survive_a_killed_worker(tmp_path, postgres_url):
     """Two tune.py workers on one study in a real PostgreSQL; one is SIGKILLed inside its second trial. Its
@@ -195,7 +229,7 @@ def test_two_tuners_on_postgresql_survive_a_killed_worker(tmp_path, postgres_url
     killed = subprocess.Popen([*killed_cmd, "tune.n_trials=3"], cwd=ROOT, env=CONFTEST, stderr=subprocess.PIPE)
     steady = subprocess.Popen([*tune, f"hydra.run.dir={tmp_path / 'b'}", "tune.n_trials=3"], cwd=ROOT, env=CONFTEST,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert killed.wait(timeout=600) == -signal.SIGKILL
+    assert killed.wait(timeout=600) == -signal.SIGKILL, killed.stderr.read().decode()[-2000:]
     _, steady_err = steady.communicate(timeout=600)
     assert steady.returncode == 0, steady_err[-2000:]
     time.sleep(2 + 1)  # the killed worker's trial is stale now, if the steady one did not find it so already
