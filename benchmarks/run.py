@@ -215,6 +215,7 @@ def note_failed_job(run_dir: Path) -> None:
 def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
+    quiet_lightning()  # again here: a launcher's worker process (joblib) never ran the lines under __main__
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     objective_name = objective_label(hydra_cfg.runtime.choices.get("objective", "objective"), cfg.get("aux"))
