@@ -21,6 +21,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # val/nll is a torchmetrics MeanMetric: its compute() already reduces over every DDP process
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 def run_label(objective_name: str, objective_cfg: DictConfig) -> str:
