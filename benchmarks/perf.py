@@ -6,67 +6,22 @@
     python benchmarks/perf.py --nanogpt ../nanoGPT/model.py  # nanoGPT's step beside ours (your clone)
     python benchmarks/perf.py --profile              # where the training step's time goes, op by op
 
-Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Every figure is the
-median of ``--repeats`` timed windows after warm-up steps; every ratio (against Hugging Face,
-against MLE) is the median of ratios of adjacent windows of the two, which alternate. With the
-``perf`` extra (transformers) installed, Hugging Face GPT-2 runs the same work at the same shape and
-precision and the ratios are printed: in this process (objbench's allocator setting and fused AdamW: the
-model code against ours) and as shipped, in a process of its own (``ShippedStep``); nanoGPT too.
-Speed goals live here, never in timed tests.
+Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Every figure is the median of
+``--repeats`` timed windows after warm-up steps; every ratio the median of ratios of adjacent, alternating
+windows. With the ``perf`` extra (transformers), Hugging Face GPT-2 runs the same work at the same shape and
+precision, in this process and as shipped. Speed goals live here, never in timed tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import statistics
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch
 
-from benchmarks.perf_harness import (
-    GPU_PEAK_BF16,
-    PRESETS,
-    Bench,
-    Shape,
-    evaluation_seconds,
-    matmul_tflops,
-    no_cache_generate_tokens_per_s,
-    paired,
-    profile_train_step,
-)
-from benchmarks.perf_objectives import nce_cost_at_large_vocab, objective_costs, objectives_at_full_work
-from benchmarks.perf_references import hf_generate_call, nanogpt_train_step, reference_windows, worker
-from lit_modules.kernels import keep_freed_memory
-from lit_modules.model import GPT
-from lit_modules.util import atomic_write_json, cpu_supports_bf16
-
-__all__ = ["PRESETS", "Bench", "Shape", "main", "objective_costs", "objectives_at_full_work"]
-
-
-class Figures:
-    """The figures of one perf run: a dict for --json and the printed table's rows."""
-
-    def __init__(self, **header) -> None:
-        self.fig: dict[str, float | str | dict] = dict(header)
-        self.rows: list[tuple[str, float, str]] = []
-
-    def add(self, key: str | None, value: float, label: str, unit: str) -> None:
-        if key is not None:
-            self.fig[key] = value
-        self.rows.append((label, value, unit))
-
-    def print(self, title: str) -> None:
-        width = max(len(r[0]) for r in self.rows)
-        print(f"\n{title}")
-        for label, value, unit in self.rows:
-            print(f"  {label:<{width}}  {value:12,.2f}  {unit}")
-        for name, reason in self.fig.get("objective_step_cost_skipped", {}).items():
-            print(f"  step cost {name}: not timed at this preset: {reason}")
+from benchmarks.performance.figures import measure, profile
+from benchmarks.performance.harness import PRESETS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,175 +49,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-shipped", action="store_true", help="skip Hugging Face / nanoGPT as shipped (their own process)"
     )
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", choices=["hf", "nanogpt"], help=argparse.SUPPRESS)  # see ShippedStep
-    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # the worker's precision
     args = parser.parse_args(argv)
     if args.nanogpt is not None and not args.nanogpt.is_file():
         parser.error(f"--nanogpt {args.nanogpt}: no such file; give the path of nanoGPT's model.py")
     return args
 
 
-def machine_speed(figures: Figures, bench: Bench, dtypes: list[torch.dtype], when: str) -> None:
-    """One square matmul per dtype: how fast the host was at the start and at the end of the run."""
-    for dtype in dtypes:
-        tag = "bf16" if dtype == torch.bfloat16 else "fp32"
-        tflops = matmul_tflops(bench.device, dtype, bench.sync)
-        figures.fig.setdefault("matmul_tflops", {}).setdefault(tag, {})[when] = tflops
-        figures.add(None, tflops, f"the machine: one square matmul, {tag}, {when} of the run", "TFLOP/s")
-
-
-def training_figures(figures: Figures, args: argparse.Namespace, bench: Bench, native_bf16: bool, hf: bool) -> None:
-    """Training tokens/s per precision: objbench's raw loop (beside nanoGPT's, given), the Lightning Trainer
-    (beside the references' windows at the default precision), compiled with --compile."""
-    from objectives.mle import MLE
-
-    tokens = bench.shape.batch * bench.shape.seq
-    default_tag = "bf16" if native_bf16 else "fp32"
-    for bf16 in [False, True] if native_bf16 else [False]:
-        tag = "bf16" if bf16 else "fp32"
-        if args.nanogpt is not None:  # nanoGPT's windows alternate with objbench's raw loop
-            ours, theirs = bench.train_step(MLE(), bf16), nanogpt_train_step(bench, args.nanogpt, bf16)
-            ours_s, theirs_s, ratio = paired(ours, theirs, bench.warmup, bench.steps, bench.repeats, bench.sync)
-            figures.add(f"raw_train_tokens_per_s_{tag}", tokens / ours_s, f"train step, raw loop, {tag}", "tokens/s")
-            figures.add(
-                f"nanogpt_train_tokens_per_s_{tag}", tokens / theirs_s, f"nanoGPT train step, {tag}", "tokens/s"
-            )
-            figures.add(f"ratio_raw_train_vs_nanogpt_{tag}", ratio, f"objbench (raw loop) / nanoGPT, {tag}", "x")
-        else:
-            raw = tokens / bench.train_step_time(MLE(), bf16)
-            figures.add(f"raw_train_tokens_per_s_{tag}", raw, f"train step, raw loop, {tag}", "tokens/s")
-        if args.compile:
-            compiled = tokens / bench.train_step_time(MLE(), bf16, True)
-            figures.add(
-                f"raw_train_tokens_per_s_{tag}_compiled", compiled, f"train step, raw loop, {tag}, compiled", "tokens/s"
-            )
-        precision = "bf16-mixed" if bf16 else "32-true"
-        refs = []
-        if tag != default_tag:
-            windows, _ = bench.trainer_windows(precision)
-        else:  # the references' windows alternate with the Trainer's: (figure name, label, precision, window)
-            refs, workers = reference_windows(args, bench, bf16, hf)
-            between = lambda: {name: window() for name, _, _, window in refs}  # noqa: B023
-            try:
-                windows, between_windows = bench.trainer_windows(precision, between)
-            finally:
-                for shipped in workers:
-                    shipped.close()
-        trainer = tokens / statistics.median(windows)
-        figures.add(f"trainer_tokens_per_s_{tag}", trainer, f"train step, Lightning Trainer, {tag}", "tokens/s")
-        if args.compile:
-            compiled = tokens / statistics.median(bench.trainer_windows(precision, compile_model=True)[0])
-            label = f"train step, Lightning Trainer, {tag}, compiled"
-            figures.add(f"trainer_tokens_per_s_{tag}_compiled", compiled, label, "tokens/s")
-        for name, label, ref_tag, _ in refs:
-            seconds = [b[name] for b in between_windows]
-            ratio = statistics.median(r / w for w, r in zip(windows, seconds, strict=True))
-            figures.add(
-                f"{name}_train_tokens_per_s",
-                tokens / statistics.median(seconds),
-                f"{label} train step, {ref_tag}",
-                "tokens/s",
-            )
-            figures.add(f"ratio_train_vs_{name}", ratio, f"objbench (Trainer, {tag}) / {label}, {ref_tag}", "x")
-    figures.fig["train_tokens_per_s"] = figures.fig[f"trainer_tokens_per_s_{default_tag}"]
-
-
-def generation_figures(figures: Figures, bench: Bench, bf16: bool, hf: bool) -> None:
-    """Decoding tokens/s per strategy (top-p beside Hugging Face's generate), without the KV cache, and the
-    run's evaluation time."""
-    new = min(128, bench.shape.context - 32)
-    for name, strategy in {
-        "greedy": {"strategy": "greedy"},
-        "top_p": {"strategy": "sample", "top_p": 0.9},
-        "beam": {"strategy": "beam", "beam_size": 4},
-        "contrastive": {"strategy": "contrastive", "top_k": 8},
-    }.items():
-        label = f"generate {name} (KV cache, batch 16, 32+{new})"
-        if name == "top_p" and hf:  # Hugging Face generate alternates with ours
-            ours, theirs = bench.generate_call(strategy, bf16), hf_generate_call(bench, bf16)
-            ours_s, hf_s, ratio = paired(ours, theirs, 1, 1, bench.repeats, bench.sync)
-            figures.add("generate_tokens_per_s_top_p", 16 * new / ours_s, label, "new tokens/s")
-            hf_label = "Hugging Face generate top-p (KV cache)"
-            figures.add("hf_generate_tokens_per_s", 16 * new / hf_s, hf_label, "new tokens/s")
-            figures.add("ratio_generate_vs_hf", ratio, "objbench / Hugging Face, generation", "x")
-            continue
-        figures.add(f"generate_tokens_per_s_{name}", bench.generate_tokens_per_s(strategy, bf16), label, "new tokens/s")
-    figures.fig["generate_tokens_per_s"] = figures.fig["generate_tokens_per_s_top_p"]
-    no_cache = no_cache_generate_tokens_per_s(bench, bf16)
-    figures.add("generate_tokens_per_s_top_p_no_cache", no_cache, "generate top_p without the KV cache", "new tokens/s")
-    seconds = evaluation_seconds(bench, bf16)
-    figures.fig["evaluation_seconds"] = seconds
-    figures.add(None, seconds["teacher_forced"], "evaluation: teacher-forced metrics, 64 blocks", "s")
-    figures.add(None, seconds["generation"], "evaluation: 3 decodings x 64 prompts, 32+96", "s")
-
-
-def mfu_figures(figures: Figures, shape: Shape) -> None:
-    """Model FLOPs utilisation of the Trainer's bf16 step on a known GPU."""
-    n_params = GPT(shape.gpt_config()).num_params(non_embedding=False)
-    peak = next((v for k, v in GPU_PEAK_BF16.items() if k in torch.cuda.get_device_name()), None)
-    if peak is None:
-        return
-    flops = shape.flops_per_token(n_params) / peak  # seconds of peak compute per token
-    for key, tokens_key, label in (
-        ("mfu", "train_tokens_per_s", f"MFU, Trainer bf16 (peak {peak / 1e12:.0f} TFLOP/s)"),
-        ("mfu_compiled", "trainer_tokens_per_s_bf16_compiled", "MFU, Trainer bf16, compiled"),
-    ):
-        if tokens_key in figures.fig:
-            figures.fig[key] = figures.fig[tokens_key] * flops
-            figures.add(None, 100 * figures.fig[key], label, "%")
-
-
-def objective_figures(figures: Figures, args: argparse.Namespace, bench: Bench, bf16: bool) -> None:
-    """Every objective's step time over MLE's, and NCE's at a large vocabulary."""
-    costs, skipped = objective_costs(bench, bf16, args.cost_pairs, args.cost_steps)
-    figures.fig["objective_step_cost_vs_mle"] = costs
-    if skipped:
-        figures.fig["objective_step_cost_skipped"] = skipped
-    for name, ratio in costs.items():
-        figures.add(None, ratio, f"step cost {name} / mle", "x")
-    # per trained token: MLE's Trainer figure over the objective's step cost (an objective's extra forward
-    # passes count as time, not as model FLOPs)
-    figures.fig["objective_tokens_per_s"] = {n: figures.fig["train_tokens_per_s"] / r for n, r in costs.items()}
-    if "mfu" in figures.fig:
-        figures.fig["objective_mfu"] = {name: figures.fig["mfu"] / ratio for name, ratio in costs.items()}
-        for name, mfu in figures.fig["objective_mfu"].items():
-            figures.add(None, 100 * mfu, f"MFU {name}, Trainer bf16, per trained token", "%")
-    ratio = nce_cost_at_large_vocab(PRESETS[args.preset], args.device, bf16, args.warmup, args.steps, args.repeats)
-    figures.add("nce_vs_mle_at_v32768", ratio, "step cost nce / mle at vocab 32768", "x")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.worker:
-        return worker(args)  # before keep_freed_memory: a worker runs as shipped
-    keep_freed_memory()  # as run.py: the same allocator for objbench and the in-process Hugging Face / nanoGPT
-    if args.device == "cuda":
-        torch.set_float32_matmul_precision("high")  # as run.py: TF32 for fp32 matmuls on GPUs
-
-    shape = Shape(**PRESETS[args.preset])
-    bench = Bench(shape, args.device, args.warmup, args.steps, args.repeats)
-    native_bf16 = args.device == "cuda" or cpu_supports_bf16()
     if args.profile:
-        print(profile_train_step(bench, native_bf16, args.compile))
-        return 0
-    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    figures = Figures(device=device, shape=PRESETS[args.preset], torch=torch.__version__)
-    # a CPU's bf16 (AMX) and fp32 speeds swing apart; a GPU's bf16 is the one its MFU is against
-    dtypes = ([torch.bfloat16] if native_bf16 else []) + ([torch.float32] if args.device == "cpu" else [])
-    machine_speed(figures, bench, dtypes, "start")
-    hf = not args.skip_hf and importlib.util.find_spec("transformers") is not None
-    if not args.skip_hf and not hf:
-        print("transformers is not installed (pip install -e '.[perf]'): Hugging Face comparison skipped")
-    training_figures(figures, args, bench, native_bf16, hf)
-    generation_figures(figures, bench, native_bf16, hf)
-    if args.device == "cuda":
-        mfu_figures(figures, shape)
-    if args.objectives:
-        objective_figures(figures, args, bench, native_bf16)
-    machine_speed(figures, bench, dtypes, "end")
-    figures.print(f"objbench perf: {device}, preset {args.preset} {PRESETS[args.preset]}, torch {torch.__version__}")
-    if args.json:
-        atomic_write_json(args.json, figures.fig)
+        print(profile(args))
+    else:
+        measure(args)
     return 0
 
 

@@ -1,26 +1,30 @@
-"""Callbacks of the training run."""
+"""Checkpoints of the training run: one rolling ``last.ckpt``, written atomically, also on SIGTERM and Ctrl-C."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
 
+from lit_modules.core.configs import positive_int
+from lit_modules.core.files import atomic_path
 
-def save_checkpoint_atomic(trainer: pl.Trainer, path: str | Path) -> None:
-    """``trainer.save_checkpoint`` to a temporary name, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        trainer.save_checkpoint(tmp)  # collective; rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
-    finally:  # a failed write (a full disk) leaves no partial file behind to keep the disk full
-        if trainer.is_global_zero and tmp.exists():
-            tmp.unlink()
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int = 500  # last.ckpt is also written at the end and after a signal
+
+    def __post_init__(self) -> None:
+        positive_int("checkpoint.every_n_steps", self.every_n_steps)
+
+
+def save_checkpoint(trainer: pl.Trainer, path: str | Path) -> None:
+    """``trainer.save_checkpoint``, atomically: never a half-written file (a collective call; rank 0 writes)."""
+    with atomic_path(path, commit=trainer.is_global_zero) as tmp:
+        trainer.save_checkpoint(tmp)
 
 
 class PeriodicCheckpoint(pl.Callback):
@@ -46,7 +50,7 @@ class PeriodicCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if self._due(trainer) and not self._validates(trainer):
-            save_checkpoint_atomic(trainer, self.dirpath / "last.ckpt")
+            save_checkpoint(trainer, self.dirpath / "last.ckpt")
 
     def on_validation_end(self, trainer: pl.Trainer, *args) -> None:
         if (
@@ -55,7 +59,7 @@ class PeriodicCheckpoint(pl.Callback):
             and self._due(trainer)
             and self._validates(trainer)
         ):
-            save_checkpoint_atomic(trainer, self.dirpath / "last.ckpt")
+            save_checkpoint(trainer, self.dirpath / "last.ckpt")
 
 
 class CheckpointOnSigterm(pl.Callback):
@@ -97,7 +101,7 @@ class CheckpointOnSigterm(pl.Callback):
 
 def save_on_sigterm(trainer: pl.Trainer, dirpath: Path, code: int = 143) -> None:
     """Save last.ckpt after SIGTERM (exit status 143 = 128 + 15) or SIGINT (130 = 128 + 2)."""
-    save_checkpoint_atomic(trainer, Path(dirpath) / "last.ckpt")
+    save_checkpoint(trainer, Path(dirpath) / "last.ckpt")
     name = "SIGINT" if code == 130 else "SIGTERM"
     print(
         f"{name}: checkpoint saved at step {trainer.global_step} in {Path(dirpath) / 'last.ckpt'}; "

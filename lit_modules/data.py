@@ -11,8 +11,8 @@ data fingerprint, tokenised with ``Dataset.map`` (Arrow cache).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lit_modules.synthetic import HMMSource, SourceConfig
-from lit_modules.util import ConfigError, DataError, atomic_save_torch, default_cache_dir
+from lit_modules.core.configs import is_int, is_number, positive_int, require, typed
+from lit_modules.core.errors import ConfigError, DataError
+from lit_modules.core.files import atomic_path, default_cache_dir
+from lit_modules.core.synthetic import HMMSource, SourceConfig
 
 SPLITS = ("train", "val", "test")
 EOS = "<|endoftext|>"
@@ -96,33 +98,50 @@ def _private_generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-def _stacked(batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+def stack_rows(batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     return batch if isinstance(batch, torch.Tensor) else torch.stack(batch)
 
 
-class BlockDataModule(pl.LightningDataModule):
-    """Shared loaders over block tensors; subclasses fill ``self.blocks`` in ``setup``."""
+@dataclass
+class BlockConfig:
+    """What every data module shares: rows of ``block_size + 1`` tokens, ``batch_size`` rows a training step."""
 
-    def __init__(
-        self,
-        block_size: int,
-        batch_size: int,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
-        cache_dir: str | None = None,
-    ) -> None:
+    block_size: int = 128
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # rows a validation batch (None: batch_size)
+    seed: int = 0  # the training batches' order
+    cache_dir: str | None = None  # None: $OBJBENCH_CACHE or ~/.cache/objbench
+
+    def __post_init__(self) -> None:
+        require(
+            "data.block_size", self.block_size, is_int(self.block_size) and self.block_size >= 2, "use an integer >= 2"
+        )
+        positive_int("data.batch_size", self.batch_size)
+        if self.eval_batch_size is not None:
+            positive_int("data.eval_batch_size", self.eval_batch_size)
+        require("data.seed", self.seed, is_int(self.seed) and self.seed >= 0, "use an integer >= 0")
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+
+class BlockDataModule(pl.LightningDataModule):
+    """Shared loaders over block tensors; subclasses fill ``self.blocks`` in ``setup``. Built from a typed
+    config (``Config``) or from its settings as keyword arguments (the yaml's)."""
+
+    Config: type[BlockConfig] = BlockConfig
+
+    def __init__(self, config: BlockConfig | None = None, **settings) -> None:
         super().__init__()
-        if not isinstance(block_size, int) or block_size < 2:
-            raise DataError(f"data.block_size={block_size!r} is not allowed; use an integer >= 2")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise DataError(f"data.batch_size={batch_size!r} is not allowed; use an integer >= 1")
-        self.block_size = block_size
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.seed = seed
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cfg = config if config is not None else typed(self.Config, settings, "data")
+        self.block_size = self.cfg.block_size
+        self.batch_size = self.cfg.batch_size
+        self.eval_batch_size = self.cfg.eval_batch_size or self.cfg.batch_size
+        self.seed = self.cfg.seed
+        self.cache_dir = Path(self.cfg.cache_dir) if self.cfg.cache_dir else default_cache_dir()
         self.blocks: dict[str, torch.Tensor] = {}
-        self.vocab_size: int = 0
+        self.vocab_size: int = self.cfg.vocab_size
 
     # --- what subclasses provide ---
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
@@ -145,7 +164,7 @@ class BlockDataModule(pl.LightningDataModule):
         return DataLoader(
             Blocks(self.blocks[split]),
             batch_size=self.eval_batch_size,
-            collate_fn=_stacked,
+            collate_fn=stack_rows,
             generator=_private_generator(),
         )
 
@@ -161,33 +180,47 @@ class BlockDataModule(pl.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
         )
         return DataLoader(
-            Blocks(self.blocks["train"]), batch_sampler=sampler, collate_fn=_stacked, generator=_private_generator()
+            Blocks(self.blocks["train"]), batch_sampler=sampler, collate_fn=stack_rows, generator=_private_generator()
         )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
 
 
+@dataclass
+class SyntheticConfig(BlockConfig):
+    """The hidden Markov source (``source``, ``lit_modules.core.synthetic.SourceConfig``) and the tokens of
+    each split it samples."""
+
+    source: SourceConfig | dict = field(default_factory=SourceConfig)
+    train_tokens: int = 5_000_000
+    val_tokens: int = 65_536
+    test_tokens: int = 131_072
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.source, dict):
+            self.source = typed(SourceConfig, self.source, "data.source")
+        for split in SPLITS:
+            n = getattr(self, f"{split}_tokens")
+            allowed = f"use at least one block (block_size + 1 = {self.block_size + 1})"
+            require(f"data.{split}_tokens", n, is_int(n) and n >= self.block_size + 1, allowed)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.source.vocab_size
+
+
 class SyntheticDataModule(BlockDataModule):
     """Independent sequences of the hidden Markov source; the source gives exact conditionals."""
 
-    def __init__(self, source: dict, train_tokens: int, val_tokens: int, test_tokens: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        unknown = sorted(set(source) - set(SourceConfig.__dataclass_fields__))
-        if unknown:
-            allowed = ", ".join(SourceConfig.__dataclass_fields__)
-            raise ConfigError(
-                f"data.source.{unknown[0]} is not a setting of the synthetic source; its settings: {allowed}"
-            )
-        self.source = HMMSource(SourceConfig(**source))
-        self.vocab_size = self.source.cfg.vocab_size
-        self.split_tokens = {"train": train_tokens, "val": val_tokens, "test": test_tokens}
-        for split, n in self.split_tokens.items():
-            if not isinstance(n, int) or n < self.block_size + 1:
-                raise DataError(
-                    f"data.{split}_tokens={n!r} is not allowed; use at least one block "
-                    f"(block_size + 1 = {self.block_size + 1})"
-                )
+    Config = SyntheticConfig
+    cfg: SyntheticConfig
+
+    def __init__(self, config: SyntheticConfig | None = None, **settings) -> None:
+        super().__init__(config, **settings)
+        self.source = HMMSource(self.cfg.source)
+        self.split_tokens = {split: getattr(self.cfg, f"{split}_tokens") for split in SPLITS}
 
     def setup(self, stage: str | None = None) -> None:
         if self.blocks:
@@ -207,50 +240,64 @@ class SyntheticDataModule(BlockDataModule):
             n_seqs = self.split_tokens[split] // length
             # each split its own seed: test sequences are never seen in training
             self.blocks[split] = self.source.sample(n_seqs, length, seed=self.source.cfg.seed * 1000 + i + 1)
-        atomic_save_torch({"key": key, "blocks": self.blocks}, path)
+        with atomic_path(path) as tmp:
+            torch.save({"key": key, "blocks": self.blocks}, tmp)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         return self.source.render(ids)
 
 
-class TextDataModule(BlockDataModule):
-    """Real text through HF ``datasets``: local files (``path=text``) or any hub dataset."""
+@dataclass
+class TextConfig(BlockConfig):
+    """Real text through HF ``datasets``: local files (``path=text`` with ``files``) or any hub dataset."""
 
-    def __init__(
-        self,
-        path: str,
-        name: str | None = None,
-        files: list[str] | None = None,
-        text_field: str = "text",
-        vocab_size: int = 8192,
-        splits: dict | None = None,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
-        max_train_docs: int | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.path, self.name, self.files, self.text_field = path, name, files, text_field
-        if not isinstance(vocab_size, int) or vocab_size < 257:
-            raise DataError(f"data.vocab_size={vocab_size!r} is not allowed; use an integer >= 257 (bytes + merges)")
-        self.vocab_size = vocab_size
-        self.splits = dict(splits or {"train": "train", "val": "validation", "test": "test"})
-        for name_, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < frac < 0.5:
-                raise DataError(f"data.{name_}={frac} is not allowed; use 0 < x < 0.5")
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.max_train_docs = max_train_docs
-        self.tokenizer = None
-        self.test_documents: list[np.ndarray] = []  # token ids of each test document (no EOS)
-        if path == "text" and files is None:
-            raise DataError(
+    path: str = "text"
+    name: str | None = None
+    files: list[str] | str | None = None
+    text_field: str = "text"
+    vocab_size: int = 8192  # the byte-level BPE trained on the train split
+    splits: dict | None = None  # the dataset's split names; missing held-out splits are carved from train
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    max_train_docs: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(
+            "data.vocab_size",
+            self.vocab_size,
+            is_int(self.vocab_size) and self.vocab_size >= 257,
+            "use an integer >= 257 (bytes + merges)",
+        )
+        self.splits = dict(self.splits or {"train": "train", "val": "validation", "test": "test"})
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            require(f"data.{name}", value, is_number(value) and 0.0 < value < 0.5, "use 0 < x < 0.5")
+        if self.path == "text" and self.files is None:
+            raise ConfigError(
                 "data=text needs data.files: the UTF-8 text file(s) to train on, one document per line; "
                 "e.g. 'data.files=[book.txt]'"
             )
-        if files is not None:
-            self.files = [check_text_file(f) for f in ([files] if isinstance(files, str) else files)]
+        if self.files is not None:
+            self.files = [check_text_file(f) for f in ([self.files] if isinstance(self.files, str) else self.files)]
             if not self.files:
                 raise DataError("data.files=[] is empty; give at least one UTF-8 text file")
+
+
+class TextDataModule(BlockDataModule):
+    """Real text through HF ``datasets``: local files (``path=text``) or any hub dataset."""
+
+    Config = TextConfig
+    cfg: TextConfig
+
+    def __init__(self, config: TextConfig | None = None, **settings) -> None:
+        super().__init__(config, **settings)
+        c = self.cfg
+        self.path, self.name, self.files, self.text_field = c.path, c.name, c.files, c.text_field
+        self.splits, self.val_fraction, self.test_fraction = c.splits, c.val_fraction, c.test_fraction
+        self.max_train_docs = c.max_train_docs
+        self.tokenizer = None
+        self.test_documents: list[np.ndarray] = []  # token ids of each test document (no EOS)
 
     def _load(self):
         import datasets
@@ -319,10 +366,8 @@ class TextDataModule(BlockDataModule):
                 yield train[i : i + 1000][field]
 
         tok.train_from_iterator(batches(), trainer=trainer, length=len(train))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tok.save(str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tok.save(str(tmp))
         return tok
 
     def setup(self, stage: str | None = None) -> None:

@@ -8,27 +8,70 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import hydra
 import lightning.pytorch as pl
 import torch
 import torchmetrics
 
-from lit_modules.model import GPT, GPTConfig
-from lit_modules.util import UserError
-from objectives.base import Objective, ObjectiveContext, longest_sequence, objective_knobs
+from lit_modules.core.configs import is_int, is_number, require
+from lit_modules.core.errors import UserError
+from lit_modules.core.model import GPT, GPTConfig
+from objectives.base import Objective, ObjectiveContext, longest_sequence
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup, then cosine decay to ``min_lr_ratio`` of the peak rate."""
+
+    lr: float = 3.0e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1.0e-8
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        require("optim.lr", self.lr, is_number(self.lr) and self.lr > 0, "use a positive number")
+        require(
+            "optim.weight_decay",
+            self.weight_decay,
+            is_number(self.weight_decay) and self.weight_decay >= 0,
+            "use a weight decay >= 0",
+        )
+        require("optim.eps", self.eps, is_number(self.eps) and self.eps > 0, "use eps > 0")
+        require(
+            "optim.min_lr_ratio",
+            self.min_lr_ratio,
+            is_number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1,
+            "use a ratio in [0, 1]",
+        )
+        require(
+            "optim.warmup_steps",
+            self.warmup_steps,
+            is_int(self.warmup_steps) and self.warmup_steps >= 0,
+            "use an integer >= 0",
+        )
+        betas = list(self.betas) if isinstance(self.betas, (list, tuple)) else self.betas
+        ok = isinstance(betas, list) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas)
+        require("optim.betas", betas, ok, "use two numbers in [0, 1), e.g. [0.9, 0.95]")
+        self.betas = tuple(betas)
 
 
 class LanguageModelSystem(pl.LightningModule):
+    """The GPT of ``model``, trained on ``objective`` with the optimiser of ``optim``. ``run_config`` (plain
+    values) is saved with the checkpoint's hyperparameters: a resumed run must match it."""
+
     def __init__(
-        self, model: dict, objective: dict, optim: dict, run_config: dict | None = None, aux: dict | None = None
+        self, model: GPTConfig, objective: Objective, optim: OptimConfig, run_config: dict | None = None
     ) -> None:
-        super().__init__()  # run_config: saved with the hyperparameters, for resume to compare
-        self.save_hyperparameters()  # aux: {name: the config of the objective that defines the term + weight}
-        self.model = GPT(GPTConfig(**model))
-        self.objective = build_objective(objective, aux)
-        self.optim = dict(optim)
+        super().__init__()
+        # plain values only: a checkpoint stays loadable with torch.load(weights_only=True)
+        self.save_hyperparameters({"model": asdict(model), "optim": asdict(optim), "run_config": run_config})
+        self.model = GPT(model)
+        self.objective = objective
+        self.optim = optim
         # Mean over tokens (weighted by count), synced across processes by torchmetrics.
         self.val_nll = torchmetrics.MeanMetric()
         self.val_history: list[tuple[int, float]] = []  # (step, val/nll) at every validation
@@ -139,15 +182,15 @@ class LanguageModelSystem(pl.LightningModule):
         o = self.optim
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         # Fused AdamW (a fraction of the unfused step's time on CPUs and GPUs), except under an fp16
         # gradient scaler, which cannot unscale before clipping when step() unscales internally.
         scaled = self.trainer is not None and str(self.trainer.precision).startswith("16")
         fused = self.device.type in ("cpu", "cuda") and not scaled
-        optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o.get("eps", 1e-8), fused=fused)
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, fused=fused)
         total = max(int(self.trainer.max_steps), 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, o["warmup_steps"], total, o["min_lr_ratio"])
+            optimizer, lambda step: lr_factor(step, o.warmup_steps, total, o.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -187,36 +230,6 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def build_objective(config: dict, aux: dict | None = None) -> Objective:
-    """Instantiate an objective from its config (``_target_`` + knobs); ``search_space`` is the tuner's.
-    ``aux``: {name: config of the objective whose ``term`` is added, with ``weight``} (``benchmarks.cli.aux_terms``).
-
-    Knob values are checked by the objective itself (KnobError); unknown knob names here.
-    """
-    import inspect
-
-    from objectives.base import AuxiliaryTerm, KnobError, WithAuxiliaryTerms
-
-    if aux:
-        terms = []
-        for name, term_config in aux.items():
-            knobs = {k: v for k, v in term_config.items() if k != "weight"}
-            terms.append(AuxiliaryTerm(name, term_config["weight"], build_objective(knobs).term))
-        return WithAuxiliaryTerms(build_objective(config), tuple(terms))
-
-    knobs = objective_knobs(config)
-    cls = hydra.utils.get_class(config["_target_"])
-    allowed = [  # named parameters only: an objective without knobs inherits nn.Module's (*args, **kwargs)
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    for key in knobs:
-        if key not in allowed:
-            raise KnobError(f"objective.{key} is not a knob of {cls.name}; its knobs: {', '.join(allowed) or 'none'}")
-    return hydra.utils.instantiate({"_target_": config["_target_"], **knobs})
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -1,45 +1,39 @@
 """The objective interface shared by every training loss.
 
-An objective is a small ``nn.Module`` built from its config (Hydra ``_target_``) and called as
-``objective(model, batch, step) -> LossOutput``. ``batch`` is a (B, T+1) tensor of token ids:
-inputs ``batch[:, :-1]``, targets ``batch[:, 1:]``. ``model`` is the backbone (see
-``lit_modules.model.GPT``): ``model.hidden(idx)``, ``model.nll(h, targets)``, ``model.token_losses``,
-``model.head(h)``, ``model.output_embedding``. Objectives never import Lightning.
+An objective is a small ``nn.Module`` built from its config (``objectives/registry.py``) and called as
+``objective(model, batch, step) -> LossOutput``. ``batch`` is a (B, T+1) tensor of token ids: inputs
+``batch[:, :-1]``, targets ``batch[:, 1:]``. ``model`` is the backbone (``lit_modules.core.model.GPT``):
+``model.hidden(idx)``, ``model.nll(h, targets)``, ``model.token_losses``, ``model.head(h)``,
+``model.output_embedding``. Objectives import only the pure-torch floor (``lit_modules.core``), never Lightning.
 
-Most objectives are a per-token function of the next-token logits: they subclass ``TokenObjective``
-and write that function, nothing else (``objectives/label_smoothing.py`` is one).
+Three kinds, each a base class here:
+- ``TokenObjective``: a per-token function of the next-token logits. A subclass writes that function (and,
+  where it pays, its gradient in closed form); ``prepare_step`` is its hook for state of the step.
+- ``Objective``: anything else (sequence-level, pairwise, a second pass); it writes ``forward``.
+- ``FineTuning``: a mixin for objectives that fine-tune, as their papers do: plain MLE before ``start_step``,
+  the objective from it on, with a frozen reference copy of the model taken at ``start_step``.
+
+``WithAuxiliaryTerms`` adds weighted per-token terms (``aux={z_loss: 1e-4}``) to any objective.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from lit_modules.head import TokenLoss
+from lit_modules.core.errors import ConfigError
+from lit_modules.core.head import TokenLoss, nll_loss
 
 
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # scalar to minimise
     logs: dict[str, torch.Tensor | float] = field(default_factory=dict)  # logged under train/
-
-
-RESERVED_KEYS = ("_target_", "search_space")  # an objective yaml's keys that are not knobs
-
-
-def objective_knobs(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The knobs of an objective config: every key but the class path and the tuner's search space."""
-    return {k: v for k, v in config.items() if k not in RESERVED_KEYS}
-
-
-def longest_sequence(model_context: int, block_size: int) -> int:
-    """The longest sequence an objective may build: a training row (block_size + 1 tokens) within the
-    model's context."""
-    return min(model_context, block_size + 1)
 
 
 @dataclass
@@ -51,11 +45,32 @@ class ObjectiveContext:
     unigram_counts: torch.Tensor | None = None  # (V,) counts over the train split
 
 
-class KnobError(ValueError):
-    """An objective knob outside its allowed range (reported as one line by the runner)."""
+class KnobError(ConfigError):
+    """An objective knob outside its allowed range."""
 
 
-def check_knob(name: str, value: float, ok: bool, allowed: str) -> None:
+RESERVED_KEYS = ("_target_", "search_space")  # an objective yaml's keys that are not knobs
+
+
+def objective_knobs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The knobs of an objective config: every key but the class path and the tuner's search space."""
+    return {k: v for k, v in config.items() if k not in RESERVED_KEYS}
+
+
+def run_label(objective: str, terms: Mapping[str, float] | None = None, knobs: Mapping[str, Any] | None = None) -> str:
+    """How runs, reports, TensorBoard and the suite's directories name an objective: with its auxiliary terms
+    and, where given, its knobs: ``label_smoothing+z_loss(0.0001) (eps=0.1)``."""
+    name = objective + "".join(f"+{term}({float(weight):g})" for term, weight in (terms or {}).items())
+    return f"{name} ({', '.join(f'{k}={v}' for k, v in knobs.items())})" if knobs else name
+
+
+def longest_sequence(model_context: int, block_size: int) -> int:
+    """The longest sequence an objective may build: a training row (block_size + 1 tokens) within the
+    model's context."""
+    return min(model_context, block_size + 1)
+
+
+def check_knob(name: str, value: Any, ok: bool, allowed: str) -> None:
     if not ok:
         raise KnobError(f"objective.{name}={value!r} is not allowed; {allowed}")
 
@@ -71,29 +86,37 @@ def split_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return batch[:, :-1], batch[:, 1:]
 
 
-class Objective(nn.Module):
-    """Base class. ``name`` is the config name; ``search_space`` is read by the tuner."""
+def mle_step(model: nn.Module, batch: torch.Tensor) -> LossOutput:
+    """Plain maximum likelihood on the batch: mean_t −log p(y_t), through the chunked head."""
+    inputs, targets = split_batch(batch)
+    nll = model.nll(model.hidden(inputs), targets).mean()
+    return LossOutput(nll, {"nll": nll.detach()})
 
-    name: str = "objective"
-    # knob values under which every training step does the objective's full work (a pairwise term
-    # from step 0, a sequence-level step every step): ``benchmarks/perf.py`` times that step, the dearest
+
+class Objective(nn.Module):
+    """Base class. ``name`` is the config name; ``search_space`` (in the yaml) is read by the tuner."""
+
+    name: ClassVar[str] = "objective"
+    # knob values under which every training step does the objective's full work (a pairwise term from
+    # step 0, a sequence-level step every step): the performance benchmark times that step, the dearest
     full_work_knobs: ClassVar[dict[str, Any]] = {}
+    # the step from which the objective acts (None: from the first); it must be below trainer.max_steps
+    start_step: int | None = None
 
     def check_fits(self, length: int) -> None:
-        """Raise KnobError when the objective's sequences cannot fit ``length`` tokens (a batch row,
-        the model context). Called when the config is validated, before any work."""
+        """Raise KnobError when the objective's sequences cannot fit ``length`` tokens (a batch row, the model
+        context). Called when the config is checked, before any work."""
 
     def check_steps(self, max_steps: int) -> None:
-        """Raise KnobError when a ``start_step`` knob (the step from which the objective acts, MLE before)
-        is not below the run's ``trainer.max_steps``: the run would be MLE under another name."""
-        start = getattr(self, "start_step", None)
-        if start is not None and start >= max_steps:
+        """Raise KnobError when ``start_step`` is not below the run's ``trainer.max_steps``: the run would be
+        another objective under this one's name."""
+        if self.start_step is not None and self.start_step >= max_steps:
             raise KnobError(
-                f"objective.start_step={start} is not allowed; it must be below trainer.max_steps={max_steps}"
+                f"objective.start_step={self.start_step} is not allowed; it must be below trainer.max_steps={max_steps}"
             )
 
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
-        """Called once before training (unigram counts, reference model, ...)."""
+        """Called once before training (unigram counts, a reference model, ...)."""
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         raise NotImplementedError
@@ -102,21 +125,14 @@ class Objective(nn.Module):
 @dataclass(frozen=True)
 class AuxiliaryTerm:
     """A weighted per-token term added to any objective: ``weight``·mean_t fn(z_t, y_t).loss. ``fn`` is the
-    ``term`` method of the objective that defines it (``objectives/z_loss.py``: (log Z)²)."""
+    ``term`` of the objective that defines it (``objectives/z_loss.py``: (log Z)²)."""
 
     name: str
     weight: float
     fn: Callable[[torch.Tensor, torch.Tensor], TokenLoss]
 
 
-def combined_name(objective: str, weights: Mapping[str, float]) -> str:
-    """An objective with auxiliary terms as runs, reports and TensorBoard name it: label_smoothing+z_loss(0.0001)."""
-    return objective + "".join(f"+{name}({float(weight):g})" for name, weight in weights.items())
-
-
-def with_terms(
-    token_loss: Callable[..., TokenLoss] | None, terms: tuple[AuxiliaryTerm, ...]
-) -> Callable[..., TokenLoss]:
+def with_terms(token_loss: Callable[..., TokenLoss] | None, terms: Sequence[AuxiliaryTerm]) -> Callable[..., TokenLoss]:
     """token_loss (or 0 when None) + Σ_i w_i·term_i, each term's value and stats logged under its name."""
 
     def combined(logits: torch.Tensor, targets: torch.Tensor, *per_token: torch.Tensor) -> TokenLoss:
@@ -142,28 +158,91 @@ class TokenObjective(Objective):
     takes its gradient; ``TokenLoss.stats`` are logged as means) and, where it measurably pays, the same
     loss with its gradient in closed form as ``token_loss_and_grad`` (it may overwrite ``logits``; a test
     checks it against autograd of ``token_loss`` for every subclass). ``per_token_inputs`` gives further
-    (B, T, ...) inputs of the formula. The model's chunked head evaluates it without the (N, V) logits.
+    (B, T, ...) inputs of the formula; ``prepare_step`` whatever the step needs before them. The model's
+    chunked head evaluates the formula without the (N, V) logits.
     """
 
     token_loss_and_grad: Callable[..., TokenLoss] | None = None
-    aux_terms: tuple[AuxiliaryTerm, ...] = ()  # set by WithAuxiliaryTerms: added to every token's loss
+    # The objective's penalty alone, (logits, targets) -> TokenLoss, when it offers one as an auxiliary
+    # term that any objective can add (aux={name: weight}); None when it offers none.
+    term: Callable[[torch.Tensor, torch.Tensor], TokenLoss] | None = None
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor, *per_token: torch.Tensor) -> TokenLoss:
         raise NotImplementedError
+
+    def prepare_step(self, model: nn.Module, step: int) -> None:
+        """Called at every step before the per-token inputs and the loss: state of this step (a cost matrix
+        from the current weights, say)."""
 
     def per_token_inputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Inputs (B, T), targets (B, T) -> extra per-token arguments of ``token_loss``, each (B, T, ...)."""
         return ()
 
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
+    def forward(
+        self, model: nn.Module, batch: torch.Tensor, step: int, terms: Sequence[AuxiliaryTerm] = ()
+    ) -> LossOutput:
+        """The mean per-token loss; ``terms`` (from ``WithAuxiliaryTerms``) are added to every token's loss in
+        the same pass over the head."""
+        self.prepare_step(model, step)
         inputs, targets = split_batch(batch)
         extra = self.per_token_inputs(inputs, targets)
         h = model.hidden(inputs)
         loss_fn, grad_fn = self.token_loss, self.token_loss_and_grad
-        if self.aux_terms:  # autograd of the sum: the terms have no closed form of their own
-            loss_fn, grad_fn = with_terms(self.token_loss, self.aux_terms), None
+        if terms:  # autograd of the sum: the terms have no closed form of their own
+            loss_fn, grad_fn = with_terms(self.token_loss, terms), None
         losses, stats = model.token_losses(h, loss_fn, targets, *extra, grad_fn=grad_fn)
         return LossOutput(losses.mean(), {key: value.mean() for key, value in stats.items()})
+
+
+class FineTuning(Objective):
+    """A mixin for objectives that fine-tune an MLE model, as their papers do: plain MLE before ``start_step``,
+    ``fine_tune`` from it on. With ``uses_reference``, ``reference`` is a frozen copy of the model, taken at
+    ``start_step`` (kept in checkpoints, so a resumed run has the same one).
+
+    A subclass calls ``init_fine_tuning(start_step)`` in its constructor and writes ``fine_tune``; a
+    ``FineTuning`` that is also a ``TokenObjective`` (listed first) fine-tunes through the token loss.
+    """
+
+    uses_reference: bool = False
+    reference: nn.Module | None
+
+    def init_fine_tuning(self, start_step: int) -> None:
+        check_knob("start_step", start_step, isinstance(start_step, int) and start_step >= 0, "use an integer >= 0")
+        self.start_step = start_step
+        self.reference = None
+        self.register_buffer("reference_taken", torch.tensor(False))
+
+    def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
+        super().setup(model, context)
+        if self.uses_reference and self.reference is None:
+            self.reference = copy.deepcopy(model).requires_grad_(False).eval()
+
+    def take_reference(self, model: nn.Module) -> None:
+        """The reference becomes a copy of ``model`` now, once (the first fine-tuning step)."""
+        if self.reference is not None and not bool(self.reference_taken):
+            self.reference.load_state_dict(model.state_dict())
+            self.reference_taken.fill_(True)
+
+    def forward(self, model: nn.Module, batch: torch.Tensor, step: int, terms: Sequence[AuxiliaryTerm] = ()):
+        if step < self.start_step:
+            if terms:  # a TokenObjective's terms ride on the same per-token pass, MLE's here
+                inputs, targets = split_batch(batch)
+                losses, stats = model.token_losses(model.hidden(inputs), with_terms(_nll, terms), targets)
+                return LossOutput(losses.mean(), {key: value.mean() for key, value in stats.items()})
+            return mle_step(model, batch)
+        self.take_reference(model)
+        return self.fine_tune(model, batch, step, terms)
+
+    def fine_tune(
+        self, model: nn.Module, batch: torch.Tensor, step: int, terms: Sequence[AuxiliaryTerm] = ()
+    ) -> LossOutput:
+        """The objective's own step; by default the next base class's (a TokenObjective's) forward."""
+        return super().forward(model, batch, step, terms)
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+    out = nll_loss(logits, targets)
+    return TokenLoss(out.loss, {"nll": out.loss})
 
 
 class WithAuxiliaryTerms(Objective):
@@ -171,30 +250,26 @@ class WithAuxiliaryTerms(Objective):
     loss = objective + Σ_i w_i·mean_t term_i(z_t, y_t) on the batch's tokens.
 
     A TokenObjective adds the terms to its own per-token loss (the same head pass); any other objective
-    gets them from one more forward pass over the batch's inputs.
+    gets them from one more forward pass over the batch's inputs. The wrapped objective is not changed.
     """
 
-    def __init__(self, objective: Objective, terms: tuple[AuxiliaryTerm, ...]) -> None:
+    def __init__(self, objective: Objective, terms: Sequence[AuxiliaryTerm]) -> None:
         super().__init__()
         self.objective, self.terms = objective, tuple(terms)
-        self.name = combined_name(objective.name, {t.name: t.weight for t in self.terms})
+        self.name = run_label(objective.name, {t.name: t.weight for t in self.terms})
         self.full_work_knobs = objective.full_work_knobs
-        if isinstance(objective, TokenObjective):
-            objective.aux_terms = self.terms
+        self.start_step = objective.start_step
 
     def check_fits(self, length: int) -> None:
         self.objective.check_fits(length)
-
-    def check_steps(self, max_steps: int) -> None:
-        self.objective.check_steps(max_steps)
 
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         self.objective.setup(model, context)
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
-        out = self.objective(model, batch, step)
         if isinstance(self.objective, TokenObjective):
-            return out
+            return self.objective(model, batch, step, self.terms)
+        out = self.objective(model, batch, step)
         inputs, targets = split_batch(batch)
         losses, stats = model.token_losses(model.hidden(inputs), with_terms(None, self.terms), targets)
         logs = {**out.logs, **{key: value.mean() for key, value in stats.items()}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from lit_modules.core.head import TokenLoss, at_targets, minus_onehot_, softmax_nll_
 from objectives.base import TokenObjective, check_knob
 
 
@@ -54,7 +54,7 @@ class ContrastiveToken(TokenObjective):
         self, logits: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor, weights: torch.Tensor
     ) -> TokenLoss:
         """ℓ_t = NLL + w_t·log(1 + Σ_n exp(z_n − z_y)), w_t the row's weight (one value per row or 0)."""
-        nll = logits.logsumexp(-1) - logits.gather(-1, targets[:, None]).squeeze(-1)
+        nll = logits.logsumexp(-1) - at_targets(logits, targets)
         gaps = logits.gather(-1, negatives) - logits.gather(-1, targets[:, None])  # (r, W)
         ct = torch.log1p((gaps.exp() * (weights > 0)).sum(-1))
         return TokenLoss(nll + weights.amax(-1) * ct, {"nll": nll, "ct": ct})

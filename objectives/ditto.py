@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from objectives.base import KnobError, LossOutput, Objective, check_knob, split_batch
+from objectives.base import FineTuning, KnobError, LossOutput, check_knob, mle_step, split_batch
+
+ONE_MINUS_FLOOR = 1e-20  # the released code's clamp of 1 − |p − λ·p_prev| before the log
 
 
 def repeat_spans(batch: torch.Tensor, lengths: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -27,7 +29,7 @@ def repeat_spans(batch: torch.Tensor, lengths: torch.Tensor, starts: torch.Tenso
     return batch.gather(1, source)
 
 
-class DITTO(Objective):
+class DITTO(FineTuning):
     name = "ditto"
     full_work_knobs = {"rate": 1.0, "start_step": 0}
 
@@ -46,9 +48,8 @@ class DITTO(Objective):
         check_knob("min_len", min_len, isinstance(min_len, int) and min_len >= 1, "use an integer >= 1")
         check_knob("max_len", max_len, isinstance(max_len, int) and max_len >= min_len, "use an integer >= min_len")
         check_knob("min_copies", min_copies, isinstance(min_copies, int) and min_copies >= 2, "use an integer >= 2")
-        check_knob("start_step", start_step, isinstance(start_step, int) and start_step >= 0, "use an integer >= 0")
-        self.lam, self.rate, self.min_len, self.max_len = lam, rate, min_len, max_len
-        self.min_copies, self.start_step = min_copies, start_step
+        self.init_fine_tuning(start_step)
+        self.lam, self.rate, self.min_len, self.max_len, self.min_copies = lam, rate, min_len, max_len, min_copies
 
     def check_fits(self, length: int) -> None:
         need = (1 + self.min_copies) * self.max_len  # a prefix and min_copies copies of the longest span
@@ -67,11 +68,10 @@ class DITTO(Objective):
         starts = lengths + (torch.rand(B, device=batch.device) * (N - 2 * lengths + 1)).long()
         return repeat_spans(batch, lengths, starts), lengths
 
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
-        if step < self.start_step or torch.rand(()).item() >= self.rate:
-            inputs, targets = split_batch(batch)
-            nll = model.nll(model.hidden(inputs), targets).mean()
-            return LossOutput(nll, {"nll": nll.detach()})
+    def fine_tune(self, model: nn.Module, batch: torch.Tensor, step: int, terms: tuple = ()) -> LossOutput:
+        """A DITTO step with probability ``rate``, else MLE."""
+        if torch.rand(()).item() >= self.rate:
+            return mle_step(model, batch)
         rows, lengths = self.pseudo_repetitive(batch)
         inputs, targets = split_batch(rows)
         p = torch.exp(-model.nll(model.hidden(inputs), targets))  # (B, T) p_θ(y_t)
@@ -82,7 +82,7 @@ class DITTO(Objective):
         # released code penalises from target 2L on (the first token of the 2nd copy is not penalised)
         penalised = t >= 2 * L
         previous = p.detach().gather(1, (t - L).clamp_min(0))  # p of the same token one copy earlier
-        one_minus = (1.0 - (p - self.lam * previous).abs()).clamp_min(1e-20)
+        one_minus = (1.0 - (p - self.lam * previous).abs()).clamp_min(ONE_MINUS_FLOOR)
         loss = -(one_minus.log() * penalised).sum() / penalised.sum().clamp_min(1)
         logs = {"ditto": loss.detach(), "repeat_p": (p.detach() * penalised).sum() / penalised.sum().clamp_min(1)}
         return LossOutput(loss, logs)

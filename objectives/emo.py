@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
-from objectives.base import LossOutput, TokenObjective, check_knob
+from lit_modules.core.head import TokenLoss, at_targets, minus_onehot_, softmax_nll_
+from objectives.base import TokenObjective, check_knob
 
-EPS = 1e-10  # the released code's guard of the weight's denominator
+WEIGHT_DENOMINATOR_FLOOR = 1e-10  # the released code's guard of sg(NLL / DEMD')'s denominator
 
 
 class EMO(TokenObjective):
@@ -28,13 +28,13 @@ class EMO(TokenObjective):
         self.lam = lam
         self.cost_embedding: torch.Tensor | None = None  # (V, D) unit rows, set at every step
 
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
+    def prepare_step(self, model: nn.Module, step: int) -> None:
+        """The step's cost embedding: the output embedding's rows as unit vectors, detached."""
         cost = F.normalize(model.output_embedding.detach().float(), dim=-1)
         device = cost.device.type
         if torch.is_autocast_enabled(device):  # the LM head's matmul dtype (bf16 on AMX CPUs), cast once a step
             cost = cost.to(torch.get_autocast_dtype(device))
         self.cost_embedding = cost
-        return super().forward(model, batch, step)
 
     def cosines(self, targets: torch.Tensor) -> torch.Tensor:
         """cos(e_v, e_y_t) for every v: (r, V), one (r, D)·(D, V) product in the cost embedding's dtype."""
@@ -42,11 +42,11 @@ class EMO(TokenObjective):
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         logp = logits.log_softmax(-1)
-        nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+        nll = -at_targets(logp, targets)
         q = logp.exp()
         demd = 1.0 - (q * self.cosines(targets).to(q.dtype)).sum(-1)
-        released = demd + q.gather(-1, targets[:, None]).squeeze(-1).detach()  # value without the gold term
-        loss = (nll + self.lam * (nll / (released + EPS)).detach() * released) / (1.0 + self.lam)
+        released = demd + at_targets(q, targets).detach()  # value without the gold term
+        loss = (nll + self.lam * (nll / (released + WEIGHT_DENOMINATOR_FLOOR)).detach() * released) / (1.0 + self.lam)
         return TokenLoss(loss, {"nll": nll, "demd": demd})
 
     def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
@@ -56,8 +56,8 @@ class EMO(TokenObjective):
         q, nll = softmax_nll_(logits, targets)
         s = torch.linalg.vecdot(q, c.to(q.dtype))  # Σ_v q_v·c_v
         demd = 1.0 - s
-        released = demd + q.gather(-1, targets[:, None]).squeeze(-1)
-        w = nll / (released + EPS)
+        released = demd + at_targets(q, targets)
+        w = nll / (released + WEIGHT_DENOMINATOR_FLOOR)
         scale = -self.lam * w / (1.0 + self.lam)
         # (q − λw·q·(c − s)) / (1 + λ) = q·((1 + λw·s)/(1 + λ) − λw/(1 + λ)·c): two passes over (r, V)
         factor = torch.addcmul(((1.0 + self.lam * w * s) / (1.0 + self.lam))[:, None], c, scale[:, None])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_modules.head import TokenLoss, log_softmax_nll_, minus_onehot_
+from lit_modules.core.head import TokenLoss, at_targets, log_softmax_nll_, minus_onehot_
 from objectives.base import TokenObjective, check_knob
 
 
@@ -32,7 +32,7 @@ class EntropyPenalty(TokenObjective):
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         logp = logits.log_softmax(-1)
-        nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+        nll = -at_targets(logp, targets)
         entropy = -(logp.exp() * logp).sum(-1)
         return TokenLoss(nll + self.lam * self.penalty(entropy), {"nll": nll, "entropy": entropy})
 

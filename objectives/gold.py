@@ -11,15 +11,13 @@ u = 1 with ``delta`` rewards and K = 0 is MLE.
 
 from __future__ import annotations
 
-import copy
-
 import torch
-from torch import nn
 
-from lit_modules.head import TokenLoss, minus_onehot_, nll_loss, softmax_nll_
-from objectives.base import LossOutput, ObjectiveContext, TokenObjective, check_knob
+from lit_modules.core.head import TokenLoss, minus_onehot_, nll_loss, softmax_nll_
+from objectives.base import FineTuning, TokenObjective, check_knob
 
 REWARDS = ("sump", "logp", "delta")
+LOG_FLOOR = 1e-10  # the released code's guard of log p_MLE (GOLD-p)
 
 
 def returns(p_mle: torch.Tensor, reward: str, suffix: int, gamma: float, trunc_min: float, baseline: float):
@@ -29,13 +27,13 @@ def returns(p_mle: torch.Tensor, reward: str, suffix: int, gamma: float, trunc_m
     if reward == "sump":
         r = padded.clamp_min(trunc_min)
     elif reward == "logp":
-        r = (torch.log(padded + 1e-10) - baseline).clamp_min(trunc_min)
+        r = (torch.log(padded + LOG_FLOOR) - baseline).clamp_min(trunc_min)
     else:
         r = torch.ones_like(padded)
     return sum(gamma**k * r[:, k : k + T] for k in range(suffix + 1))
 
 
-class GOLD(TokenObjective):
+class GOLD(FineTuning, TokenObjective):
     name = "gold"
     full_work_knobs = {"start_step": 0}
 
@@ -55,23 +53,16 @@ class GOLD(TokenObjective):
         check_knob("trunc_min", trunc_min, trunc_min >= 0, "use trunc_min >= 0")
         check_knob("suffix", suffix, isinstance(suffix, int) and suffix >= 0, "use an integer >= 0")
         check_knob("gamma", gamma, 0 <= gamma <= 1, "use a discount in [0, 1]")
-        check_knob("start_step", start_step, isinstance(start_step, int) and start_step >= 0, "use an integer >= 0")
+        self.init_fine_tuning(start_step)  # the reference is p_MLE, the model at start_step
         self.reward, self.iw_min, self.trunc_min, self.baseline = reward, iw_min, trunc_min, baseline
-        self.suffix, self.gamma, self.start_step = suffix, gamma, start_step
-        self.reference: nn.Module | None = None  # the frozen MLE model p_MLE
-        self.register_buffer("reference_taken", torch.tensor(False))
-        self.acting = True  # False before start_step: every weight is 1 (MLE)
+        self.suffix, self.gamma = suffix, gamma
 
-    def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
-        if self.reward != "delta" and self.reference is None:
-            self.reference = copy.deepcopy(model).requires_grad_(False).eval()
+    @property
+    def uses_reference(self) -> bool:
+        return self.reward != "delta"
 
     def per_token_inputs(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The return Q_t (B, T) of every gold token, from the frozen MLE model, and the weight's clip u (B, T);
-        both 1 before ``start_step``."""
-        if not self.acting:
-            ones = torch.ones(targets.shape, device=targets.device)
-            return ones, ones
+        """The return Q_t (B, T) of every gold token, from the frozen MLE model, and the weight's clip u (B, T)."""
         if self.reward == "delta":
             p_mle = torch.ones(targets.shape, device=targets.device)
         else:
@@ -79,13 +70,6 @@ class GOLD(TokenObjective):
                 p_mle = torch.exp(-self.reference.nll(self.reference.hidden(inputs), targets).float())
         q = returns(p_mle, self.reward, self.suffix, self.gamma, self.trunc_min, self.baseline)
         return q, torch.full_like(q, self.iw_min)
-
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
-        self.acting = step >= self.start_step
-        if self.acting and self.reference is not None and not bool(self.reference_taken):
-            self.reference.load_state_dict(model.state_dict())
-            self.reference_taken.fill_(True)
-        return super().forward(model, batch, step)
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor, q: torch.Tensor, u: torch.Tensor) -> TokenLoss:
         nll = nll_loss(logits, targets).loss

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from lit_modules.core.head import TokenLoss, at_targets, minus_onehot_, softmax_nll_
 from objectives.base import TokenObjective, check_knob
 
 
@@ -20,20 +20,19 @@ class LabelSmoothing(TokenObjective):
         check_knob("eps", eps, 0 <= eps < 1, "use 0 <= eps < 1")
         self.eps = eps
 
-    @staticmethod
-    def term(logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+    def term(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """The smoothing cross-entropy mean_v(−log p_t(v)) alone: the auxiliary term (``aux={label_smoothing: ε}``)."""
         return TokenLoss(-logits.log_softmax(-1).mean(-1))
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         logp = logits.log_softmax(-1)
-        nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+        nll = -at_targets(logp, targets)
         return TokenLoss((1 - self.eps) * nll - self.eps * logp.mean(-1), {"nll": nll})
 
     def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """∂/∂z = p − (1−ε)·onehot(y) − ε/V. The loss as ℓ + ε·(z_y − mean_v z_v) (log p_v = z_v − z_y − ℓ),
         read before the logits' memory becomes p."""
-        z_gap = logits.gather(-1, targets[:, None]).squeeze(-1) - logits.mean(-1)
+        z_gap = at_targets(logits, targets) - logits.mean(-1)
         p, nll = softmax_nll_(logits, targets)
         grad = minus_onehot_(p.sub_(self.eps / logits.shape[-1]), targets, 1.0 - self.eps)
         return TokenLoss(nll + self.eps * z_gap, {"nll": nll}, grad)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from lit_modules.core.head import TokenLoss, at_targets, minus_onehot_, softmax_nll_
 from objectives.base import TokenObjective, check_knob
 
 
@@ -21,7 +21,7 @@ class MixCE(TokenObjective):
         self.eta = eta
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
-        nll = -logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+        nll = -at_targets(logits.log_softmax(-1), targets)
         q = torch.exp(-nll.detach())
         return TokenLoss((self.eta + (1 - self.eta) * q) * nll, {"nll": nll, "q": q})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_modules.head import TokenLoss, nll_loss, nll_loss_and_grad
+from lit_modules.core.head import TokenLoss, nll_loss, nll_loss_and_grad
 from objectives.base import TokenObjective
 
 

@@ -25,6 +25,8 @@ from torch import nn
 
 from objectives.base import LossOutput, Objective, ObjectiveContext, check_knob, split_batch
 
+NOISE_PROBABILITY_FLOOR = 1e-12  # log(k·q(w)) of a word never drawn as noise stays finite
+
 
 class NCE(Objective):
     name = "nce"
@@ -64,7 +66,7 @@ class NCE(Objective):
         emb, bias = model.output_embedding, model.output_bias  # (V, D), (V,) or None
         y = targets.flatten()  # (N,)
         noise = self.sample_noise()  # (k,)
-        log_kq = torch.log(self.k * self.noise_probs.clamp_min(1e-12))  # (V,)
+        log_kq = torch.log(self.k * self.noise_probs.clamp_min(NOISE_PROBABILITY_FLOOR))  # (V,)
         # F.embedding, not emb[y]: its backward sums repeated rows in a fixed order (deterministic)
         s_gold = (h * F.embedding(y, emb)).sum(-1).float()  # (N,)
         s_noise = (h @ F.embedding(noise, emb).T).float()  # (N, k)

@@ -13,27 +13,27 @@ sampled, KV-cache decoding) or a repetition-corrupted copy of the real one (its 
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_modules.decoding import DecodingConfig, generate
+from lit_modules.core.decoding import DecodingConfig, generate
 from objectives.base import (
+    FineTuning,
     LossOutput,
-    Objective,
     ObjectiveContext,
     check_knob,
     check_prefix_fits,
+    mle_step,
     split_batch,
 )
 
 LOSSES = ("dpo", "ipo", "simpo", "orpo")
 REJECTED = ("greedy", "sample", "repeat")
+PROBABILITY_CEILING = 1 - 1e-6  # ORPO: P = exp(mean log π) is kept below 1, so that log(1 − P) is finite
 
 
-class Preference(Objective):
+class Preference(FineTuning):
     name = "preference"
     full_work_knobs = {"start_step": 0}
 
@@ -57,16 +57,9 @@ class Preference(Objective):
         check_knob("gamma", gamma, gamma >= 0, "use gamma >= 0")
         for name, value in (("prefix_len", prefix_len), ("cont_len", cont_len), ("repeat_span", repeat_span)):
             check_knob(name, value, isinstance(value, int) and value >= 1, "use an integer >= 1")
-        check_knob("start_step", start_step, isinstance(start_step, int) and start_step >= 0, "use an integer >= 0")
+        self.init_fine_tuning(start_step)  # π_ref is the model at start_step
         self.loss_name, self.beta, self.lam, self.rejected, self.gamma = loss, beta, lam, rejected, gamma
-        self.prefix_len, self.cont_len, self.start_step, self.repeat_span = (
-            prefix_len,
-            cont_len,
-            start_step,
-            repeat_span,
-        )
-        self.reference: nn.Module | None = None
-        self.register_buffer("reference_taken", torch.tensor(False))
+        self.prefix_len, self.cont_len, self.repeat_span = prefix_len, cont_len, repeat_span
 
     @property
     def uses_reference(self) -> bool:
@@ -77,12 +70,7 @@ class Preference(Objective):
 
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         self.check_fits(context.context)
-        if self.uses_reference and self.reference is None:
-            self.reference = copy.deepcopy(model).requires_grad_(False).eval()
-
-    def take_reference_snapshot(self, model: nn.Module) -> None:
-        self.reference.load_state_dict(model.state_dict())
-        self.reference_taken.fill_(True)
+        super().setup(model, context)
 
     # ---- pairs ----
     def make_pairs(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,18 +110,17 @@ class Preference(Objective):
             margin = self.beta * (mean_w - mean_l) - self.gamma
             return -F.logsigmoid(margin), margin
         # orpo: log odds = log P − log(1 − P) with P = exp(mean log-prob)
-        log_odds_w = mean_w - torch.log1p(-mean_w.exp().clamp_max(1 - 1e-6))
-        log_odds_l = mean_l - torch.log1p(-mean_l.exp().clamp_max(1 - 1e-6))
+        log_odds_w = mean_w - torch.log1p(-mean_w.exp().clamp_max(PROBABILITY_CEILING))
+        log_odds_l = mean_l - torch.log1p(-mean_l.exp().clamp_max(PROBABILITY_CEILING))
         margin = log_odds_w - log_odds_l
         return -F.logsigmoid(margin), margin
 
-    def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
+    def fine_tune(self, model: nn.Module, batch: torch.Tensor, step: int, terms: tuple = ()) -> LossOutput:
+        """NLL on the real text + λ·the pairwise loss of the batch's pairs."""
+        if self.lam == 0:
+            return mle_step(model, batch)
         inputs, targets = split_batch(batch)
         nll = model.nll(model.hidden(inputs), targets).mean()
-        if step < self.start_step or self.lam == 0:
-            return LossOutput(nll, {"nll": nll.detach()})
-        if self.uses_reference and not bool(self.reference_taken):
-            self.take_reference_snapshot(model)
         prefix, chosen, rejected = self.make_pairs(model, batch)
         B = prefix.shape[0]
         both = torch.cat([chosen, rejected])

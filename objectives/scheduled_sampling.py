@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from lit_modules.decoding import draw
+from lit_modules.core.decoding import draw
 from objectives.base import LossOutput, Objective, check_knob, split_batch
 
 SCHEDULES = ("linear", "exponential", "inverse_sigmoid")

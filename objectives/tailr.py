@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from lit_modules.core.head import TokenLoss, at_targets, minus_onehot_, softmax_nll_
 from objectives.base import TokenObjective, check_knob
 
 
@@ -25,7 +25,7 @@ class TaiLr(TokenObjective):
         return (p_gold / (self.gamma + (1 - self.gamma) * p_gold)).clamp(self.min_w, 1.0)
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
-        nll = -logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+        nll = -at_targets(logits.log_softmax(-1), targets)
         weight = self.weight(torch.exp(-nll.detach()))
         return TokenLoss(weight * nll, {"nll": nll, "weight": weight})
 

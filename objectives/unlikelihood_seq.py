@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_modules.decoding import DecodingConfig, generate
-from lit_modules.head import TokenLoss, softmax_nll_
+from lit_modules.core.decoding import DecodingConfig, generate
+from lit_modules.core.head import TokenLoss, at_targets, softmax_nll_
 from objectives.base import LossOutput, ObjectiveContext, check_knob, check_prefix_fits
-from objectives.unlikelihood_token import UnlikelihoodToken
+from objectives.unlikelihood_token import ONE_MINUS_P_FLOOR, UnlikelihoodToken
 
 
 def ngram_repeat_mask(seqs: torch.Tensor, n: int) -> torch.Tensor:
@@ -37,16 +37,16 @@ def ngram_repeat_mask(seqs: torch.Tensor, n: int) -> torch.Tensor:
 
 def repeat_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TokenLoss:
     """Logits (r, V), decoded tokens ŷ (r,), mask (r,) -> mask_t·−log(1 − p(ŷ_t))."""
-    p_token = logits.softmax(-1).gather(-1, tokens[:, None]).squeeze(-1)
-    return TokenLoss(-(1.0 - p_token).clamp_min(1e-5).log() * mask)
+    p_token = at_targets(logits.softmax(-1), tokens)
+    return TokenLoss(-(1.0 - p_token).clamp_min(ONE_MINUS_P_FLOOR).log() * mask)
 
 
 def repeat_loss_and_grad(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TokenLoss:
     """The same, and ∂/∂z = a_t·(onehot(ŷ) − p), a_t = mask_t·p/(1 − p) (0 where 1 − p is clamped)."""
     p, _ = softmax_nll_(logits, tokens)
-    p_token = p.gather(-1, tokens[:, None]).squeeze(-1)
-    one_minus_p = (1.0 - p_token).clamp_min(1e-5)
-    a = p_token / one_minus_p * (mask & (1.0 - p_token >= 1e-5))
+    p_token = at_targets(p, tokens)
+    one_minus_p = (1.0 - p_token).clamp_min(ONE_MINUS_P_FLOOR)
+    a = p_token / one_minus_p * (mask & (1.0 - p_token >= ONE_MINUS_P_FLOOR))
     grad = (p * -a[:, None]).scatter_add_(-1, tokens[:, None], a[:, None])
     return TokenLoss(-one_minus_p.log() * mask, grad=grad)
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from lit_modules.head import TokenLoss, minus_onehot_, softmax_nll_
+from lit_modules.core.head import TokenLoss, at_targets, minus_onehot_, softmax_nll_
 from objectives.base import TokenObjective, check_knob
+
+ONE_MINUS_P_FLOOR = 1e-5  # the released code's clamp of 1 − p before −log(1 − p)
 
 
 def candidate_positions(inputs: torch.Tensor, targets: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -63,8 +65,8 @@ class UnlikelihoodToken(TokenObjective):
     ) -> TokenLoss:
         """Logits (r, V), context ids (r, S), counted (r, S) -> ℓ_t + α·Σ_s counted·−log(1 − p(x_s))."""
         logp = logits.log_softmax(-1)
-        nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
-        unlikelihood = -((1.0 - logp.exp().gather(-1, context)).clamp_min(1e-5).log() * counted).sum(-1)
+        nll = -at_targets(logp, targets)
+        unlikelihood = -((1.0 - logp.exp().gather(-1, context)).clamp_min(ONE_MINUS_P_FLOOR).log() * counted).sum(-1)
         stats = {"nll": nll, "ul": unlikelihood, "candidates": counted.sum(-1).float()}
         return TokenLoss(nll + self.alpha * unlikelihood, stats)
 
@@ -75,9 +77,9 @@ class UnlikelihoodToken(TokenObjective):
         ∂/∂z = p − onehot(y) + α·(Σ_s a_s·onehot(x_s) − (Σ_s a_s)·p)."""
         p, nll = softmax_nll_(logits, targets)
         p_context = p.gather(-1, context)  # (r, S): p_t(x_s)
-        one_minus_p = (1.0 - p_context).clamp_min(1e-5)
+        one_minus_p = (1.0 - p_context).clamp_min(ONE_MINUS_P_FLOOR)
         unlikelihood = -(one_minus_p.log() * counted).sum(-1)
-        a = p_context / one_minus_p * (counted & (1.0 - p_context >= 1e-5))
+        a = p_context / one_minus_p * (counted & (1.0 - p_context >= ONE_MINUS_P_FLOOR))
         grad = p.mul_(1.0 - self.alpha * a.sum(-1, keepdim=True))  # p's own memory: no new (r, V) buffer
         grad = minus_onehot_(grad.scatter_add_(-1, context, self.alpha * a), targets)
         stats = {"nll": nll, "ul": unlikelihood, "candidates": counted.sum(-1).float()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_modules.head import TokenLoss, log_softmax_nll_, minus_onehot_
+from lit_modules.core.head import TokenLoss, at_targets, log_softmax_nll_, minus_onehot_
 from objectives.base import TokenObjective, check_knob
 
 
@@ -20,15 +20,14 @@ class ZLoss(TokenObjective):
         check_knob("alpha", alpha, alpha >= 0, "use alpha >= 0")
         self.alpha = alpha
 
-    @staticmethod
-    def term(logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+    def term(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """(log Z_t)² alone: the auxiliary term (``aux={z_loss: α}``)."""
         log_z = logits.logsumexp(-1)
         return TokenLoss(log_z.square(), {"log_z": log_z})
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         log_z = logits.logsumexp(-1)
-        nll = log_z - logits.gather(-1, targets[:, None]).squeeze(-1)
+        nll = log_z - at_targets(logits, targets)
         return TokenLoss(nll + self.alpha * log_z.square(), {"nll": nll, "log_z": log_z})
 
     def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:

@@ -1,6 +1,6 @@
-"""The reference implementations benchmarks/perf.py times beside objbench, at the same shape and precision:
-Hugging Face GPT-2 (transformers, the ``perf`` extra) and nanoGPT (a local clone's model.py), in this process
-and as shipped, in a worker process of their own (``ShippedStep``)."""
+"""The reference implementations the performance benchmark times beside objbench, at the same shape and
+precision: Hugging Face GPT-2 (transformers, the ``perf`` extra) and nanoGPT (a local clone's model.py), in this
+process and as shipped, in a worker process of their own (``ShippedStep``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.perf_harness import PRESETS, Bench, Shape, timed
+from benchmarks.performance.harness import PRESETS, Bench, Shape, timed
 
 
 def reference_windows(
@@ -135,14 +135,7 @@ class ShippedStep:
     """
 
     def __init__(self, library: str, args: argparse.Namespace, bf16: bool) -> None:
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve().with_name("perf.py")),
-            "--worker",
-            library,
-            "--preset",
-            args.preset,
-        ]
+        cmd = [sys.executable, "-m", "benchmarks.performance.references", "--worker", library, "--preset", args.preset]
         cmd += ["--device", args.device, "--warmup", str(args.warmup), *(["--bf16"] if bf16 else [])]
         if args.nanogpt is not None:
             cmd += ["--nanogpt", str(args.nanogpt)]
@@ -160,7 +153,7 @@ class ShippedStep:
         for line in self.proc.stdout:
             if line.startswith(WORKER_TAG):
                 return line[len(WORKER_TAG) :].strip()
-        raise SystemExit(f"perf.py: the {self.library} worker exited with code {self.proc.wait()}; its error is above")
+        raise SystemExit(f"perf: the {self.library} worker exited with code {self.proc.wait()}; its error is above")
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -204,3 +197,19 @@ def hf_generate_call(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 
             )
 
     return one
+
+
+def worker_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """A worker's command line, as ``ShippedStep`` writes it."""
+    parser = argparse.ArgumentParser(description="objbench perf: a reference's training step as shipped")
+    parser.add_argument("--worker", choices=["hf", "nanogpt"], required=True)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--nanogpt", type=Path)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":  # a ShippedStep's worker process: the library as shipped, no objbench allocator setting
+    sys.exit(worker(worker_arguments()))

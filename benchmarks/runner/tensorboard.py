@@ -1,34 +1,14 @@
-"""What a run writes to TensorBoard beyond Lightning's own scalars, and a quieter Lightning console."""
+"""What a run writes to TensorBoard beyond Lightning's own scalars: final metrics, samples, the entropy
+histogram, one HPARAMS row per run and a custom-scalars layout."""
 
 from __future__ import annotations
 
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
 from objectives.base import objective_knobs
 
-
-def quiet_lightning() -> None:
-    """Keep the console to the progress bar and the summary: no Lightning tips, no repeated lines."""
-    import logging
-    import warnings
-
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.pytorch.trainer.connectors.checkpoint_connector",
-        "lightning.fabric.utilities.seed",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # val/nll is a torchmetrics MeanMetric: its compute() already reduces over every DDP process
-    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
-
-
-def run_label(objective_name: str, objective_cfg: DictConfig) -> str:
-    """A TensorBoard run name that says the objective and its tuned knobs, e.g. label_smoothing_eps=0.1."""
-    knobs = [f"{k}={objective_cfg[k]}" for k in (objective_cfg.get("search_space") or {}) if k in objective_cfg]
-    return "_".join([objective_name, ",".join(knobs)]) if knobs else objective_name
+if TYPE_CHECKING:
+    from benchmarks.runner.config import Plan
 
 
 def log_evaluation(logger, evaluation: dict, metrics: dict, step: int) -> None:
@@ -59,19 +39,19 @@ HPARAM_METRICS = (
 )
 
 
-def log_hparams(logger, cfg: DictConfig, metrics: dict) -> None:
+def log_hparams(logger, plan: Plan, metrics: dict) -> None:
     """One row per run in TensorBoard's HPARAMS tab: the knobs and the final key metrics."""
     if logger is None:
         return
-    knobs = {f"objective.{k}": v for k, v in objective_knobs(cfg.objective).items()}
+    knobs = {f"objective.{k}": v for k, v in objective_knobs(plan.cfg.objective).items()}
     params = {
-        "objective": HydraConfig.get().runtime.choices.get("objective") if HydraConfig.initialized() else None,
+        "objective": plan.objective_name,
         **knobs,
-        "seed": cfg.seed,
-        "model.d_model": cfg.model.d_model,
-        "model.n_layer": cfg.model.n_layer,
-        "optim.lr": cfg.optim.lr,
-        "trainer.max_steps": cfg.trainer.max_steps,
+        "seed": plan.seed,
+        "model.d_model": plan.model.d_model,
+        "model.n_layer": plan.model.n_layer,
+        "optim.lr": plan.optim.lr,
+        "trainer.max_steps": plan.trainer.max_steps,
     }
     params = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()}
     key_metrics = {

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lit_modules import kernels
-from lit_modules.model import GPT
-from lit_modules.util import ConfigError
+from lit_modules.core import kernels
+from lit_modules.core.errors import ConfigError
+from lit_modules.core.model import GPT
 
 STRATEGIES = ("greedy", "sample", "beam", "contrastive")
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lit_modules.util import ConfigError
+from lit_modules.core.errors import ConfigError
 
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"

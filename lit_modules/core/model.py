@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_modules import head, kernels
-from lit_modules.head import TokenFn
-from lit_modules.kv_cache import KVCache
-from lit_modules.util import ConfigError
+from lit_modules.core import head, kernels
+from lit_modules.core.errors import ConfigError
+from lit_modules.core.head import TokenFn
+from lit_modules.core.kv_cache import KVCache
 
 
 @dataclass

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.cli import config_differences
-from lit_modules.util import ConfigError
+from lit_modules.core.configs import config_differences
+from lit_modules.core.errors import ConfigError
 
 # What a resumed run must share with the run that wrote the checkpoint: everything that shapes training.
 TRAINING_CONFIG = (
@@ -23,7 +23,7 @@ TRAINING_CONFIG = (
     "trainer.gradient_clip_val",
     "trainer.devices",
     "trainer.num_nodes",
-    "trainer.compile",
+    "compile",
 )
 
 
@@ -46,10 +46,8 @@ def without_inert_keys(config: dict) -> dict:
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """``resume=true``: the run directory's last.ckpt, if there is one (else a fresh start, said aloud).
-    A checkpoint written under another training config is refused with one line naming what differs."""
-    if not cfg.get("resume", False):
-        return None
+    """The run directory's last.ckpt to resume from (``resume=true``), if there is one (else a fresh start, said
+    aloud). A checkpoint written under another training config is refused with one line naming what differs."""
     path = run_dir / "checkpoints" / "last.ckpt"
     if not path.is_file():
         print(f"resume=true: no checkpoint at {path}; starting fresh")

@@ -1,11 +1,11 @@
-"""The objective-cost table of benchmarks/perf.py: every objective's training step against MLE's, each at the
+"""The objective-cost table of the performance benchmark: every objective's training step against MLE's, each at the
 knobs under which it does its full work (``Objective.full_work_knobs``)."""
 
 from __future__ import annotations
 
 import torch
 
-from benchmarks.perf_harness import Bench, Shape, paired
+from benchmarks.performance.harness import Bench, Shape, paired
 
 
 def objectives_at_full_work() -> dict[str, torch.nn.Module]:
@@ -13,17 +13,13 @@ def objectives_at_full_work() -> dict[str, torch.nn.Module]:
     ``full_work_knobs`` (a pairwise term from step 0, a sequence-level step every step): a cost is that
     of the objective's dearest step, not an average over steps that skip work. A new objective's yaml
     is timed with no change here."""
-    import hydra
-    from omegaconf import OmegaConf
-
-    from benchmarks.cli import CONFIG_DIR, available
-    from lit_modules.system import build_objective
+    from benchmarks.runner.config import available, load_option
+    from objectives.registry import build_objective, objective_class
 
     objectives = {}
     for name in available("objective"):
-        config = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "objective" / f"{name}.yaml"))
-        full_work = hydra.utils.get_class(config["_target_"]).full_work_knobs
-        objectives[name] = build_objective({**config, **full_work})
+        config = load_option("objective", name)
+        objectives[name] = build_objective({**config, **objective_class(config["_target_"]).full_work_knobs})
     return objectives
 
 

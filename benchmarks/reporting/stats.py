@@ -13,7 +13,7 @@ mean ± t·SE with
 
 Why not ``scipy.stats.bootstrap``: over the 3-5 seeds a suite can afford, its percentile and BCa
 intervals are too narrow (a 95% percentile interval covered the mean of normal data in 72.5% of 400
-data sets at S = 3 and 82.5% at S = 5, this t interval in 96% and 94.5%: ``python -m benchmarks.stats``),
+data sets at S = 3 and 82.5% at S = 5, this t interval in 96% and 94.5%: ``python -m benchmarks.reporting.stats``),
 and it has no crossed two-level resampling. A paired difference (objective − MLE at the same seed and
 prompt) is the same interval on the differences; its p-value is the two-sided t test of a zero mean.
 Holm (1979) corrects the p-values of all cells of a report at once.

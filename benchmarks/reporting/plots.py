@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lit_modules.util import atomic_write_bytes  # noqa: E402
+from lit_modules.core.files import atomic_write  # noqa: E402
 
 DPI = 120
 
@@ -21,7 +21,7 @@ def _save(fig, path: Path) -> Path:
     fig.tight_layout(rect=(0, 0, 0.8, 1) if fig.legends else None)  # room for a figure legend on the right
     fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
     return path
 
 

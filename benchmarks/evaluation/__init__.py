@@ -1,0 +1,1 @@
+"""The metrics of a trained model: teacher-forced, against the true source, of generated text."""

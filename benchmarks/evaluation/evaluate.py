@@ -1,0 +1,84 @@
+"""The evaluation of a trained backbone, whatever its objective: teacher-forced metrics on the test split
+(``tf/``), exact divergences from the source where it is known (``gt/``), generated continuations (``gen/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchmarks.evaluation import mauve
+from benchmarks.evaluation.generation import generate_all
+from benchmarks.evaluation.metrics import NgramIndex
+from benchmarks.evaluation.teacher_forced import teacher_forced
+from lit_modules.core.configs import positive_int, require
+from lit_modules.core.decoding import DecodingConfig
+from lit_modules.core.model import GPT
+
+COPY_NGRAM = 8  # gen/<decoding>/copy_rate_8: the share of a continuation's 8-grams found in the train split
+
+
+@dataclass
+class EvalConfig:
+    decodings: list[str] = field(default_factory=lambda: ["greedy", "sample", "top_p"])  # configs/decoding/ names
+    num_prompts: int = 64  # held-out windows whose first prefix_len tokens are the prompts
+    prefix_len: int = 32
+    cont_len: int = 96  # generated tokens, no early stop
+    batch_size: int = 64
+    max_batches: int | None = None  # teacher-forced test batches (None: the whole test split)
+    mauve: bool | str = "auto"  # MAUVE against the human continuations: auto, true (required) or false
+
+    def __post_init__(self) -> None:
+        ok = isinstance(self.decodings, list) and all(isinstance(d, str) for d in self.decodings)
+        require(
+            "eval.decodings", self.decodings, ok, "use a list of decoding names, e.g. eval.decodings=[greedy,top_p]"
+        )
+        for key in ("num_prompts", "prefix_len", "cont_len", "batch_size"):
+            positive_int(f"eval.{key}", getattr(self, key))
+        if self.max_batches is not None:
+            positive_int("eval.max_batches", self.max_batches)
+        ok = isinstance(self.mauve, bool) or self.mauve == "auto"
+        require("eval.mauve", self.mauve, ok, "use auto, true or false")
+        if self.mauve is True:
+            mauve.require()
+
+
+def use_mauve(setting: bool | str, synthetic: bool) -> bool:
+    """eval.mauve: true (the extra must be installed), false, or auto: on for real text when the extra is
+    installed; off on the synthetic source, whose id strings an English sentence encoder cannot read."""
+    if setting is True:
+        mauve.require()
+        return True
+    if setting is False or synthetic:
+        return False
+    if not mauve.installed():
+        print(f"MAUVE: skipped, the mauve extra is not installed ({mauve.INSTALL})")
+        return False
+    return True
+
+
+def evaluate_run(
+    model: GPT, datamodule, decodings: dict[str, DecodingConfig], config: EvalConfig, seed: int, bf16: bool
+) -> dict:
+    """tf/, gt/ and gen/ metrics of a trained model on the datamodule's test split; the samples; the
+    reliability bins and per-token entropies."""
+    source = getattr(datamodule, "source", None)  # exact conditionals: synthetic data only
+    tf = teacher_forced(model, datamodule.blocks["test"], config.batch_size, bf16, config.max_batches, source)
+    generations = generate_all(
+        model,
+        datamodule.prompt_blocks(config.num_prompts, config.prefix_len + config.cont_len),
+        decodings,
+        config.prefix_len,
+        config.cont_len,
+        config.batch_size,
+        bf16,
+        seed,
+        datamodule.decode,
+        source,
+        NgramIndex(datamodule.blocks["train"], COPY_NGRAM),
+        mauve=use_mauve(config.mauve, synthetic=source is not None),
+    )
+    return {
+        "metrics": {**tf.metrics, **generations.metrics},
+        "samples": generations.records,
+        "entropies": tf.entropies,
+        "reliability": tf.reliability,
+    }

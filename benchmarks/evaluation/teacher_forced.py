@@ -1,0 +1,183 @@
+"""Teacher-forced metrics of a trained model on the test split (``tf/``), and on the synthetic source the
+exact divergences from the truth (``gt/``): every token's full-softmax prediction, whatever the objective."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torchmetrics
+
+from benchmarks.evaluation.metrics import in_previous_targets
+from benchmarks.evaluation.names import REP_WINDOW
+from lit_modules.core.head import at_targets
+from lit_modules.core.model import GPT
+
+ECE_BINS = 15
+SUMS = ("nll", "entropy", "brier", "acc", "rep", "wrep", "abs_log_z", "gt_entropy", "forward_kl", "reverse_kl")
+
+
+def autocast_context(model: GPT, bf16: bool) -> torch.autocast:
+    device = next(model.parameters()).device.type
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16)
+
+
+def batches(blocks: torch.Tensor, batch_size: int, max_batches: int | None = None) -> Iterator[torch.Tensor]:
+    for i, start in enumerate(range(0, blocks.shape[0], batch_size)):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield blocks[start : start + batch_size]
+
+
+@dataclass
+class TeacherForced:
+    metrics: dict[str, float]
+    entropies: torch.Tensor  # per-token predictive entropy (for the histogram)
+    reliability: dict[str, list[float]] = field(default_factory=dict)  # per-bin confidence / accuracy / count
+
+
+@dataclass
+class _Tokens:
+    """What the metrics over all tokens need, gathered batch by batch."""
+
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUMS, 0.0))
+    count: int = 0
+    predicted_ids: list[torch.Tensor] = field(default_factory=list)
+    entropies: list[torch.Tensor] = field(default_factory=list)
+    confidences: list[torch.Tensor] = field(default_factory=list)
+    correct: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One batch's fp32 logits (B, T, V) and targets (B, T); returns its log-probabilities."""
+        sums = self.sums
+        sums["abs_log_z"] += logits.logsumexp(-1).abs().sum().item()  # |log Σ_v exp z_t(v)|: 0 = self-normalised
+        logp = logits.log_softmax(-1)  # (B, T, V)
+        probs = logp.exp()
+        entropy = -(probs * logp).sum(-1)  # (B, T)
+        top_p, argmax = probs.max(-1)
+        hit = argmax == targets
+        repeat = in_previous_targets(argmax, targets, REP_WINDOW)
+        target_logp = at_targets(logp, targets)  # (B, T)
+        sums["nll"] += -target_logp.sum().item()
+        # Brier (1950): Σ_v (p_v − 1[v = y])² = Σ_v p_v² − 2 p_y + 1
+        sums["brier"] += ((probs * probs).sum(-1) - 2 * target_logp.exp() + 1).sum().item()
+        sums["entropy"] += entropy.sum().item()
+        sums["acc"] += hit.sum().item()
+        sums["rep"] += repeat.sum().item()
+        sums["wrep"] += (repeat & ~hit).sum().item()
+        self.predicted_ids.append(argmax.unique())
+        self.entropies.append(entropy.flatten().cpu())
+        self.confidences.append(top_p.flatten().cpu())
+        self.correct.append(hit.flatten().cpu())
+        self.count += targets.numel()
+        return logp
+
+    def add_truth(self, logp: torch.Tensor, true_logp: torch.Tensor) -> None:
+        """The source's log P(x_{t+1} | x_<=t) (B, T, V) beside the model's: entropy rate and both KLs."""
+        p_true = true_logp.exp()
+        self.sums["gt_entropy"] += -(p_true * true_logp).sum().item()
+        self.sums["forward_kl"] += (p_true * (true_logp - logp)).sum().item()
+        self.sums["reverse_kl"] += (logp.exp() * (logp - true_logp)).sum().item()
+
+    def metrics(self, with_truth: bool) -> dict[str, float]:
+        sums, count = self.sums, self.count
+        confidence, correct = torch.cat(self.confidences), torch.cat(self.correct)
+        metrics = {
+            "tf/nll": sums["nll"] / count,
+            "tf/ppl": math.exp(sums["nll"] / count),
+            "tf/entropy": sums["entropy"] / count,
+            **calibration_errors(confidence, correct),
+            "tf/brier": sums["brier"] / count,
+            "tf/acc": sums["acc"] / count,
+            f"tf/rep_{REP_WINDOW}": sums["rep"] / count,
+            f"tf/wrep_{REP_WINDOW}": sums["wrep"] / count,
+            "tf/uniq": float(torch.cat(self.predicted_ids).unique().numel()),
+            "tf/abs_log_z": sums["abs_log_z"] / count,
+        }
+        if with_truth:
+            metrics["gt/entropy_rate"] = sums["gt_entropy"] / count
+            metrics["gt/forward_kl"] = sums["forward_kl"] / count
+            metrics["gt/reverse_kl"] = sums["reverse_kl"] / count
+        return metrics
+
+
+@torch.no_grad()
+def teacher_forced(
+    model: GPT, blocks: torch.Tensor, batch_size: int, bf16: bool, max_batches: int | None = None, source=None
+) -> TeacherForced:
+    """tf/ metrics over test blocks (N, T+1); gt/ ones too when ``source`` gives exact conditionals."""
+    model.eval()
+    device = next(model.parameters()).device
+    tokens = _Tokens()
+    truth = true_log_conditionals(source, blocks, batch_size, max_batches) if source is not None else None
+    for i, batch in enumerate(batches(blocks, batch_size, max_batches)):
+        batch = batch.to(device)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        with autocast_context(model, bf16):
+            logits = model(inputs)
+        logp = tokens.add(logits.float(), targets)
+        if truth is not None:
+            tokens.add_truth(logp, truth[i][:, 1:].to(device))  # P(x_{t+1} | x_<=t)
+    confidence, correct = torch.cat(tokens.confidences), torch.cat(tokens.correct)
+    return TeacherForced(
+        tokens.metrics(with_truth=source is not None),
+        torch.cat(tokens.entropies),
+        reliability_bins(confidence, correct),
+    )
+
+
+def calibration_errors(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = ECE_BINS) -> dict[str, float]:
+    """Top-label calibration of next-token predictions, from each token's confidence (max probability)
+    and whether its argmax was right: with ``n_bins`` equal-width bins, torchmetrics' calibration error
+    (Guo et al. 2017; the binary form on (confidence, correct) is the multiclass top-label one) with
+    norm l1 (ECE), l2 (RMS calibration error) and max (MCE); and an ECE over equal-mass bins (Nixon et
+    al. 2019; Roelofs et al. 2022: less biased when confidences crowd into a few bins)."""
+    binary = torchmetrics.functional.classification.binary_calibration_error
+    confidence, correct = confidence.double(), correct.long()
+    out = {
+        f"tf/{name}": binary(confidence, correct, n_bins=n_bins, norm=norm).item()
+        for name, norm in (("ece", "l1"), ("rms_ce", "l2"), ("mce", "max"))
+    }
+    out["tf/ece_equal_mass"] = equal_mass_ece(confidence, correct.double(), n_bins)
+    return out
+
+
+def equal_mass_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = ECE_BINS) -> float:
+    """Σ_b (n_b / n) |accuracy_b − confidence_b| over ``n_bins`` bins of (near) equal count, made by sorting
+    the tokens by confidence (bin sizes as ``numpy.array_split``)."""
+    order = confidence.argsort(stable=True)
+    n = confidence.numel()
+    total = 0.0
+    for chunk in torch.tensor_split(order, min(n_bins, n)):
+        total += abs(correct[chunk].sum().item() - confidence[chunk].sum().item())
+    return total / n
+
+
+def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = ECE_BINS) -> dict[str, list]:
+    """Per equal-width confidence bin: mean confidence, accuracy and count (for reliability diagrams)."""
+    index = (confidence * n_bins).long().clamp_max(n_bins - 1)
+    count = torch.bincount(index, minlength=n_bins).double()
+    conf = torch.bincount(index, weights=confidence.double(), minlength=n_bins) / count.clamp_min(1)
+    acc = torch.bincount(index, weights=correct.double(), minlength=n_bins) / count.clamp_min(1)
+    return {"confidence": conf.tolist(), "accuracy": acc.tolist(), "count": count.tolist()}
+
+
+_TRUTH_CACHE: dict[tuple, list[torch.Tensor]] = {}  # one entry: the test split's exact conditionals
+TRUTH_CACHE_BYTES = 2 << 30  # larger tables are recomputed at every call
+
+
+def true_log_conditionals(source, blocks: torch.Tensor, batch_size: int, max_batches: int | None) -> list[torch.Tensor]:
+    """The source's log P(x_t = · | x_<t) of every test batch, (b, T+1, V) each, computed in the same batches
+    as ``teacher_forced`` reads them. They depend on the test split only, not on the model, so a process that
+    evaluates many runs on one split (a suite) computes them once. Kept for the last split asked for (0.5 GB
+    for the default one), up to 2 GiB."""
+    key = (source.fingerprint(), blocks.shape, hash(blocks.numpy().tobytes()), batch_size, max_batches)
+    if key not in _TRUTH_CACHE:
+        truth = [source.log_conditionals(batch.cpu()) for batch in batches(blocks, batch_size, max_batches)]
+        _TRUTH_CACHE.clear()
+        if sum(t.numel() * t.element_size() for t in truth) > TRUTH_CACHE_BYTES:
+            return truth
+        _TRUTH_CACHE[key] = truth
+    return _TRUTH_CACHE[key]

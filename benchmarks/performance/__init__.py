@@ -1,0 +1,1 @@
+"""The performance benchmark: timing harness, reference implementations, figures."""

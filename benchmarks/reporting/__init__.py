@@ -1,0 +1,1 @@
+"""Finished runs read back and compared: intervals over seeds, paired differences, tables, plots, fits."""

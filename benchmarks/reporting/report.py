@@ -1,0 +1,233 @@
+"""Compare finished runs over seeds: a Markdown report, a CSV and PNG plots.
+
+Reads every ``results.json`` under a directory (and ``failed.json`` of failed sweep jobs). Runs of one
+objective (and knob setting) at several seeds form a row: every value is the mean over seeds with its 95%
+interval, and beside it the difference from MLE paired by seed (and by prompt for generation metrics), with a
+mark where it is significant after Holm's correction over every cell (``benchmarks/reporting/stats.py``).
+Every run must share the budget, data, model, optimiser and evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.reporting.runs import Row, check_comparable, collect, common_seeds, group, metric_values
+from benchmarks.reporting.stats import holm, mean_interval, paired_difference
+from benchmarks.reporting.tables import (
+    BASELINE,
+    DECODING_COLUMNS,
+    MODEL_COLUMNS,
+    Differences,
+    difference_tables,
+    generation_table,
+    model_table,
+)
+from lit_modules.core.errors import DataError
+from lit_modules.core.files import atomic_write
+
+ALPHA = 0.05  # family-wise error rate of the significance marks (Holm)
+
+
+@dataclass
+class Report:
+    body: str  # the Markdown tables
+    notes: str  # seeds, missing jobs, budget: the lines above the tables
+    csv_rows: list[dict]
+    rows: dict[str, Row]
+
+
+def model_keys() -> list[str]:
+    return [key for key, _, _ in MODEL_COLUMNS]
+
+
+def generation_keys(decodings: list[str]) -> list[str]:
+    return [key.format(d=d) for d in decodings for key, _, _ in DECODING_COLUMNS]
+
+
+def fill_intervals(done: dict[str, Row], seeds: list[int], decodings: list[str]) -> None:
+    """Every row's mean and interval over the common seeds, per metric."""
+    for row in done.values():
+        for key in [*model_keys(), *generation_keys([*decodings, "human"]), "tf/ppl", "val/nll"]:
+            values = metric_values(row, key, seeds) if seeds else None
+            if values is not None:
+                row.intervals[key] = mean_interval(values)
+
+
+def paired_differences(done: dict[str, Row], seeds: list[int], decodings: list[str]) -> Differences:
+    """Each row's difference from MLE, paired by seed (and prompt), Holm-corrected over every cell at once."""
+    baseline = done.get(BASELINE)
+    deltas = {}
+    if baseline is not None:
+        for label, row in done.items():
+            if label == BASELINE:
+                continue
+            for key in [*model_keys(), *generation_keys(decodings)]:
+                a, b = metric_values(row, key, seeds), metric_values(baseline, key, seeds)
+                if a is not None and b is not None and a.shape == b.shape:
+                    deltas[(label, key)] = paired_difference(a, b)
+    adjusted = dict(zip(deltas, holm([d.p for d in deltas.values()]), strict=True))
+    significant = {cell for cell, p in adjusted.items() if math.isfinite(p) and p < ALPHA}
+    return Differences(deltas, adjusted, significant)
+
+
+def source_entropy_rate(done: dict[str, Row]) -> float | None:
+    """The synthetic source's entropy rate, the same in every run (None on real text)."""
+    rates = (
+        r.metrics["gt/entropy_rate"]
+        for row in done.values()
+        for r in row.runs.values()
+        if "gt/entropy_rate" in r.metrics
+    )
+    return next(rates, None)
+
+
+def report_notes(done: dict[str, Row], seeds: list[int], missing: list[str], entropy_rate, n_cells: int) -> str:
+    """The lines above the tables: budget, seeds, how to read a cell, missing jobs."""
+    any_run = next((r for row in done.values() for r in row.runs.values()), None)
+    notes = []
+    if any_run is not None:
+        t = any_run.data.get("timing", {})
+        notes.append(
+            f"Every objective: {t.get('steps')} steps, {t.get('train_tokens', 0):,} training tokens, the same data, "
+            f"optimiser and evaluation; at seed s every objective starts from the same weights and reads the same "
+            f"batches. Seeds: {', '.join(map(str, seeds)) or 'none in common'}."
+        )
+    entropy = (
+        "entropy closest to the source's entropy rate; "
+        if entropy_rate is not None
+        else "entropy: nothing, as the entropy rate of real text is unknown (a calibrated model's entropy "
+        "equals its NLL: compare the two columns); "
+    )
+    notes.append(
+        f"Each cell: mean ± half-width of its {int(0.95 * 100)}% interval over seeds (Student's t; generation "
+        "metrics of each continuation count the prompts' noise too: mean over seeds and prompts). "
+        "Bold: the best value of a column (lowest NLL, ECE, Brier and KLs; " + entropy + "generation metrics "
+        "closest to the human continuations, MAUVE highest), only where its interval does not overlap the "
+        "runner-up's. NLL sd: standard deviation of test NLL over seeds. "
+        f"Δ: objective − MLE at the same seed (and prompt); † significant at {ALPHA} after Holm's correction "
+        f"over all {n_cells} cells."
+    )
+    if missing:
+        notes.append(
+            f"**Not every job finished**: compared on the common seeds only ({', '.join(map(str, seeds)) or 'none'}); "
+            f"missing: {'; '.join(missing)}."
+        )
+    return "\n\n".join(notes) + "\n"
+
+
+def csv_rows(rows: dict[str, Row], differences: Differences) -> list[dict]:
+    """One line per run (done or failed) and one per (row, metric) summary with its difference from MLE."""
+    out = []
+    for label, row in rows.items():
+        for seed, r in sorted(row.runs.items()):
+            timing = {f"timing/{k}": v for k, v in r.data.get("timing", {}).items()}
+            out.append(
+                {
+                    "row": label,
+                    "objective": row.base,
+                    "seed": seed,
+                    "status": "done",
+                    "path": str(r.path.parent),
+                    **timing,
+                    **r.metrics,
+                }
+            )
+        for seed, error in sorted(row.failed.items()):
+            out.append({"row": label, "objective": row.base, "seed": seed, "status": "failed", "error": error})
+        for key, i in row.intervals.items():
+            entry = {
+                "row": label,
+                "objective": row.base,
+                "seed": "mean",
+                "status": "summary",
+                "metric": key,
+                "mean": i.mean,
+                "low": i.low,
+                "high": i.high,
+                "n_seeds": i.n_seeds,
+            }
+            d = differences.deltas.get((label, key))
+            if d is not None:
+                entry.update(
+                    {
+                        "delta": d.mean,
+                        "delta_low": d.low,
+                        "delta_high": d.high,
+                        "p": d.p,
+                        "p_holm": differences.adjusted[(label, key)],
+                    }
+                )
+            out.append(entry)
+    return out
+
+
+def build(runs: list) -> Report:
+    """Group runs into rows, compute every interval and paired difference, and lay out the tables."""
+    check_comparable(runs)
+    rows = group(runs)
+    seeds, missing = common_seeds(rows)
+    done = {label: row for label, row in rows.items() if row.runs}
+    failed = {label: row for label, row in rows.items() if not row.runs}
+    any_run = next((r for row in done.values() for r in row.runs.values()), None)
+    decodings = any_run.decodings if any_run else []
+    fill_intervals(done, seeds, decodings)
+    differences = paired_differences(done, seeds, decodings)
+    entropy_rate = source_entropy_rate(done)
+    parts = [model_table(done, failed, seeds, entropy_rate), generation_table(done, decodings)]
+    parts += difference_tables(done, decodings, differences)
+    body = "\n\n".join(p for p in parts if p) + "\n"
+    notes = report_notes(done, seeds, missing, entropy_rate, len(differences.deltas))
+    return Report(body, notes, csv_rows(rows, differences), rows)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())
+
+
+def update_readme(path: Path, body: str, block: str = "suite-tables") -> None:
+    """Replace what lies between the README's ``<!-- BLOCK:begin -->`` and ``<!-- BLOCK:end -->`` markers
+    with the report's tables."""
+    begin, end_marker = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"--readme {path}: {e.strerror}") from None
+    start, end = text.find(begin), text.find(end_marker)
+    if start < 0 or end < start:
+        raise DataError(f"--readme {path} has no {begin} ... {end_marker} block to fill")
+    atomic_write(path, text[: start + len(begin)] + "\n" + body + text[end:])
+
+
+def write_report(
+    runs_dir: Path, out: Path | None = None, readme: Path | None = None, readme_block: str = "suite-tables"
+) -> Report:
+    """report.md, results.csv and plots/ of the runs under ``runs_dir`` (into ``out``, by default the same
+    directory), and the tables into ``readme``'s block when given (checked before anything is written)."""
+    from benchmarks.reporting.plots import make_plots
+
+    report = build(collect(runs_dir))
+    out = out or runs_dir
+    body = report.notes + "\n" + report.body
+    if readme:
+        update_readme(readme, body, readme_block)
+    plots = make_plots([row for row in report.rows.values() if row.runs], out / "plots")
+    n_done = sum(len(row.runs) for row in report.rows.values())
+    n_failed = sum(len(row.failed) for row in report.rows.values())
+    images = "".join(f"![{p.stem}](plots/{p.name})\n\n" for p in plots)
+    head = f"# objbench report\n\n{n_done} runs, {n_failed} failed, from `{runs_dir}`.\n\n"
+    atomic_write(out / "report.md", f"{head}{body}\n{images}")
+    write_csv(out / "results.csv", report.csv_rows)
+    print(body)
+    print(f"report: {out / 'report.md'}\ncsv: {out / 'results.csv'}\nplots: {', '.join(str(p) for p in plots)}")
+    return report

@@ -1,0 +1,206 @@
+"""The runs under a directory, read back: one ``Run`` per results.json (or failed.json of a failed sweep job),
+grouped into rows of one objective (and knob setting) over seeds."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.reporting.stats import Interval
+from lit_modules.core.configs import config_differences
+from lit_modules.core.errors import DataError
+from objectives.base import objective_knobs, run_label
+
+# Config parts every compared run must share (the seed, and data.seed that follows it, may differ).
+SHARED = ("data", "model", "optim", "eval", "trainer.max_steps", "trainer.precision", "trainer.gradient_clip_val")
+
+
+class Run:
+    def __init__(self, path: Path, data: dict, failed: bool = False) -> None:
+        self.path, self.data, self.failed = path, data, failed
+        self.config: dict = data.get("config") or {}
+        self.objective = data.get("objective", path.parent.name)
+        self.seed = self.config.get("seed")
+        self.metrics: dict[str, float] = data.get("metrics", {})
+        self._per_prompt: dict[str, list[float]] | None = None
+
+    @property
+    def decodings(self) -> list[str]:
+        return list(self.config.get("eval", {}).get("decodings", []))
+
+    def per_prompt(self) -> dict[str, list[float]]:
+        """Per-continuation values from samples.jsonl, by metric name (empty where not saved)."""
+        if self._per_prompt is None:
+            self._per_prompt = {}
+            path = self.path.parent / "samples.jsonl"
+            if path.is_file():
+                values: dict[str, list[float]] = defaultdict(list)
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    record = json.loads(line)
+                    for key, value in record.get("metrics", {}).items():
+                        values[key].append(value)
+                self._per_prompt = dict(values)
+        return self._per_prompt
+
+
+def collect(root: Path) -> list[Run]:
+    if not root.is_dir():
+        raise DataError(f"{root} is not a directory of runs")
+    runs = []
+    for path in sorted(root.rglob("results.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+                raise DataError("no metrics")
+            bad = [k for k, v in data["metrics"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
+            if bad:
+                raise DataError(f"metric {bad[0]!r} is {data['metrics'][bad[0]]!r}, not a number")
+            history = data.get("history", {}).get("val/nll", [])
+            if not isinstance(history, list) or not all(
+                isinstance(h, list) and len(h) == 2 and all(isinstance(x, (int, float)) for x in h) for h in history
+            ):
+                raise DataError("history/val/nll is not a list of [step, value] pairs")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DataError(
+                f"{path} is not a valid results file ({str(e).splitlines()[0][:80]}); delete it or rerun that job"
+            ) from None
+        runs.append(Run(path, data))
+    for path in sorted(root.rglob("failed.json")):
+        if (path.parent / "results.json").exists():
+            continue  # a later rerun succeeded
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            data = {"error": "failed (unreadable failed.json)"}
+        runs.append(Run(path, data, failed=True))
+    if not runs:
+        raise DataError(f"{root} holds no runs (no results.json or failed.json below it)")
+    return runs
+
+
+def _pick(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def shared_config(config: dict) -> dict:
+    out = {key: _pick(config, key) for key in SHARED}
+    if isinstance(out["data"], dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "seed"}
+    return out
+
+
+def check_comparable(runs: list[Run]) -> None:
+    """Every finished run shares SHARED, or a ValueError names two runs and what differs."""
+    done = [r for r in runs if not r.failed]
+    if not done:
+        return
+    first = shared_config(done[0].config)
+    for r in done[1:]:
+        diff = [f"{key}: {a!r} vs {b!r}" for key, a, b in config_differences(first, shared_config(r.config))]
+        if diff:
+            raise DataError(
+                f"{done[0].path.parent} and {r.path.parent} were run with different configs "
+                f"({'; '.join(diff[:3])}); report them separately"
+            )
+
+
+def _knobs(run: Run) -> dict:
+    cfg = run.config.get("objective", {})
+    return objective_knobs(cfg)
+
+
+@dataclass
+class Row:
+    """One objective (and knob setting): its runs by seed, and what the report computed."""
+
+    objective: str  # the row's name: the objective, with its knobs where one objective has several settings
+    base: str  # the objective's name
+    runs: dict[int, Run] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+
+    # what the plots read, as from one run: means, interval half-widths, decodings, history, reliability
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k: v.mean for k, v in self.intervals.items()}
+
+    @property
+    def half(self) -> dict[str, float]:
+        return {k: v.half for k, v in self.intervals.items()}
+
+    @property
+    def decodings(self) -> list[str]:
+        return next(iter(self.runs.values())).decodings if self.runs else []
+
+    @property
+    def data(self) -> dict:
+        histories = [r.data.get("history", {}).get("val/nll", []) for r in self.runs.values()]
+        steps = sorted(set.intersection(*(set(s for s, _ in h) for h in histories))) if histories else []
+        by_step = [dict(map(tuple, h)) for h in histories]
+        mean_history = [[s, float(np.mean([h[s] for h in by_step]))] for s in steps]
+        bins = [r.data.get("reliability") for r in self.runs.values() if r.data.get("reliability")]
+        reliability = {}
+        if bins:
+            count = np.sum([b["count"] for b in bins], axis=0)
+            weighted = {
+                k: np.sum([np.multiply(b[k], b["count"]) for b in bins], axis=0) for k in ("confidence", "accuracy")
+            }
+            reliability = {k: (v / np.maximum(count, 1)).tolist() for k, v in weighted.items()}
+            reliability["count"] = count.tolist()
+        return {"history": {"val/nll": mean_history}, "reliability": reliability}
+
+
+def group(runs: list[Run]) -> dict[str, Row]:
+    """Rows by label; one objective with several knob settings gets one row per setting."""
+    settings: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        if not r.failed and _knobs(r) not in settings[r.objective]:
+            settings[r.objective].append(_knobs(r))
+    rows: dict[str, Row] = {}
+    for r in runs:
+        several = len(settings[r.objective]) > 1
+        label = run_label(r.objective, knobs=_knobs(r)) if several else r.objective
+        row = rows.setdefault(label, Row(label, r.objective))
+        seed = r.seed if isinstance(r.seed, int) else -1
+        if r.failed:
+            row.failed[seed] = r.data.get("error", "?")
+        elif seed in row.runs:
+            raise DataError(
+                f"{row.runs[seed].path.parent} and {r.path.parent} are both {label} at seed {seed}; report one of them"
+            )
+        else:
+            row.runs[seed] = r
+    return dict(sorted(rows.items()))
+
+
+def common_seeds(rows: dict[str, Row]) -> tuple[list[int], list[str]]:
+    """Seeds every row finished, and the (row, seed) jobs missing from that full set."""
+    done = [row for row in rows.values() if row.runs]
+    every = sorted({s for row in rows.values() for s in (*row.runs, *row.failed)})
+    common = sorted(set.intersection(*(set(row.runs) for row in done))) if done else []
+    missing = []
+    for row in rows.values():
+        for s in every:
+            if s not in row.runs:
+                why = "failed" if s in row.failed else "absent"
+                missing.append(f"{row.objective} seed {s} ({why})")
+    return common, missing
+
+
+def metric_values(row: Row, key: str, seeds: list[int]) -> np.ndarray | None:
+    """(S, P) per-prompt values where every seed saved them, else (S,) per-run values; None if absent."""
+    runs = [row.runs[s] for s in seeds]
+    per_prompt = [r.per_prompt().get(key) for r in runs]
+    if all(p is not None for p in per_prompt) and len({len(p) for p in per_prompt}) == 1:
+        return np.array(per_prompt, dtype=np.float64)
+    values = [r.metrics.get(key) for r in runs]
+    if any(v is None for v in values):
+        return None
+    return np.array(values, dtype=np.float64)

@@ -1,0 +1,182 @@
+"""The report's Markdown tables: cells as mean ± half-width, the best value of a column in bold where its
+interval separates it from the runner-up's, differences from MLE with a † where Holm's correction keeps them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks.reporting.runs import Row
+from benchmarks.reporting.stats import Interval
+
+BASELINE = "mle"
+# Columns: (metric key or template with {d} = decoding, header, how "best" is judged)
+#   "min": lowest; "max": highest; "human": closest to the human (real-text) row; "source": closest to the
+#   entropy rate.
+MODEL_COLUMNS = [
+    ("tf/nll", "NLL", "min"),
+    ("tf/entropy", "entropy", "source"),
+    ("tf/ece", "ECE", "min"),
+    ("tf/brier", "Brier", "min"),
+    ("tf/abs_log_z", "\\|log Z\\|", "min"),
+    ("gt/forward_kl", "KL(P‖p)", "min"),
+    ("gt/reverse_kl", "KL(p‖P)", "min"),
+]
+DECODING_COLUMNS = [
+    ("gen/{d}/seq_rep_4", "seq-rep-4", "human"),
+    ("gen/{d}/distinct_4", "distinct-4", "human"),
+    ("gen/{d}/self_bleu_4", "self-BLEU-4", "human"),
+    ("gt/{d}/sample_nll", "sample NLL", "human"),
+    ("gen/{d}/mauve", "MAUVE", "max"),  # real text with the mauve extra: per run, over the k-means seeds' mean
+]
+
+
+@dataclass
+class Differences:
+    """Paired differences from MLE by (row, metric), and the cells significant after Holm's correction."""
+
+    deltas: dict[tuple[str, str], Interval]
+    adjusted: dict[tuple[str, str], float]
+    significant: set[tuple[str, str]]
+
+    def cell(self, label: str, key: str) -> str:
+        d = self.deltas.get((label, key))
+        return "–" if d is None else fmt_interval(d, signed=True) + (" †" if (label, key) in self.significant else "")
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def fmt_interval(interval: Interval | None, signed: bool = False) -> str:
+    if interval is None or not math.isfinite(interval.mean):
+        return "–"
+    mean = f"{interval.mean:+.3f}" if signed else fmt(interval.mean)
+    return mean if not math.isfinite(interval.half) else f"{mean} ± {fmt(interval.half)}"
+
+
+def best_label(cells: dict[str, Interval], rule: str, target: float | None) -> str | None:
+    """The best row by mean, if its interval separates it from the runner-up's; else None."""
+
+    def distance(v: float) -> float:
+        return {"min": v, "max": -v}.get(rule, abs(v - target) if target is not None else 0.0)
+
+    def worst_case(i: Interval) -> tuple[float, float]:  # (best, worst) distance over the interval
+        if rule == "min":
+            return i.low, i.high
+        if rule == "max":
+            return -i.high, -i.low
+        near = 0.0 if i.low <= target <= i.high else min(abs(i.low - target), abs(i.high - target))
+        return near, max(abs(i.low - target), abs(i.high - target))
+
+    if rule not in ("min", "max") and target is None:
+        return None
+    ranked = sorted((distance(i.mean), label) for label, i in cells.items() if math.isfinite(i.mean))
+    if len(ranked) < 2:
+        return None
+    first, second = cells[ranked[0][1]], cells[ranked[1][1]]
+    if not (math.isfinite(first.half) and math.isfinite(second.half)):
+        return None
+    return ranked[0][1] if worst_case(first)[1] < worst_case(second)[0] else None
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _bold_best(done: dict[str, Row], key: str, rule: str, target: float | None) -> str | None:
+    return best_label({label: row.intervals[key] for label, row in done.items() if key in row.intervals}, rule, target)
+
+
+def model_table(done: dict[str, Row], failed: dict[str, Row], seeds: list[int], entropy_rate: float | None) -> str:
+    """Teacher-forced and ground-truth metrics: one row per objective, the source's row, failed rows."""
+    columns = model_columns(done)
+    best = {key: _bold_best(done, key, rule, entropy_rate) for key, _, rule in columns}
+    table = []
+    for label, row in done.items():
+        cells = []
+        for key, _, _ in columns:
+            text = fmt_interval(row.intervals.get(key))
+            cells.append(f"**{text}**" if best[key] == label else text)
+        nll = [row.runs[s].metrics.get("tf/nll") for s in seeds]
+        spread = float(np.std(nll, ddof=1)) if len(nll) > 1 and None not in nll else float("nan")
+        walls = [r.data.get("timing", {}) for r in row.runs.values()]
+        wall = np.mean([t.get("train_s", 0) + t.get("eval_s", 0) for t in walls])
+        table.append([label, *cells, fmt(spread, 3), f"{wall:.0f} s"])
+    if entropy_rate is not None and columns:
+        source = {"tf/entropy": fmt(entropy_rate), "gt/forward_kl": "0", "gt/reverse_kl": "0"}
+        source["tf/nll"] = fmt(entropy_rate)
+        table.append(["*source*", *[source.get(key, "–") for key, _, _ in columns], "–", "–"])
+    for label, row in failed.items():
+        table.append([label, f"**failed**: {next(iter(row.failed.values()))}"] + [""] * (len(columns) + 1))
+    header = ["objective", *[h for _, h, _ in columns], "NLL sd", "wall"]
+    return "### Teacher-forced and ground truth (test split)\n\n" + markdown_table(header, table)
+
+
+def model_columns(done: dict[str, Row]) -> list[tuple[str, str, str]]:
+    return [c for c in MODEL_COLUMNS if any(c[0] in row.intervals for row in done.values())]
+
+
+def generation_columns(done: dict[str, Row], decodings: list[str]) -> list[tuple[str, str, str]]:
+    return [
+        c
+        for c in DECODING_COLUMNS
+        if any(c[0].format(d=d) in row.intervals for row in done.values() for d in decodings)
+    ]
+
+
+def generation_table(done: dict[str, Row], decodings: list[str]) -> str | None:
+    """Generation metrics: one row per (objective, decoding), and the human continuations' row."""
+    columns = generation_columns(done, decodings)
+    if not columns:
+        return None
+    human_row = done.get(BASELINE) or next(iter(done.values()), None)
+    human = {key: human_row.intervals.get(key.format(d="human")) for key, _, _ in columns} if human_row else {}
+    best = {}
+    for d in decodings:
+        for key, _, rule in columns:
+            target = human.get(key).mean if human.get(key) is not None else None
+            best[key.format(d=d)] = _bold_best(done, key.format(d=d), rule, target)
+    table = []
+    for label, row in done.items():
+        for d in decodings:
+            cells = []
+            for key, _, _ in columns:
+                text = fmt_interval(row.intervals.get(key.format(d=d)))
+                cells.append(f"**{text}**" if best.get(key.format(d=d)) == label else text)
+            table.append([label, d, *cells])
+    table.append(["*human*", "real text", *[fmt(human[key].mean) if human.get(key) else "–" for key, _, _ in columns]])
+    header = ["objective", "decoding", *[h for _, h, _ in columns]]
+    return "### Generation (continuations of held-out prompts)\n\n" + markdown_table(header, table)
+
+
+def difference_tables(done: dict[str, Row], decodings: list[str], differences: Differences) -> list[str]:
+    """Differences from MLE paired by seed (and by prompt for generation metrics)."""
+    if BASELINE not in done or len(done) == 1:
+        return []
+    others = [label for label in done if label != BASELINE]
+    columns, gen_columns = model_columns(done), generation_columns(done, decodings)
+    table = [[label, *[differences.cell(label, key) for key, _, _ in columns]] for label in others]
+    parts = [
+        "### Difference from MLE (paired by seed)\n\n"
+        + markdown_table(["objective", *[f"Δ {h}" for _, h, _ in columns]], table)
+    ]
+    table = [
+        [label, d, *[differences.cell(label, key.format(d=d)) for key, _, _ in gen_columns]]
+        for label in others
+        for d in decodings
+    ]
+    if table and gen_columns:
+        parts.append(
+            "### Generation: difference from MLE (paired by seed and prompt)\n\n"
+            + markdown_table(["objective", "decoding", *[f"Δ {h}" for _, h, _ in gen_columns]], table)
+        )
+    return parts

@@ -1,0 +1,54 @@
+"""Objectives from their configs: the class a ``_target_`` names, built with the config's knobs."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from objectives.base import AuxiliaryTerm, KnobError, Objective, TokenObjective, WithAuxiliaryTerms, objective_knobs
+
+
+def objective_class(target: str) -> type[Objective]:
+    """The class of a ``_target_`` such as ``objectives.nce.NCE``."""
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise KnobError(f"objective._target_={target!r} is not an importable objective class") from None
+    if not (isinstance(cls, type) and issubclass(cls, Objective)):
+        raise KnobError(f"objective._target_={target!r} is not a subclass of objectives.base.Objective")
+    return cls
+
+
+def knob_names(cls: type[Objective]) -> list[str]:
+    """The constructor's named parameters: an objective without knobs inherits nn.Module's (*args, **kwargs)."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in parameters if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def offers_term(cls: type[Objective]) -> bool:
+    """Whether the objective offers its penalty as an auxiliary term (``TokenObjective.term``)."""
+    return issubclass(cls, TokenObjective) and cls.term is not None
+
+
+def build_objective(config: Mapping[str, Any], terms: Sequence[AuxiliaryTerm] = ()) -> Objective:
+    """The objective of a config (``_target_`` + knobs; ``search_space`` is the tuner's), with ``terms`` added
+    when given. A knob's value is checked by the objective itself; an unknown knob name here."""
+    cls = objective_class(config["_target_"])
+    knobs = objective_knobs(config)
+    allowed = knob_names(cls)
+    for key in knobs:
+        if key not in allowed:
+            raise KnobError(f"objective.{key} is not a knob of {cls.name}; its knobs: {', '.join(allowed) or 'none'}")
+    objective = cls(**knobs)
+    return WithAuxiliaryTerms(objective, terms) if terms else objective
+
+
+def auxiliary_term(name: str, config: Mapping[str, Any], weight: float) -> AuxiliaryTerm:
+    """The term ``name`` that the objective of ``config`` (built with its knobs) offers, at ``weight``."""
+    objective = build_objective(config)
+    if not isinstance(objective, TokenObjective) or objective.term is None:
+        raise KnobError(f"aux.{name}: objective {name} offers no auxiliary term")
+    return AuxiliaryTerm(name, weight, objective.term)
