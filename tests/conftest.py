@@ -1,59 +1,29 @@
-"""Shared fixtures: tiny configs composed through Hydra's compose API, an isolated cache."""
+"""Fixtures of the tests: an isolated data cache, a tiny model, the entry points on a command line, a local
+text corpus, a PostgreSQL server, a read-only directory. Test files never import this module: they ask for
+fixtures. Tiny runs use the ``debug=tiny`` preset (configs/debug/tiny.yaml)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-# Tiny everything: a few hundred tokens per split, a few steps.
-TINY = [
-    "model=tiny",
-    "trainer.max_steps=3",
-    "trainer.val_check_interval=3",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "data.block_size=32",
-    "data.batch_size=4",
-    "data.eval_batch_size=4",
-    "eval.num_prompts=4",
-    "eval.prefix_len=8",
-    "eval.cont_len=16",
-    "eval.batch_size=4",
-    "eval.max_batches=2",
-]
-TINY_SYNTHETIC = [
-    "data.train_tokens=8000",
-    "data.val_tokens=600",
-    "data.test_tokens=600",
-    "data.source.vocab_size=256",
-    "data.source.n_states=16",
-    "data.source.emit=8",
-]
 
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
-    cache = tmp_path_factory.getbasetemp() / "objbench-cache"
+    cache = tmp_path_factory.getbasetemp() / "objbench-cache"  # shared by the session's tests, not the user's
     monkeypatch.setenv("OBJBENCH_CACHE", str(cache))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return cache
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return hydra_compose("run", overrides=overrides)
 
 
 @pytest.fixture
@@ -71,73 +41,84 @@ def text_corpus(tmp_path) -> Path:
     return tmp_path
 
 
-def _mle():
-    from objectives.mle import MLE
-
-    return MLE
-
-
-class NaNAtStep(_mle()):
-    """A test-only objective: MLE until ``step``, then a NaN loss (the injected fault)."""
-
-    name = "nan_at_step"
-
-    def __init__(self, step: int = 2) -> None:
-        super().__init__()
-        self.step = step
-
-    def forward(self, model, batch, step):
-        out = super().forward(model, batch, step)
-        if step >= self.step:
-            out.loss = out.loss * float("nan")
-        return out
+@pytest.fixture(scope="session")
+def root() -> Path:
+    """The repository's root directory."""
+    return ROOT
 
 
-def _nce():
-    from objectives.nce import NCE
+@pytest.fixture
+def cli(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run an entry point as a user would: ``cli("run", "debug=tiny", ...)`` runs ``python benchmarks/run.py``
+    from the repository root; the test-only objectives of tests/faults.py resolve by ``_target_=tests.faults.X``."""
 
-    return NCE
+    def run(entry: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+        environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        command = [sys.executable, str(ROOT / "benchmarks" / f"{entry}.py"), *args]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment, **kwargs)
 
-
-class KilledOnce(_nce()):
-    """A test-only objective: NCE (random noise draws: a resume must restore the RNG), but the process
-    SIGKILLs itself at ``step`` of its ``run``-th setup (the run, or the tuner's trial), once: ``marker``
-    records the kill. Faults land at a known step, not after a sleep."""
-
-    name = "killed_once"
-
-    def __init__(self, step: int = 1, marker: str = "killed", run: int = 1, k: int = 1024, noise_power: float = 0.75,
-                 log_z: float = 0.0, learn_log_z: bool = False, gap_positions: int = 64) -> None:  # fmt: skip
-        super().__init__(k, noise_power, log_z, learn_log_z, gap_positions)
-        self.step, self.marker, self.run = step, Path(marker), run
-
-    def setup(self, model, context) -> None:
-        super().setup(model, context)
-        runs = self.marker.with_suffix(".runs")
-        runs.write_text(str(int(runs.read_text() or 0) + 1) if runs.exists() else "1")
-
-    def forward(self, model, batch, step):
-        runs = int(self.marker.with_suffix(".runs").read_text())
-        if step == self.step and runs == self.run and not self.marker.exists():
-            import os
-            import signal
-
-            self.marker.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return super().forward(model, batch, step)
+    return run
 
 
-def full_logits_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+@pytest.fixture
+def entry_command(root) -> Callable[..., list[str]]:
+    """The command line of an entry point, for tests that start and signal the process themselves."""
+    return lambda entry, *args: [sys.executable, str(root / "benchmarks" / f"{entry}.py"), *args]
+
+
+@pytest.fixture
+def fault_env() -> dict:
+    """The environment in which ``_target_=tests.faults.<Objective>`` resolves in a subprocess."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+def run_tiny() -> Callable[..., dict]:
+    """run_tiny(overrides, run_dir, **run's keywords): a ``debug=tiny`` run of the composed config, here."""
+    from benchmarks.runner.config import compose, plan
+    from benchmarks.runner.job import run
+
+    def run_tiny(overrides: list[str], run_dir: Path, **kwargs) -> dict:
+        objective = next((o.split("=", 1)[1] for o in overrides if o.startswith("objective=")), "mle")
+        return run(plan(compose(["debug=tiny", *overrides]), objective), run_dir, **kwargs)
+
+    return run_tiny
+
+
+@pytest.fixture
+def cli_error(capsys) -> Callable[[list[str], Path], str]:
+    """cli_error(argv, run_dir): the one line ``run.py debug=tiny ARGV`` prints before it exits 2, run in this
+    process; nothing of the run's results is written."""
+    from benchmarks.run import main
+
+    def cli_error(argv: list[str], run_dir: Path) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["debug=tiny", *argv, f"hydra.run.dir={run_dir}"])
+        assert exit_info.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert not (run_dir / "results.json").exists()
+        return lines[0]
+
+    return cli_error
+
+
+@pytest.fixture
+def full_logits_nll() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Per-token −log p(y_t) (B, T) from the full logits (B, T, V), in fp32: the plain reference."""
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(
-        targets
-    )
+
+    def nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        flat = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+        return flat.view_as(targets)
+
+    return nll
 
 
 @pytest.fixture
 def model():
     """A one-layer GPT over 23 tokens (the objectives' tests)."""
-    from lit_modules.model import GPT, GPTConfig
+    from lit_modules.core.model import GPT, GPTConfig
 
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=23, context=32, n_layer=1, n_head=2, d_model=16))

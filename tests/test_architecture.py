@@ -31,9 +31,11 @@ def module_name(path: Path) -> str:
 
 
 def floor(module: str) -> int:
-    if module.startswith("benchmarks.") and module.count(".") == 1 and module.split(".")[1] not in {
-        p.split(".")[1] for p in FLOORS if p.startswith("benchmarks.")
-    }:
+    if (
+        module.startswith("benchmarks.")
+        and module.count(".") == 1
+        and module.split(".")[1] not in {p.split(".")[1] for p in FLOORS if p.startswith("benchmarks.")}
+    ):
         return ENTRY  # benchmarks/<entry point>.py
     matches = [prefix for prefix in FLOORS if module == prefix or module.startswith(prefix + ".")]
     if not matches:
@@ -111,7 +113,9 @@ def test_the_scan_sees_an_import_inside_a_function(tmp_path):
 
 def test_floors_below_lightning_do_not_import_it():
     offenders = [
-        str(p.relative_to(ROOT)) for p in sources() if floor(module_name(p)) < 2 and "lightning" in third_party_imports(p)
+        str(p.relative_to(ROOT))
+        for p in sources()
+        if floor(module_name(p)) < 2 and "lightning" in third_party_imports(p)
     ]
     assert not offenders, f"pure-torch floors importing Lightning: {offenders}"
 
@@ -153,3 +157,12 @@ def test_no_function_is_long_without_a_reason(path):
             length = node.end_lineno - node.lineno + 1
             reason = "Long because" in (ast.get_docstring(node) or "")
             assert length <= LONGEST_FUNCTION or reason, f"{path.name}:{node.lineno} {node.name} is {length} lines"
+
+
+def test_tests_take_fixtures_and_never_import_conftest():
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").rglob("*.py")
+        if any(name.split(".")[0] == "conftest" for name in third_party_imports(p))
+    ]
+    assert not offenders, f"tests importing conftest: {offenders}"

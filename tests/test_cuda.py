@@ -1,14 +1,13 @@
-"""The CUDA path, where a GPU is present (skipped elsewhere, CI included): every deterministic objective
-gives the CPU's loss and gradients on the GPU, the chunked head equals the plain logits under bf16
-autocast, and run.py trains and evaluates on the GPU with bf16 and compiled blocks."""
+"""The CUDA path, where a GPU is present (skipped elsewhere, CI included; ``make gpu-check`` runs it): every
+deterministic objective gives the CPU's loss and gradients on the GPU, the chunked head equals the plain logits
+under bf16 autocast, and a run trains and evaluates on the GPU with bf16 and compiled blocks."""
 
 import math
 
 import pytest
 import torch
-from conftest import TINY, TINY_SYNTHETIC, compose, full_logits_nll
 
-from lit_modules.model import GPT, GPTConfig
+from lit_modules.core.model import GPT, GPTConfig
 from objectives.entropy_penalty import EntropyPenalty
 from objectives.label_smoothing import LabelSmoothing
 from objectives.mixce import MixCE
@@ -44,7 +43,7 @@ DETERMINISTIC = {  # objectives that draw nothing: CPU and GPU must agree to rou
 
 @pytest.mark.parametrize("name", sorted(DETERMINISTIC))
 def test_objective_on_the_gpu_equals_the_cpu(name, monkeypatch):
-    import lit_modules.head as chunked
+    import lit_modules.core.head as chunked
 
     monkeypatch.setattr(chunked, "GPU_CHUNK_ELEMENTS", 7 * V)  # several chunks on the GPU, the last partial
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # fp32 against fp32
@@ -60,8 +59,8 @@ def test_objective_on_the_gpu_equals_the_cpu(name, monkeypatch):
         assert (a - b).norm() <= 1e-3 * a.norm() + 1e-7
 
 
-def test_chunked_head_under_bf16_autocast_matches_full_logits(monkeypatch):
-    import lit_modules.head as chunked
+def test_chunked_head_under_bf16_autocast_matches_full_logits(monkeypatch, full_logits_nll):
+    import lit_modules.core.head as chunked
 
     monkeypatch.setattr(chunked, "GPU_CHUNK_ELEMENTS", 7 * V)
     model, ids = small_model().cuda(), batch().cuda()
@@ -81,13 +80,8 @@ def test_chunked_head_under_bf16_autocast_matches_full_logits(monkeypatch):
         assert (a - b).norm() <= 1e-2 * a.norm() + 1e-8
 
 
-def test_run_trains_on_the_gpu_in_bf16_with_compiled_blocks(tmp_path):
-    from benchmarks.run import run
-
-    cfg = compose(
-        [*TINY, *TINY_SYNTHETIC, "trainer.max_steps=30", "trainer.val_check_interval=30", "trainer.compile=true"]
-    )
-    results = run(cfg, tmp_path, "mle")
+def test_run_trains_on_the_gpu_in_bf16_with_compiled_blocks(tmp_path, run_tiny):
+    results = run_tiny(["trainer.max_steps=30", "trainer.val_check_interval=30", "compile=true"], tmp_path)
     assert results["timing"]["precision"] == "bf16-mixed"
     assert results["timing"]["steps"] == 30
     assert 1 < results["metrics"]["tf/ppl"] < 256  # learned something: below the uniform 256
@@ -96,8 +90,8 @@ def test_run_trains_on_the_gpu_in_bf16_with_compiled_blocks(tmp_path):
 
 @pytest.mark.parametrize("name", ["mle", "label_smoothing", "unlikelihood_token"])
 def test_compiled_chunk_loss_on_the_gpu_matches_eager(name, monkeypatch):
-    """trainer.compile on a GPU: the per-chunk loss fused by inductor (Triton) gives the eager loss and gradients."""
-    import lit_modules.head as chunked
+    """compile=true on a GPU: the per-chunk loss fused by inductor (Triton) gives the eager loss and gradients."""
+    import lit_modules.core.head as chunked
 
     monkeypatch.setattr(chunked, "GPU_CHUNK_ELEMENTS", 7 * V)
     results = []

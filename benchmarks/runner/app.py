@@ -53,13 +53,13 @@ def launch(
         check_output_dir(str(cfg.hydra.run.dir), "hydra.run.dir")
         context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
 
-        def job(_: DictConfig) -> Any:
-            return task(prepared, Path(HydraConfig.get().runtime.output_dir))
+        def job(_: DictConfig) -> Any:  # a user error leaves as one line (SystemExit passes run_job by)
+            return user_errors_as_one_line(task)(prepared, Path(HydraConfig.get().runtime.output_dir))
 
         returned = run_job(
             task_function=job, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None, hydra_context=context
         )
-    return user_errors_as_one_line(lambda: returned.return_value)()  # a failed job raises its error here
+    return returned.return_value  # a job that failed otherwise (a bug) raises its error here
 
 
 def run_hydra(hydra_main: Callable[[], Any], argv: list[str]) -> int:

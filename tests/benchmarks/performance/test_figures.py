@@ -1,0 +1,120 @@
+"""benchmarks/perf.py end to end at a micro shape: the figures it promises exist and are positive, nanoGPT
+is timed from a user-given model.py, bad paths are refused. No speed is asserted (speed goals live in
+perf.py's output, never in timed tests)."""
+
+import json
+
+import pytest
+
+from benchmarks import perf
+from benchmarks.performance.harness import PRESETS, Bench, Shape
+from benchmarks.performance.objective_costs import objective_costs, objectives_at_full_work
+from benchmarks.runner.config import available
+
+# a stand-in with nanoGPT's interface: GPTConfig(block_size, vocab_size, n_layer, n_head, n_embd, dropout),
+# GPT(config)(idx, targets) -> (logits, loss)
+NANOGPT_STANDIN = """
+from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+@dataclass
+class GPTConfig:
+    block_size: int
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+
+    def forward(self, idx, targets):
+        logits = self.lm_head(self.wte(idx))
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        print("using fused AdamW: False")  # nanoGPT prints here too: not on a worker's answer channel
+        return torch.optim.AdamW(self.parameters(), lr=learning_rate, betas=betas, weight_decay=weight_decay)
+"""
+
+
+@pytest.mark.slow
+def test_perf_writes_every_promised_figure(tmp_path, capsys):
+    model_py = tmp_path / "model.py"
+    model_py.write_text(NANOGPT_STANDIN)
+    out = tmp_path / "perf.json"
+    args = ["--preset", "micro", "--repeats", "1", "--steps", "1", "--warmup", "1", "--skip-hf"]
+    costs = ["--objectives", "--cost-pairs", "1", "--cost-steps", "1"]
+    assert perf.main([*args, *costs, "--nanogpt", str(model_py), "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    for key in (
+        "train_tokens_per_s",
+        "generate_tokens_per_s",
+        "raw_train_tokens_per_s_fp32",
+        "nanogpt_train_tokens_per_s_fp32",
+        "ratio_raw_train_vs_nanogpt_fp32",
+        "ratio_train_vs_nanogpt_fp32",
+        "nanogpt_fp32_shipped_train_tokens_per_s",  # nanoGPT in a process of its own, its own optimiser
+        "ratio_train_vs_nanogpt_fp32_shipped",
+        "generate_tokens_per_s_greedy",
+        "generate_tokens_per_s_beam",
+        "generate_tokens_per_s_top_p_no_cache",
+    ):
+        assert fig[key] > 0, key
+    assert set(fig["evaluation_seconds"]) == {"teacher_forced", "generation"}
+    assert all(seconds > 0 for seconds in fig["evaluation_seconds"].values())
+    assert fig["shape"] == perf.PRESETS["micro"]
+    # the machine's matmul speed at both ends of the run, the context of every figure (fp32 always on a CPU)
+    assert "fp32" in fig["matmul_tflops"]
+    for speeds in fig["matmul_tflops"].values():
+        assert set(speeds) == {"start", "end"} and min(speeds.values()) > 0
+    # micro's 33-token rows cannot hold the preference yaml's 32 + 32 tokens: the other objectives are
+    # timed, and the table says which one was left out and why (as run.py refuses it), not a traceback
+    skipped = fig["objective_step_cost_skipped"]
+    assert "prefix_len + cont_len=64" in skipped["preference"]
+    costs = fig["objective_step_cost_vs_mle"]
+    assert "mle" in costs and not set(skipped) & set(costs)
+    assert fig["objective_tokens_per_s"] == pytest.approx({n: fig["train_tokens_per_s"] / r for n, r in costs.items()})
+    assert "objective_mfu" not in fig  # MFU only against a known GPU's peak
+    assert "step cost preference: not timed at this preset" in capsys.readouterr().out
+
+
+def test_perf_refuses_a_missing_nanogpt_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        perf.main(["--preset", "micro", "--nanogpt", str(tmp_path / "nope.py")])
+    assert exit_info.value.code != 0
+    assert "nope.py" in capsys.readouterr().err
+
+
+def test_perf_profile_names_the_step_s_ops(capsys):
+    """--profile prints torch.profiler's table of the training step (its matmuls and the chunked head among
+    the rows) and times nothing else."""
+    assert perf.main(["--preset", "micro", "--profile", "--steps", "1", "--warmup", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "aten::mm" in table and "_ChunkedHead" in table
+    assert "tokens/s" not in table
+
+
+def test_perf_times_every_objective_config_at_full_work():
+    """--objectives times every yaml of configs/objective/ (a new one with no change to perf.py), built as
+    the yaml says except the knobs that make every step do the objective's full work."""
+    objectives = objectives_at_full_work()
+    assert sorted(objectives) == available("objective") and len(objectives) >= 11
+    assert objectives["preference"].start_step == 0  # the yaml's 200 MLE steps skipped
+    assert objectives["unlikelihood_seq"].rate == 1.0  # a sequence-level step every step (yaml: 0.5)
+    assert objectives["nce"].k == 1024 and objectives["unlikelihood_seq"].cont_len == 64  # from the yamls
+
+
+@pytest.mark.slow
+def test_perf_objective_costs_cover_every_objective():
+    bench = Bench(Shape(**PRESETS["tiny"]), "cpu", 1, 1, 1)
+    costs, skipped = objective_costs(bench, bf16=False, pairs=1, steps=1)
+    assert sorted(costs) == sorted(objectives_at_full_work()) and skipped == {}
+    assert all(0 < ratio < 100 for ratio in costs.values()), costs

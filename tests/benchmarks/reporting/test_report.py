@@ -1,0 +1,83 @@
+"""report.py on runs of known values: intervals on the common seeds, paired differences and Holm's marks,
+refused inputs (other budgets, a metric that is not a number), the README blocks, the MAUVE column."""
+
+import pytest
+
+from benchmarks.report import main
+from benchmarks.reporting.report import update_readme
+from lit_modules.core.errors import DataError
+
+
+def test_report_compares_on_common_seeds_and_names_missing_jobs(tmp_path, fake_run, cli):
+    for seed, nll in ((1, 3.50), (2, 3.52), (3, 3.51)):
+        fake_run(tmp_path, "mle", seed, nll)
+    for seed, nll in ((1, 3.60), (2, 3.63)):  # seed 3 of nce never ran
+        fake_run(tmp_path, "nce", seed, nll)
+    proc = cli("report", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert (
+        "**Not every job finished**: compared on the common seeds only (1, 2); missing: nce seed 3 (absent)." in report
+    )
+    assert "| mle | 3.510 ± 0.127 |" in report  # seeds 1 and 2 only: mean 3.51, t(1) · 0.01 = 0.127
+    assert "| nce | +0.105 ± 0.064 † |" in report  # paired: differences 0.10 and 0.11; t(1) = 21, p = 0.03
+
+
+def test_report_refuses_runs_of_different_budgets(tmp_path, fake_run, cli):
+    fake_run(tmp_path / "a", "mle", 1, 3.5, max_steps=500)
+    fake_run(tmp_path / "b", "mle", 2, 3.4, max_steps=600)
+    proc = cli("report", str(tmp_path))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(
+        f"error: {tmp_path / 'a' / 'mle' / 'seed_1'} and {tmp_path / 'b' / 'mle' / 'seed_2'} "
+        "were run with different configs (trainer.max_steps: 500 vs 600)"
+    )
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_report_refuses_a_metric_that_is_not_a_number(tmp_path, fake_run, cli):
+    fake_run(tmp_path, "mle", 1, 3.5)
+    path = tmp_path / "mle" / "seed_1" / "results.json"
+    path.write_text(path.read_text().replace('"tf/nll": 3.5', '"tf/nll": "high"'))
+    proc = cli("report", str(tmp_path))
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == f"error: {path} is not a valid results file (metric 'tf/nll' is 'high', not a number); "
+        "delete it or rerun that job"
+    )
+
+
+def test_readme_blocks_are_filled_by_name(tmp_path):
+    """--readme-block NAME fills <!-- NAME:begin --> ... <!-- NAME:end --> and leaves other blocks alone; a
+    README without the block is a one-line DataError (the CLI prints it)."""
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "a\n<!-- suite-tables:begin -->\nold\n<!-- suite-tables:end -->\n<!-- text:begin -->\nx\n<!-- text:end -->\n"
+    )
+    update_readme(readme, "new\n", "text")
+    assert readme.read_text() == (
+        "a\n<!-- suite-tables:begin -->\nold\n<!-- suite-tables:end -->\n<!-- text:begin -->\nnew\n<!-- text:end -->\n"
+    )
+    with pytest.raises(DataError, match="has no <!-- other:begin --> ... <!-- other:end --> block"):
+        update_readme(readme, "new\n", "other")
+
+
+def test_report_shows_mauve_highest_bold_and_plots_it_against_distinct_4(tmp_path, capsys, fake_run):
+    """Real-text runs carry gen/<d>/mauve: a MAUVE column in the generation tables (bold = highest, where its
+    interval clears the runner-up's), its Δ from MLE, and the quality-diversity plot on MAUVE."""
+    for seed in (1, 2, 3):
+        for objective, mauve in (("mle", 0.70), ("mixce", 0.85)):
+            metrics = {
+                "gen/greedy/distinct_4": 0.05 + 0.01 * seed,
+                "gen/sample/distinct_4": 0.96 + 0.001 * seed,
+                "gen/greedy/mauve": 0.01 * seed,
+                "gen/sample/mauve": mauve + 0.005 * seed,
+                "gen/human/distinct_4": 0.958,
+            }
+            fake_run(tmp_path, objective, seed, 5.2, metrics=metrics, eval={"decodings": ["greedy", "sample"]})
+    assert main([str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| objective | decoding | distinct-4 | MAUVE |" in report
+    assert "| mixce | sample | 0.962 ± 0.002 | **0.860 ± 0.012** |" in report
+    assert "| mixce | sample | +0.000 ± 0.000 | +0.150 ± 0.000 † |" in report
+    assert (tmp_path / "plots" / "quality_vs_diversity.png").stat().st_size > 10_000

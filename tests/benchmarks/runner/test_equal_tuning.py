@@ -1,0 +1,47 @@
+"""Equal tuning effort (benchmarks/tuned.py): the same budget per objective, the suite at the best knobs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.runner.equal_tuning import expected_best
+
+
+def test_expected_best_matches_a_hand_computed_example():
+    # three trials 1, 2, 3; the best of 2 draws with replacement: P(min=1) = 5/9, P(2) = 3/9, P(3) = 1/9
+    curve = expected_best([3.0, 1.0, 2.0], 3)
+    np.testing.assert_allclose(curve[:2], [2.0, 14 / 9])
+    assert curve[2] < curve[1] and curve[2] > 1.0  # more trials, a better expected best, never below the best
+
+
+@pytest.mark.slow
+def test_every_objective_gets_the_same_budget_then_the_suite(tmp_path, cli):
+    out = tmp_path / "tuned"
+    command = [
+        "--objectives",
+        "mle,label_smoothing",
+        "--out",
+        str(out),
+        "--default-suite",
+        str(tmp_path / "none"),
+        "tune.n_trials=2",
+        "suite.seeds=[1,2]",
+        "debug=tiny",
+    ]
+    proc = cli("tuned", *command)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    studies = json.loads((out / "studies.json").read_text())
+    assert list(studies) == ["label_smoothing"]  # mle has no knob to tune
+    assert studies["label_smoothing"]["trials"] == 2
+    eps = studies["label_smoothing"]["params"]["eps"]
+    for seed in (1, 2):
+        for objective in ("mle", "label_smoothing"):
+            results = json.loads((out / "suite" / objective / f"seed_{seed}" / "results.json").read_text())
+            assert results["config"]["seed"] == seed
+        assert results["config"]["objective"]["eps"] == eps  # the suite ran at the best knobs
+    report = (out / "tuned_report.md").read_text()
+    assert "| label_smoothing | eps=0.1 | – | eps=" in report and "2 Optuna trials" in report
+    assert (out / "expected_best.png").stat().st_size > 5000
+    again = cli("tuned", *command)  # rerun: nothing left to do
+    assert again.returncode == 0 and json.loads((out / "studies.json").read_text())["label_smoothing"]["trials"] == 2

@@ -1,0 +1,82 @@
+"""Resuming (benchmarks/runner/resume.py): a killed run resumes to the metrics of an uninterrupted one, to the
+bit; a finished one keeps its validation; a checkpoint of another config, or a corrupt one, is one line."""
+
+import json
+import re
+import signal
+
+import pytest
+import torch
+
+from lit_modules.core.errors import ConfigError
+
+LONGER = ["objective=nce", "trainer.max_steps=40", "trainer.val_check_interval=15", "checkpoint.every_n_steps=20",
+          "data.train_tokens=30000"]  # fmt: skip
+
+
+def killed_once(marker, step: int, run: int = 1) -> list[str]:
+    """Overrides that train NCE through tests.faults.KilledOnce: SIGKILL at ``step`` of the ``run``-th run."""
+    return ["objective._target_=tests.faults.KilledOnce", f"+objective.step={step}", f"+objective.marker={marker}",
+            f"+objective.run={run}"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, cli, run_tiny):
+    """SIGKILL at step 25 (the last checkpoint at step 20), then resume=true: the metrics and validation
+    history of a run that was never interrupted, to the bit."""
+    marker = tmp_path / "kill"
+    args = ["debug=tiny", *LONGER, *killed_once(marker, 25)]
+    out = tmp_path / "killed"
+    killed = cli("run", *args, f"hydra.run.dir={out}")
+    assert killed.returncode == -signal.SIGKILL and marker.exists()
+    assert not (out / "results.json").exists()
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
+    resumed = cli("run", *args, f"hydra.run.dir={out}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resume=true: continuing from {out / 'checkpoints' / 'last.ckpt'} (step 20)" in resumed.stdout
+    results = json.loads((out / "results.json").read_text())
+    reference = run_tiny(LONGER, tmp_path / "reference")  # KilledOnce trains as NCE
+    assert results["metrics"] == reference["metrics"]
+    assert results["history"] == json.loads(json.dumps(reference["history"]))
+
+
+def test_resume_without_checkpoint_starts_fresh(tmp_path, capsys, run_tiny):
+    results = run_tiny(["resume=true"], tmp_path)
+    assert "resume=true: no checkpoint at" in capsys.readouterr().out
+    assert results["timing"]["steps"] == 3
+
+
+def test_a_finished_run_resumed_keeps_its_validation_and_training_time(tmp_path, run_tiny):
+    """results.json lost after a finished run, the same command with resume=true: the final checkpoint is at
+    max_steps, so nothing trains or validates again; val/nll and the training time still come from the run."""
+    first = run_tiny([], tmp_path)
+    (tmp_path / "results.json").unlink()
+    again = run_tiny(["resume=true"], tmp_path)
+    assert again["metrics"] == first["metrics"]
+    assert again["history"] == first["history"]
+    assert again["timing"]["train_s"] >= first["timing"]["train_s"]
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_config_or_a_corrupt_one_is_one_line(tmp_path, cli, run_tiny):
+    """A resume never crosses a change of the training config: model, objective, seed, budget, optimiser."""
+    run_tiny([], tmp_path)
+    for override, difference in (
+        ("model.d_model=64", "model.d_model: checkpoint 128, config 64"),
+        ("seed=2", "seed: checkpoint 1234, config 2"),
+        ("trainer.max_steps=2", "trainer.max_steps: checkpoint 3, config 2"),
+        ("optim.lr=0.001", "optim.lr: checkpoint 0.003, config 0.001"),
+        (
+            "objective=label_smoothing",
+            "objective._target_: checkpoint 'objectives.mle.MLE', config 'objectives.label_smoothing.LabelSmoothing');",
+        ),  # its knobs unsaid
+    ):
+        with pytest.raises(ConfigError, match=r"was written by a run with another config \(.*" + re.escape(difference)):
+            run_tiny([override, "resume=true"], tmp_path)
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage")
+    proc = cli("run", "debug=tiny", f"hydra.run.dir={tmp_path}", "resume=true")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"error: {tmp_path / 'checkpoints' / 'last.ckpt'} cannot be read as a checkpoint (UnpicklingError); "
+        "delete it to start fresh"
+    )

@@ -1,0 +1,78 @@
+import itertools
+import math
+
+import torch
+
+from lit_modules.core.synthetic import HMMSource, SourceConfig, word
+
+SMALL = SourceConfig(vocab_size=6, n_states=3, succ=2, emit=3, zipf_s=1.0, smoothing=0.01, seed=3)
+
+
+def joint_probability(src: HMMSource, tokens: list[int]) -> float:
+    """P(x_0..x_{n-1}) by summing over every hidden path (brute force)."""
+    total = 0.0
+    K = src.cfg.n_states
+    for path in itertools.product(range(K), repeat=len(tokens)):
+        p = src.initial[path[0]].item()
+        for t, s in enumerate(path):
+            p *= src.emissions[s, tokens[t]].item()
+            if t + 1 < len(path):
+                p *= src.transitions[s, path[t + 1]].item()
+        total += p
+    return total
+
+
+def test_conditionals_match_brute_force():
+    src = HMMSource(SMALL)
+    tokens = src.sample(1, 5, seed=0)[0].tolist()
+    logp = src.log_conditionals(torch.tensor([tokens]), dtype=torch.float64)[0]
+    for t in range(len(tokens)):
+        expected = joint_probability(src, tokens[: t + 1]) / (joint_probability(src, tokens[:t]) if t else 1.0)
+        assert math.isclose(logp[t, tokens[t]].exp().item(), expected, rel_tol=1e-9)
+
+
+def test_conditionals_sum_to_one():
+    src = HMMSource(SourceConfig(vocab_size=128, n_states=16, emit=8, seed=1))
+    tokens = src.sample(4, 20, seed=0)
+    probs = src.log_conditionals(tokens, dtype=torch.float64).exp()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4, 20, dtype=torch.float64))
+    assert (probs > 0).all()  # smoothing keeps full support: both KLs are finite
+
+
+def test_samples_agree_with_conditionals():
+    # The empirical NLL of the source's own samples estimates its conditional entropy.
+    src = HMMSource(SourceConfig(vocab_size=256, n_states=32, emit=12, seed=2))
+    tokens = src.sample(400, 40, seed=7)
+    logp = src.log_conditionals(tokens, dtype=torch.float64)
+    nll = -logp.gather(-1, tokens[..., None]).mean().item()
+    entropy = src.conditional_entropy(tokens).mean().item()
+    assert abs(nll - entropy) < 0.03 * entropy
+
+
+def test_language_like():
+    src = HMMSource(SourceConfig())  # the default preset
+    tokens = src.sample(200, 129, seed=0)
+    rate = src.conditional_entropy(tokens)[:, 20:].mean().item()
+    assert rate < 0.8 * src.unigram_entropy()  # context matters
+    counts = torch.bincount(tokens.flatten(), minlength=src.cfg.vocab_size).double().sort(descending=True).values
+    ranks = torch.arange(1, 201, dtype=torch.float64).log()
+    slope = (
+        torch.linalg.lstsq(torch.stack([ranks, torch.ones(200, dtype=torch.float64)], 1), counts[:200].log()[:, None])
+        .solution[0]
+        .item()
+    )
+    assert -1.6 < slope < -0.5  # Zipf-like
+
+
+def test_seeded():
+    a, b = HMMSource(SMALL), HMMSource(SMALL)
+    assert torch.equal(a.sample(5, 10, seed=1), b.sample(5, 10, seed=1))
+    assert not torch.equal(a.sample(5, 10, seed=1), a.sample(5, 10, seed=2))
+    other = HMMSource(SourceConfig(**{**SMALL.__dict__, "seed": 4}))
+    assert not torch.equal(a.emissions, other.emissions)
+
+
+def test_pseudo_words_are_unique_and_short_for_frequent_ids():
+    words = [word(i) for i in range(4096)]
+    assert len(set(words)) == 4096
+    assert len(word(0)) == 2 and len(word(4000)) == 4

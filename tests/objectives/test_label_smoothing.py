@@ -1,0 +1,31 @@
+"""Label smoothing against its formula over positions."""
+
+import pytest
+import torch
+
+from objectives.label_smoothing import LabelSmoothing
+
+V = 23  # the vocabulary of the model fixture
+
+
+def probs_of(model, batch):
+    """(B, T, V) probabilities and targets, the model's full softmax."""
+    with torch.no_grad():
+        return model(batch[:, :-1]).double().softmax(-1), batch[:, 1:]
+
+
+def test_label_smoothing_formula(model, batch):
+    p, y = probs_of(model, batch)
+    eps, total, n = 0.2, 0.0, 0
+    for b in range(y.shape[0]):
+        for t in range(y.shape[1]):
+            logp = p[b, t].log()
+            total += (1 - eps) * -logp[y[b, t]].item() + eps * -logp.mean().item()
+            n += 1
+    assert LabelSmoothing(eps=eps)(model, batch, 0).loss.item() == pytest.approx(total / n, rel=1e-5)
+    z = torch.randn(12, 37, generator=torch.Generator().manual_seed(2)) * 3
+    targets = torch.randint(0, 37, (12,), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(  # torch's convention for the ε mass
+        LabelSmoothing(eps=eps).token_loss(z.clone(), targets).loss,  # a token function consumes z
+        torch.nn.functional.cross_entropy(z, targets, label_smoothing=eps, reduction="none"),
+    )
