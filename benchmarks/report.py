@@ -2,10 +2,12 @@
 
     python benchmarks/report.py runs/suite            # writes report.md, results.csv, plots/ there
     python benchmarks/report.py runs/suite --out docs  # somewhere else
-    python benchmarks/report.py runs/suite --readme README.md  # also the tables between its suite-tables markers
+    python benchmarks/report.py runs/suite --readme README.md --readme docs/results.md  # and into their blocks
 
 Every value is the mean over seeds with its 95% interval; beside it the difference from MLE paired by seed (and
-by prompt), marked where significant after Holm's correction (benchmarks/reporting/report.py says how).
+by prompt), marked where significant after Holm's correction (benchmarks/reporting/report.py says how). A
+Markdown file given with --readme gets the tables between its ``<!-- suite-tables:begin -->`` and
+``<!-- suite-tables:end -->`` markers, and the compact headline table between ``suite-headline`` markers.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, help="a directory holding runs (searched recursively)")
     parser.add_argument("--out", type=Path, help="where to write report.md, results.csv, plots/ (default: runs)")
-    parser.add_argument("--readme", type=Path, help="also put the tables into this Markdown file's block (below)")
     parser.add_argument(
-        "--readme-block", default="suite-tables", help="the block's name: <!-- NAME:begin --> ... <!-- NAME:end -->"
+        "--readme", type=Path, action="append", default=[], help="also fill this Markdown file's blocks (repeatable)"
+    )
+    parser.add_argument(
+        "--readme-block", default="suite", help="the blocks' name: <!-- NAME-tables:begin --> ... and NAME-headline"
     )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a job failed (after writing everything; make bench uses it)"

@@ -11,8 +11,8 @@ unigram of the train split (the backbone's init for every objective; Labeau & Al
 it from the noise distribution), so the untrained model is already normalised and words that are
 rarely drawn as noise start with their small unigram mass instead of exp(0) each (without it the
 full softmax put about half its mass on such words). And many noise words, shared by the whole batch
-(Zoph et al. 2016), which keeps them cheap at a large vocabulary: k = 1024 by default (README, "The
-objectives", has the measured effect of k).
+(Zoph et al. 2016), which keeps them cheap at a large vocabulary: k = 1024 by default (docs/objectives.md
+has the measured effect of k).
 """
 
 from __future__ import annotations

@@ -96,8 +96,8 @@ def paired(
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, sync: Callable[[], None]) -> float:
     """TFLOP/s of one square matmul (2048 on a CPU, 8192 on a GPU), the median of 5 windows: how fast the
-    machine multiplies while perf.py runs. A shared host swings (this project's CPU: 0.3-2.2 TFLOP/s bf16
-    within a day), and every figure of the run moves with it; the ratios against references much less."""
+    machine multiplies while perf.py runs. A shared host's speed swings within a day, and every figure of the
+    run moves with it; the ratios against references much less (docs/performance.md)."""
     n = 8192 if device.type == "cuda" else 2048
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     return 2 * n**3 / timed(lambda: a @ b, 2, 4 if device.type == "cpu" else 20, 5, sync) / 1e12

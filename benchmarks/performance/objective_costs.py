@@ -26,8 +26,8 @@ def objectives_at_full_work() -> dict[str, torch.nn.Module]:
 def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> tuple[dict[str, float], dict[str, str]]:
     """Training-step time of each objective (``objectives_at_full_work``) relative to MLE's at the bench
     shape: the median ratio of ``pairs`` alternating pairs of ``steps``-step windows. A ±5% question needs
-    more, shorter pairs than the other figures: with 5 pairs of 5 steps MLE against itself read 0.97-1.16
-    on this project's CPU. Also returns the objectives whose sequences do not fit the shape's rows (a
+    more, shorter pairs than the other figures (MLE against itself wanders by several percent over a few long
+    pairs: docs/performance.md). Also returns the objectives whose sequences do not fit the shape's rows (a
     small preset), each with its one-line reason, as run.py would refuse them."""
     from objectives.base import KnobError
     from objectives.mle import MLE

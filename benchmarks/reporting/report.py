@@ -24,6 +24,7 @@ from benchmarks.reporting.tables import (
     Differences,
     difference_tables,
     generation_table,
+    headline_table,
     model_table,
 )
 from lit_modules.core.errors import DataError
@@ -38,6 +39,12 @@ class Report:
     notes: str  # seeds, missing jobs, budget: the lines above the tables
     csv_rows: list[dict]
     rows: dict[str, Row]
+    headline: str = ""  # one compact table for a README, with the line that says how to read it
+
+    def blocks(self, name: str) -> dict[str, str]:
+        """What a Markdown file's blocks receive: ``<name>-tables`` every table, ``<name>-headline`` the
+        compact one."""
+        return {f"{name}-tables": self.notes + "\n" + self.body, f"{name}-headline": self.headline}
 
 
 def model_keys() -> list[str]:
@@ -181,7 +188,14 @@ def build(runs: list) -> Report:
     parts += difference_tables(done, decodings, differences)
     body = "\n\n".join(p for p in parts if p) + "\n"
     notes = report_notes(done, seeds, missing, entropy_rate, len(differences.deltas))
-    return Report(body, notes, csv_rows(rows, differences), rows)
+    headline = headline_table(done, differences, entropy_rate)
+    if headline:
+        headline = (
+            f"Mean ± half-width of the 95% interval over seeds {', '.join(map(str, seeds))}; Δ: minus MLE at the same "
+            f"seed (and prompt), † significant after Holm's correction over all {len(differences.deltas)} Δ cells "
+            "of the full report.\n\n" + headline + "\n"
+        )
+    return Report(body, notes, csv_rows(rows, differences), rows, headline or "")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -195,32 +209,36 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def update_readme(path: Path, body: str, block: str = "suite-tables") -> None:
-    """Replace what lies between the README's ``<!-- BLOCK:begin -->`` and ``<!-- BLOCK:end -->`` markers
-    with the report's tables."""
-    begin, end_marker = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+def update_readme(path: Path, blocks: dict[str, str]) -> None:
+    """Replace what lies between each ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` pair of a Markdown file
+    with ``blocks[NAME]``, for every NAME the file has; a file with none of them is an error."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise DataError(f"--readme {path}: {e.strerror}") from None
-    start, end = text.find(begin), text.find(end_marker)
-    if start < 0 or end < start:
-        raise DataError(f"--readme {path} has no {begin} ... {end_marker} block to fill")
-    atomic_write(path, text[: start + len(begin)] + "\n" + body + text[end:])
+    filled = 0
+    for name, body in blocks.items():
+        begin, end_marker = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        start, end = text.find(begin), text.find(end_marker)
+        if start >= 0 and end > start:
+            text, filled = text[: start + len(begin)] + "\n" + body + text[end:], filled + 1
+    if not filled:
+        names = " or ".join(f"<!-- {name}:begin --> ... <!-- {name}:end -->" for name in blocks)
+        raise DataError(f"--readme {path} has no {names} block to fill")
+    atomic_write(path, text)
 
 
-def write_report(
-    runs_dir: Path, out: Path | None = None, readme: Path | None = None, readme_block: str = "suite-tables"
-) -> Report:
+def write_report(runs_dir: Path, out: Path | None = None, readmes: list[Path] = (), block: str = "suite") -> Report:
     """report.md, results.csv and plots/ of the runs under ``runs_dir`` (into ``out``, by default the same
-    directory), and the tables into ``readme``'s block when given (checked before anything is written)."""
+    directory), and the tables into the ``<block>-tables`` / ``<block>-headline`` blocks of each of ``readmes``
+    (each checked before anything is written)."""
     from benchmarks.reporting.plots import make_plots
 
     report = build(collect(runs_dir))
     out = out or runs_dir
     body = report.notes + "\n" + report.body
-    if readme:
-        update_readme(readme, body, readme_block)
+    for readme in readmes:
+        update_readme(readme, report.blocks(block))
     plots = make_plots([row for row in report.rows.values() if row.runs], out / "plots")
     n_done = sum(len(row.runs) for row in report.rows.values())
     n_failed = sum(len(row.failed) for row in report.rows.values())

@@ -180,3 +180,33 @@ def difference_tables(done: dict[str, Row], decodings: list[str], differences: D
             + markdown_table(["objective", "decoding", *[f"Δ {h}" for _, h, _ in gen_columns]], table)
         )
     return parts
+
+
+HEADLINE_MODEL = [("tf/nll", "NLL"), ("tf/entropy", "entropy"), ("tf/ece", "ECE")]
+HEADLINE_GENERATION = ("gen/greedy/seq_rep_4", "greedy seq-rep-4")
+
+
+def headline_table(done: dict[str, Row], differences: Differences, entropy_rate: float | None) -> str | None:
+    """The README's table: per objective its NLL, entropy and ECE, greedy text's repetition, and the NLL and
+    repetition differences from MLE; the source's and the human continuations' rows for reference."""
+    if not done:
+        return None
+    rep_key, rep_header = HEADLINE_GENERATION
+    has_rep = any(rep_key in row.intervals for row in done.values())
+    header = ["objective", *[h for _, h in HEADLINE_MODEL], "Δ NLL"] + ([rep_header, f"Δ {rep_header}"] * has_rep)
+    table = []
+    for label, row in done.items():
+        cells = [fmt_interval(row.intervals.get(key)) for key, _ in HEADLINE_MODEL]
+        cells.append("–" if label == BASELINE else differences.cell(label, "tf/nll"))
+        if has_rep:
+            cells += [
+                fmt_interval(row.intervals.get(rep_key)),
+                "–" if label == BASELINE else differences.cell(label, rep_key),
+            ]
+        table.append([label, *cells])
+    if entropy_rate is not None:
+        table.append(["*source*", fmt(entropy_rate), fmt(entropy_rate), "–", "–"] + ["–", "–"] * has_rep)
+    human = done.get(BASELINE, next(iter(done.values()))).intervals.get("gen/human/seq_rep_4")
+    if has_rep and human is not None:
+        table.append(["*human text*", "–", "–", "–", "–", fmt(human.mean), "–"])
+    return markdown_table(header, table)

@@ -4,7 +4,8 @@ refused inputs (other budgets, a metric that is not a number), the README blocks
 import pytest
 
 from benchmarks.report import main
-from benchmarks.reporting.report import update_readme
+from benchmarks.reporting.report import build, update_readme
+from benchmarks.reporting.runs import collect
 from lit_modules.core.errors import DataError
 
 
@@ -48,18 +49,33 @@ def test_report_refuses_a_metric_that_is_not_a_number(tmp_path, fake_run, cli):
 
 
 def test_readme_blocks_are_filled_by_name(tmp_path):
-    """--readme-block NAME fills <!-- NAME:begin --> ... <!-- NAME:end --> and leaves other blocks alone; a
-    README without the block is a one-line DataError (the CLI prints it)."""
+    """Every block of the file whose name is given is filled, others are left alone; a file with none of the
+    names is a one-line DataError (the CLI prints it), and is left as it was."""
     readme = tmp_path / "README.md"
     readme.write_text(
-        "a\n<!-- suite-tables:begin -->\nold\n<!-- suite-tables:end -->\n<!-- text:begin -->\nx\n<!-- text:end -->\n"
+        "a\n<!-- s-tables:begin -->\nold\n<!-- s-tables:end -->\n<!-- text:begin -->\nx\n<!-- text:end -->\n"
     )
-    update_readme(readme, "new\n", "text")
+    update_readme(readme, {"s-tables": "new\n", "s-headline": "short\n"})
     assert readme.read_text() == (
-        "a\n<!-- suite-tables:begin -->\nold\n<!-- suite-tables:end -->\n<!-- text:begin -->\nnew\n<!-- text:end -->\n"
+        "a\n<!-- s-tables:begin -->\nnew\n<!-- s-tables:end -->\n<!-- text:begin -->\nx\n<!-- text:end -->\n"
     )
     with pytest.raises(DataError, match="has no <!-- other:begin --> ... <!-- other:end --> block"):
-        update_readme(readme, "new\n", "other")
+        update_readme(readme, {"other": "new\n"})
+
+
+def test_the_headline_has_every_objective_its_difference_from_mle_and_the_references(tmp_path, fake_run):
+    for seed, (mle, nce) in enumerate(((3.50, 3.61), (3.52, 3.62), (3.51, 3.60)), start=1):
+        for objective, nll in (("mle", mle), ("nce", nce)):
+            repetition = 0.8 if objective == "mle" else 0.5
+            metrics = {"tf/entropy": nll + 0.1, "tf/ece": 0.01, "gt/entropy_rate": 3.18,
+                       "gen/greedy/seq_rep_4": repetition, "gen/human/seq_rep_4": 0.0}  # fmt: skip
+            fake_run(tmp_path, objective, seed, nll, metrics=metrics, eval={"decodings": ["greedy"]})
+    headline = build(collect(tmp_path)).headline
+    assert "Mean ± half-width of the 95% interval over seeds 1, 2, 3" in headline
+    assert "| objective | NLL | entropy | ECE | Δ NLL | greedy seq-rep-4 | Δ greedy seq-rep-4 |" in headline
+    nce = "| nce | 3.610 ± 0.025 | 3.710 ± 0.025 | 0.010 ± 0.000 | +0.100 ± 0.025 † | 0.500 ± 0.000 |"
+    assert nce + " -0.300 ± 0.000 † |" in headline
+    assert "| *source* | 3.180 | 3.180 |" in headline and "| *human text* | – | – | – | – | 0.000 | – |" in headline
 
 
 def test_report_shows_mauve_highest_bold_and_plots_it_against_distinct_4(tmp_path, capsys, fake_run):

@@ -128,12 +128,16 @@ def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
 def test_report_fills_the_readme_block(suite_dir, tmp_path):
     out, _ = suite_dir
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- suite-tables:begin -->\nold table\n<!-- suite-tables:end -->\nafter\n")
-    proc = subprocess.run([*REPORT, str(out), "--readme", str(readme)], capture_output=True, text=True, cwd=ROOT)
+    readme.write_text("# x\n<!-- suite-headline:begin -->\n<!-- suite-headline:end -->\n")
+    docs = tmp_path / "results.md"
+    docs.write_text("# x\n<!-- suite-tables:begin -->\nold table\n<!-- suite-tables:end -->\nafter\n")
+    proc = subprocess.run([*REPORT, str(out), "--readme", str(readme), "--readme", str(docs)], capture_output=True,
+                          text=True, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    text = readme.read_text()
+    text = docs.read_text()
     assert "old table" not in text and "| mle | greedy |" in text
     assert text.endswith("<!-- suite-tables:end -->\nafter\n")
+    assert "| label_smoothing |" in readme.read_text() and "| mle | greedy |" not in readme.read_text()
     readme.write_text("# no markers\n")
     proc = subprocess.run([*REPORT, str(out), "--readme", str(readme)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "has no <!-- suite-tables:begin -->" in proc.stderr
