@@ -1,7 +1,7 @@
 """Text and prediction metrics as pure, vectorised functions over token ids.
 
 No Python loop over tokens or the vocabulary: n-grams are ``unfold`` views, counted with
-``torch.unique``. Each docstring gives the definition and its paper (and the README which released code it equals),
+``torch.unique``. Each docstring gives the definition and its paper (and docs/metrics.md which released code it equals),
 because "rep-n", "distinct-n" and "diversity" mean different things in different papers.
 """
 

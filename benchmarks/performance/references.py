@@ -23,7 +23,7 @@ def reference_windows(
 ) -> tuple[list[tuple[str, str, str, Callable[[], float]]], list[ShippedStep]]:
     """What alternates with the Trainer's windows at the default precision, as (figure name, label,
     precision, one window's seconds per step): Hugging Face GPT-2 at the Trainer's precision and nanoGPT's
-    plain fp32 step (README, Performance), each in this process (the same allocator and fused AdamW:
+    plain fp32 step (docs/performance.md), each in this process (the same allocator and fused AdamW:
     their model code against ours) and, unless ``--no-shipped``, as shipped in a process of its own;
     and the workers to close."""
     tag = "bf16" if bf16 else "fp32"

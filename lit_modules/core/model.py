@@ -162,7 +162,7 @@ class GPT(nn.Module):
     @torch.no_grad()
     def init_output_bias(self, unigram_counts: torch.Tensor) -> None:
         """b = log of the train split's add-one unigram distribution: the untrained model predicts the unigram
-        (Karpathy 2019, "init well"; Labeau & Allauzen 2018 for NCE). README, "Why the rows no longer flip"."""
+        (Karpathy 2019, "init well"; Labeau & Allauzen 2018 for NCE). docs/recipe.md says what it changed."""
         if self.lm_head.bias is not None:
             counts = unigram_counts.double().clamp_min(0) + 1.0
             self.lm_head.bias.copy_((counts / counts.sum()).log().to(self.lm_head.bias))

@@ -327,3 +327,15 @@ def test_a_fine_tuning_objective_is_mle_before_its_start_step_and_snapshots_its_
         assert "reference_taken" in objective.state_dict()  # checkpoints keep it: a resume keeps the snapshot
     with pytest.raises(KnobError, match="start_step=2 is not allowed; it must be below trainer.max_steps=2"):
         objective.check_steps(2)
+
+
+def test_auxiliary_terms_ride_on_a_fine_tuning_objectives_mle_steps(model, batch):
+    """Before its start step GOLD is MLE; with aux terms, MLE plus the terms, in the same per-token pass."""
+    combined = WithAuxiliaryTerms(GOLD(start_step=5), auxiliary_terms({"z_loss": 0.5}))
+    combined.setup(model, ObjectiveContext(vocab_size=V, context=32))
+    with torch.no_grad():
+        log_z = model(batch[:, :-1]).double().logsumexp(-1)
+    expected = mle_loss(model, batch) + 0.5 * (log_z**2).mean().item()
+    out = combined(model, batch, 0)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert set(out.logs) >= {"nll", "z_loss", "z_loss/log_z"}
