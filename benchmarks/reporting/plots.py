@@ -40,6 +40,12 @@ def objective_colors(names) -> dict[str, tuple]:
     return {name: cmap(order[i % 20]) for i, name in enumerate(sorted(set(names)))}
 
 
+def _points(runs, x_key: str, y_key: str) -> list[tuple[float, float, str]]:
+    """(x, y, objective) of every run (a report row) whose two metrics are finite numbers."""
+    points = [(r.metrics.get(x_key), r.metrics.get(y_key), r.objective) for r in runs]
+    return [p for p in points if _finite(p[0], p[1])]
+
+
 def _colors(runs) -> dict[str, tuple]:
     return objective_colors(r.objective for r in runs)
 
@@ -121,8 +127,7 @@ def ppl_vs_repetition(runs, path: Path) -> Path | None:
     markers = {}
     for decoding in ("greedy", "top_p"):
         y_key = f"gen/{decoding}/seq_rep_4"
-        pts = [(r.metrics.get("tf/ppl"), r.metrics.get(y_key), r.objective) for r in runs]
-        pts = [p for p in pts if _finite(p[0], p[1])]
+        pts = _points(runs, "tf/ppl", y_key)
         if pts:
             markers[decoding] = DECODING_MARKERS[decoding]
             _scatter(ax, pts, colors, markers[decoding], errors=_errors(runs, "tf/ppl", y_key))
@@ -148,8 +153,7 @@ def ppl_vs_repetition(runs, path: Path) -> Path | None:
 def entropy_vs_nll(runs, path: Path) -> Path | None:
     from matplotlib.lines import Line2D
 
-    pts = [(r.metrics.get("tf/nll"), r.metrics.get("tf/entropy"), r.objective) for r in runs]
-    pts = [p for p in pts if _finite(p[0], p[1])]
+    pts = _points(runs, "tf/nll", "tf/entropy")
     if not pts:
         return None
     colors = _colors(runs)
@@ -213,8 +217,7 @@ def coverage_vs_quality(runs, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 4.8))
     series = {}
     for decoding in decodings:
-        pts = [(r.metrics.get("gt/forward_kl"), r.metrics.get(f"gt/{decoding}/sample_nll"), r.objective) for r in runs]
-        pts = [p for p in pts if _finite(p[0], p[1])]
+        pts = _points(runs, "gt/forward_kl", f"gt/{decoding}/sample_nll")
         if pts:
             series[decoding] = pts
     if not series:
@@ -248,8 +251,7 @@ def forward_vs_reverse_kl(runs, path: Path) -> Path | None:
     against the reverse KL(p_θ‖P) (mode-seeking: low when p_θ puts no mass where the source has little), with
     95% intervals over seeds; dashed lines through MLE's point split the plane into what each objective buys
     and costs against it. Synthetic source only (the true distribution is needed)."""
-    pts = [(r.metrics.get("gt/forward_kl"), r.metrics.get("gt/reverse_kl"), r.objective) for r in runs]
-    pts = [p for p in pts if _finite(p[0], p[1])]
+    pts = _points(runs, "gt/forward_kl", "gt/reverse_kl")
     if not pts:
         return None
     colors = _colors(runs)
@@ -305,8 +307,7 @@ def quality_vs_diversity(runs, path: Path) -> Path | None:
     markers, drawn = {}, []
     for decoding in decodings:
         x_key, y_key = f"gen/{decoding}/distinct_4", y_template.format(d=decoding)
-        pts = [(r.metrics.get(x_key), r.metrics.get(y_key), r.objective) for r in runs]
-        pts = [p for p in pts if _finite(p[0], p[1])]
+        pts = _points(runs, x_key, y_key)
         if pts:
             markers[decoding] = DECODING_MARKERS.get(decoding, "o")
             errors = _errors(runs, x_key, y_key)

@@ -1,4 +1,7 @@
-"""The objectives' tests share the one-layer model of the root conftest and a batch of its tokens."""
+"""The objectives' tests share the one-layer model of the root conftest, a batch of its tokens, and the model's
+full-softmax view of that batch to check formulas against."""
+
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -6,5 +9,43 @@ import torch
 
 @pytest.fixture
 def batch() -> torch.Tensor:
-    """Three rows of 11 token ids of the model fixture's 23-token vocabulary."""
-    return torch.randint(0, 23, (3, 11), generator=torch.Generator().manual_seed(1))
+    """Three rows of 17 token ids of the model fixture's 23-token vocabulary: room for a span's copies and the
+    negatives' window."""
+    return torch.randint(0, 23, (3, 17), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def logits_of() -> Callable[[torch.nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """logits_of(model, batch): the (B, T, V) fp64 logits of the full head, and the targets."""
+
+    def logits_of(model, batch):
+        with torch.no_grad():
+            return model(batch[:, :-1]).double(), batch[:, 1:]
+
+    return logits_of
+
+
+@pytest.fixture
+def probs_of(logits_of) -> Callable[[torch.nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """probs_of(model, batch): the (B, T, V) fp64 probabilities of the full softmax, and the targets."""
+
+    def probs_of(model, batch):
+        logits, targets = logits_of(model, batch)
+        return logits.softmax(-1), targets
+
+    return probs_of
+
+
+@pytest.fixture
+def train() -> Callable[..., torch.nn.Module]:
+    """train(objective, model, batch, steps=15, lr=0.02): plain SGD on one batch; the model, trained."""
+
+    def train(objective, model, batch, steps=15, lr=0.02):
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        for step in range(steps):
+            opt.zero_grad()
+            objective(model, batch, step).loss.backward()
+            opt.step()
+        return model
+
+    return train

@@ -236,13 +236,7 @@ def test_a_token_objective_without_a_closed_form_trains_through_autograd(model, 
 
 
 # ---- auxiliary terms ----
-def logits_of(model, batch):
-    """(B, T, V) fp64 logits of the full head, and the targets."""
-    with torch.no_grad():
-        return model(batch[:, :-1]).double(), batch[:, 1:]
-
-
-def test_an_auxiliary_term_adds_its_weighted_mean_to_a_token_objective(model, batch):
+def test_an_auxiliary_term_adds_its_weighted_mean_to_a_token_objective(model, batch, logits_of):
     z, y = logits_of(model, batch)
     log_z = z.logsumexp(-1)
     smoothing = {"_target_": "objectives.label_smoothing.LabelSmoothing", "eps": 0.1}
@@ -256,7 +250,7 @@ def test_an_auxiliary_term_adds_its_weighted_mean_to_a_token_objective(model, ba
     assert out.logs["z_loss/log_z"].item() == pytest.approx(log_z.mean().item(), rel=1e-5)
 
 
-def test_an_auxiliary_term_on_an_objective_that_is_not_per_token(model, batch):
+def test_an_auxiliary_term_on_an_objective_that_is_not_per_token(model, batch, logits_of):
     """The preference loss (MLE before its start step here) plus z-loss: its loss plus the term's mean."""
     combined = build_objective(
         {"_target_": "objectives.preference.Preference", "prefix_len": 4, "cont_len": 4, "start_step": 5},

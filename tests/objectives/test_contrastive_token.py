@@ -11,19 +11,7 @@ from objectives.contrastive_token import ContrastiveToken
 V = 23  # the vocabulary of the model fixture
 
 
-@pytest.fixture
-def batch():
-    """Rows of 17 tokens: room for a span's copies and the negatives' window."""
-    return torch.randint(0, V, (3, 17), generator=torch.Generator().manual_seed(1))
-
-
-def logits_of(model, batch):
-    """(B, T, V) fp64 logits of the full head, and the targets."""
-    with torch.no_grad():
-        return model(batch[:, :-1]).double(), batch[:, 1:]
-
-
-def test_contrastive_token_formula(model, batch):
+def test_contrastive_token_formula(model, batch, logits_of):
     """The released code's definition by loops: the first L = round(0.25·T) positions, negatives the gold
     tokens of the round(0.5·L) positions before, without y_t, duplicates counted; CE over all positions."""
     z, y = logits_of(model, batch)

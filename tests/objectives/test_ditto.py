@@ -10,18 +10,6 @@ from objectives.ditto import DITTO, repeat_spans
 V = 23  # the vocabulary of the model fixture
 
 
-def logits_of(model, batch):
-    """(B, T, V) fp64 logits of the full head, and the targets."""
-    with torch.no_grad():
-        return model(batch[:, :-1]).double(), batch[:, 1:]
-
-
-@pytest.fixture
-def batch():
-    """Rows of 17 tokens: room for a span's copies and the negatives' window."""
-    return torch.randint(0, V, (3, 17), generator=torch.Generator().manual_seed(1))
-
-
 def test_ditto_rows_are_a_prefix_then_the_span_repeated():
     batch = torch.arange(40)[None].repeat(2, 1)
     rows = repeat_spans(batch, torch.tensor([3, 5]), torch.tensor([10, 5]))
@@ -29,7 +17,7 @@ def test_ditto_rows_are_a_prefix_then_the_span_repeated():
     assert rows[1, :15].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9]
 
 
-def test_ditto_loss_formula(model, batch):
+def test_ditto_loss_formula(model, batch, logits_of):
     """On the rows it builds: mean over targets t ≥ 2L of −log(1 − |p(y_t) − λ·p(y_{t−L})|)."""
     objective = DITTO(lam=0.4, rate=1.0, min_len=2, max_len=4, start_step=0)
     torch.manual_seed(5)

@@ -10,19 +10,7 @@ from objectives.emo import EMO
 V = 23  # the vocabulary of the model fixture
 
 
-@pytest.fixture
-def batch():
-    """Rows of 17 tokens: room for a span's copies and the negatives' window."""
-    return torch.randint(0, V, (3, 17), generator=torch.Generator().manual_seed(1))
-
-
-def logits_of(model, batch):
-    """(B, T, V) fp64 logits of the full head, and the targets."""
-    with torch.no_grad():
-        return model(batch[:, :-1]).double(), batch[:, 1:]
-
-
-def test_emo_formula(model, batch):
+def test_emo_formula(model, batch, logits_of):
     """DEMD with the model's own unit-norm output embedding as the cost, the loss as the released code
     writes it: 0.5·(NLL + sg(NLL / DEMD')·DEMD'), DEMD' = DEMD's value without the gold token's term."""
     z, y = logits_of(model, batch)

@@ -4,7 +4,6 @@ import copy
 import math
 
 import pytest
-import torch
 
 from objectives.entropy_penalty import EntropyPenalty
 from objectives.mle import MLE
@@ -12,14 +11,8 @@ from objectives.mle import MLE
 V = 23  # the vocabulary of the model fixture
 
 
-def probs_of(model, batch):
-    """(B, T, V) probabilities and targets, the model's full softmax."""
-    with torch.no_grad():
-        return model(batch[:, :-1]).double().softmax(-1), batch[:, 1:]
-
-
 # ---- token-level losses against loops over positions ----
-def test_entropy_penalty_formula(model, batch):
+def test_entropy_penalty_formula(model, batch, probs_of):
     p, y = probs_of(model, batch)
     nll = entropy = hinge = 0.0
     positions = [(b, t) for b in range(y.shape[0]) for t in range(y.shape[1])]
@@ -36,21 +29,12 @@ def test_entropy_penalty_formula(model, batch):
 
 
 # ---- signs ----
-def train(objective, model, batch, steps=15, lr=0.02):
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    for step in range(steps):
-        opt.zero_grad()
-        objective(model, batch, step).loss.backward()
-        opt.step()
-    return model
-
-
-def mean_entropy(model, batch):
+def mean_entropy(model, batch, probs_of):
     p, _ = probs_of(model, batch)
     return -(p * p.log()).sum(-1).mean().item()
 
 
-def test_entropy_penalty_raises_entropy(model, batch):
+def test_entropy_penalty_raises_entropy(model, batch, probs_of, train):
     mle = train(MLE(), copy.deepcopy(model), batch, lr=0.5)
     penalised = train(EntropyPenalty(lam=1.0), copy.deepcopy(model), batch, lr=0.5)
-    assert mean_entropy(penalised, batch) > mean_entropy(mle, batch) + 0.05
+    assert mean_entropy(penalised, batch, probs_of) > mean_entropy(mle, batch, probs_of) + 0.05

@@ -13,19 +13,7 @@ from objectives.mle import MLE
 V = 23  # the vocabulary of the model fixture
 
 
-@pytest.fixture
-def batch():
-    """Rows of 17 tokens: room for a span's copies and the negatives' window."""
-    return torch.randint(0, V, (3, 17), generator=torch.Generator().manual_seed(1))
-
-
-def logits_of(model, batch):
-    """(B, T, V) fp64 logits of the full head, and the targets."""
-    with torch.no_grad():
-        return model(batch[:, :-1]).double(), batch[:, 1:]
-
-
-def test_gold_formula(model, batch):
+def test_gold_formula(model, batch, logits_of):
     """-max(u, p(y_t))·Q_t·log p(y_t), Q_t the sum of max(c, p_MLE) over t..t+K (1 past the end), p_MLE the
     model at start_step."""
     objective = GOLD(iw_min=0.3, trunc_min=0.1, suffix=2, gamma=0.5, start_step=2)

@@ -8,13 +8,7 @@ from objectives.label_smoothing import LabelSmoothing
 V = 23  # the vocabulary of the model fixture
 
 
-def probs_of(model, batch):
-    """(B, T, V) probabilities and targets, the model's full softmax."""
-    with torch.no_grad():
-        return model(batch[:, :-1]).double().softmax(-1), batch[:, 1:]
-
-
-def test_label_smoothing_formula(model, batch):
+def test_label_smoothing_formula(model, batch, probs_of):
     p, y = probs_of(model, batch)
     eps, total, n = 0.2, 0.0, 0
     for b in range(y.shape[0]):

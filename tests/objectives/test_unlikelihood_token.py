@@ -4,7 +4,6 @@ import copy
 import math
 
 import pytest
-import torch
 
 from objectives.mle import MLE
 from objectives.unlikelihood_token import UnlikelihoodToken
@@ -12,13 +11,7 @@ from objectives.unlikelihood_token import UnlikelihoodToken
 V = 23  # the vocabulary of the model fixture
 
 
-def probs_of(model, batch):
-    """(B, T, V) probabilities and targets, the model's full softmax."""
-    with torch.no_grad():
-        return model(batch[:, :-1]).double().softmax(-1), batch[:, 1:]
-
-
-def test_unlikelihood_token_formula(model, batch):
+def test_unlikelihood_token_formula(model, batch, probs_of):
     p, y = probs_of(model, batch)
     x = batch[:, :-1]
     for window in (None, 3):
@@ -41,16 +34,7 @@ def test_unlikelihood_token_candidates_stay_in_their_sequence(model, batch):
 
 
 # ---- signs ----
-def train(objective, model, batch, steps=15, lr=0.02):
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    for step in range(steps):
-        opt.zero_grad()
-        objective(model, batch, step).loss.backward()
-        opt.step()
-    return model
-
-
-def test_unlikelihood_lowers_candidate_probability(model, batch):
+def test_unlikelihood_lowers_candidate_probability(model, batch, probs_of, train):
     from objectives.unlikelihood_token import candidate_mask
 
     mask = candidate_mask(batch[:, :-1], batch[:, 1:], V, None)
