@@ -292,10 +292,6 @@ class TextDataModule(BlockDataModule):
 
     def __init__(self, config: TextConfig | None = None, **settings) -> None:
         super().__init__(config, **settings)
-        c = self.cfg
-        self.path, self.name, self.files, self.text_field = c.path, c.name, c.files, c.text_field
-        self.splits, self.val_fraction, self.test_fraction = c.splits, c.val_fraction, c.test_fraction
-        self.max_train_docs = c.max_train_docs
         self.tokenizer = None
         self.test_documents: list[np.ndarray] = []  # token ids of each test document (no EOS)
 
@@ -304,27 +300,29 @@ class TextDataModule(BlockDataModule):
 
         datasets.disable_progress_bars()
         kwargs = {"cache_dir": str(self.cache_dir / "hf")}
-        if self.files is not None:
-            kwargs["data_files"] = {"train": self.files}
+        if self.cfg.files is not None:
+            kwargs["data_files"] = {"train": self.cfg.files}
         try:
-            raw = datasets.load_dataset(self.path, self.name, **kwargs)
+            raw = datasets.load_dataset(self.cfg.path, self.cfg.name, **kwargs)
         except Exception as e:  # missing dataset, no network, bad config name ...
             raise DataError(
-                f"data.path={self.path!r} (name={self.name!r}) could not be loaded: {str(e).splitlines()[0]}"
+                f"data.path={self.cfg.path!r} (name={self.cfg.name!r}) could not be loaded: {str(e).splitlines()[0]}"
             ) from e
-        if self.splits["train"] not in raw:
+        if self.cfg.splits["train"] not in raw:
             raise DataError(
-                f"data.splits.train={self.splits['train']!r} is not a split of {self.path!r}; it has {list(raw)}"
+                f"data.splits.train={self.cfg.splits['train']!r} is not a split of {self.cfg.path!r}; "
+                f"it has {list(raw)}"
             )
-        train = raw[self.splits["train"]]
-        if self.text_field not in train.column_names:
+        train = raw[self.cfg.splits["train"]]
+        if self.cfg.text_field not in train.column_names:
             raise DataError(
-                f"data.text_field={self.text_field!r} is not a column of {self.path!r}; it has {train.column_names}"
+                f"data.text_field={self.cfg.text_field!r} is not a column of {self.cfg.path!r}; "
+                f"it has {train.column_names}"
             )
         out = {"train": train}
-        for split, frac in (("val", self.val_fraction), ("test", self.test_fraction)):
-            if self.splits.get(split) in raw:
-                out[split] = raw[self.splits[split]]
+        for split, frac in (("val", self.cfg.val_fraction), ("test", self.cfg.test_fraction)):
+            if self.cfg.splits.get(split) in raw:
+                out[split] = raw[self.cfg.splits[split]]
             else:  # no such split: carve it out of train, deterministically
                 try:
                     parts = out["train"].train_test_split(test_size=frac, seed=self.seed, shuffle=True)
@@ -334,14 +332,14 @@ class TextDataModule(BlockDataModule):
                         f"{frac:g} out of them; give a longer corpus (or one with its own {split} split)"
                     ) from None
                 out["train"], out[split] = parts["train"], parts["test"]
-        if self.max_train_docs is not None:
-            out["train"] = out["train"].select(range(min(self.max_train_docs, len(out["train"]))))
+        if self.cfg.max_train_docs is not None:
+            out["train"] = out["train"].select(range(min(self.cfg.max_train_docs, len(out["train"]))))
         return out
 
     def _train_tokenizer(self, train):
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-        path = self.cache_dir / "tokenizers" / f"{train._fingerprint}-{self.text_field}-{self.vocab_size}.json"
+        path = self.cache_dir / "tokenizers" / f"{train._fingerprint}-{self.cfg.text_field}-{self.vocab_size}.json"
         if path.exists():
             try:
                 tok = Tokenizer.from_file(str(path))
@@ -359,7 +357,7 @@ class TextDataModule(BlockDataModule):
             show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         )
-        field = self.text_field
+        field = self.cfg.text_field
 
         def batches():
             for i in range(0, len(train), 1000):
@@ -378,7 +376,7 @@ class TextDataModule(BlockDataModule):
         data = self._load()
         self.tokenizer = tok = self._train_tokenizer(data["train"])
         eos = tok.token_to_id(EOS)
-        field = self.text_field
+        field = self.cfg.text_field
         tok_key = hashlib.sha1(tok.to_str().encode()).hexdigest()[:16]
 
         def encode(batch):
@@ -400,7 +398,7 @@ class TextDataModule(BlockDataModule):
             n = len(flat) // length
             if n == 0:
                 raise DataError(
-                    f"the {split} split of data.path={self.path!r} has {len(flat)} tokens, fewer than one "
+                    f"the {split} split of data.path={self.cfg.path!r} has {len(flat)} tokens, fewer than one "
                     f"block (data.block_size + 1 = {length})"
                 )
             self.blocks[split] = torch.from_numpy(flat[: n * length].astype(np.int64)).view(n, length)

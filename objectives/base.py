@@ -86,11 +86,16 @@ def split_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return batch[:, :-1], batch[:, 1:]
 
 
-def mle_step(model: nn.Module, batch: torch.Tensor) -> LossOutput:
-    """Plain maximum likelihood on the batch: mean_t −log p(y_t), through the chunked head."""
+def mle_step(model: nn.Module, batch: torch.Tensor, terms: Sequence[AuxiliaryTerm] = ()) -> LossOutput:
+    """Plain maximum likelihood on the batch: mean_t −log p(y_t), through the chunked head; with ``terms``, each
+    token's terms added in the same pass (by autograd: they have no closed form of their own)."""
     inputs, targets = split_batch(batch)
-    nll = model.nll(model.hidden(inputs), targets).mean()
-    return LossOutput(nll, {"nll": nll.detach()})
+    h = model.hidden(inputs)
+    if not terms:
+        nll = model.nll(h, targets).mean()
+        return LossOutput(nll, {"nll": nll.detach()})
+    losses, stats = model.token_losses(h, with_terms(_nll, terms), targets)
+    return LossOutput(losses.mean(), {key: value.mean() for key, value in stats.items()})
 
 
 class Objective(nn.Module):
@@ -225,11 +230,7 @@ class FineTuning(Objective):
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int, terms: Sequence[AuxiliaryTerm] = ()):
         if step < self.start_step:
-            if terms:  # a TokenObjective's terms ride on the same per-token pass, MLE's here
-                inputs, targets = split_batch(batch)
-                losses, stats = model.token_losses(model.hidden(inputs), with_terms(_nll, terms), targets)
-                return LossOutput(losses.mean(), {key: value.mean() for key, value in stats.items()})
-            return mle_step(model, batch)
+            return mle_step(model, batch, terms)
         self.take_reference(model)
         return self.fine_tune(model, batch, step, terms)
 

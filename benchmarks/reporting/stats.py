@@ -42,10 +42,6 @@ class Interval:
     def half(self) -> float:
         return (self.high - self.low) / 2
 
-    def separated_from(self, other: Interval) -> bool:
-        """The two intervals do not overlap."""
-        return self.high < other.low or other.high < self.low
-
 
 def mean_interval(values, level: float = LEVEL) -> Interval:
     """Mean of (S,) or (S, P) values with its ``level`` interval (see the module docstring)."""
