@@ -5,6 +5,8 @@
     python benchmarks/perf.py --preset gpt2 --device cuda --compile   # GPT-2 124M on a GPU: tokens/s, MFU
     python benchmarks/perf.py --nanogpt ../nanoGPT/model.py  # nanoGPT's step beside ours (your clone)
     python benchmarks/perf.py --profile              # where the training step's time goes, op by op
+    python benchmarks/perf.py --job                  # a suite job as make bench runs it: wall, train, eval
+    python benchmarks/perf.py --job --profile        # where a suite job's time goes: phases, then ops
 
 Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Every figure is the median of
 ``--repeats`` timed windows after warm-up steps; every ratio the median of ratios of adjacent, alternating
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.performance.figures import measure, profile
+from benchmarks.performance.figures import job_figures, measure, profile
 from benchmarks.performance.harness import PRESETS
 
 
@@ -48,6 +50,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-shipped", action="store_true", help="skip Hugging Face / nanoGPT as shipped (their own process)"
     )
+    parser.add_argument(
+        "--job", action="store_true", help="time (with --profile: profile) a suite job as make bench runs it"
+    )
+    parser.add_argument("--job-objective", default="mle", help="--job: the objective (configs/objective/)")
+    parser.add_argument("--job-runs", type=int, default=3, help="--job: jobs in this process; the first warms it")
+    parser.add_argument("--threads", type=int, default=1, help="--job: torch threads (make bench: 1 on 2 cores)")
+    parser.add_argument(
+        "--job-override", action="append", default=[], help="--job: a run.py override (repeat for more)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.nanogpt is not None and not args.nanogpt.is_file():
@@ -57,7 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.profile:
+    if args.job:
+        job_figures(args)
+    elif args.profile:
         print(profile(args))
     else:
         measure(args)

@@ -73,7 +73,7 @@ def evaluate_run(
         seed,
         datamodule.decode,
         source,
-        NgramIndex(datamodule.blocks["train"], COPY_NGRAM),
+        NgramIndex.of(datamodule.blocks["train"], COPY_NGRAM),
         mauve=use_mauve(config.mauve, synthetic=source is not None),
     )
     return {

@@ -190,6 +190,9 @@ def rep_rate(seqs: torch.Tensor) -> float:
     return repeating_tail(seqs).double().mean().item()
 
 
+_INDEXES: dict[tuple, NgramIndex] = {}  # one entry: the last split's index (NgramIndex.of)
+
+
 class NgramIndex:
     """The set of n-grams of a corpus (hashed, sorted) for verbatim-copy look-ups."""
 
@@ -197,6 +200,16 @@ class NgramIndex:
         self.n = n
         keys = ngram_hash(ngrams(blocks.cpu(), n)).flatten()  # n-grams never cross blocks
         self.keys = torch.unique(keys)  # sorted
+
+    @classmethod
+    def of(cls, blocks: torch.Tensor, n: int = 8) -> NgramIndex:
+        """The index of a split, built once per process: a suite's jobs, which share one train split, build it
+        for the first job only. Kept for the last split asked for."""
+        key = (blocks.shape, n, hash(blocks.cpu().numpy().tobytes()))
+        if key not in _INDEXES:
+            _INDEXES.clear()
+            _INDEXES[key] = cls(blocks, n)
+        return _INDEXES[key]
 
     def contains(self, grams: torch.Tensor) -> torch.Tensor:
         keys = ngram_hash(grams).flatten()

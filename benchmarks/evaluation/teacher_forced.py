@@ -12,7 +12,7 @@ import torchmetrics
 
 from benchmarks.evaluation.metrics import in_previous_targets
 from benchmarks.evaluation.names import REP_WINDOW
-from lit_modules.core.head import at_targets
+from lit_modules.core.head import log_softmax_nll_
 from lit_modules.core.model import GPT
 
 ECE_BINS = 15
@@ -38,6 +38,35 @@ class TeacherForced:
     reliability: dict[str, list[float]] = field(default_factory=dict)  # per-bin confidence / accuracy / count
 
 
+EVAL_ROWS = 256  # tokens per chunk of the evaluation's logits: each chunk's fp32 passes stay in the cache
+STAT_COLUMNS = ("nll", "entropy", "brier", "confidence", "argmax", "abs_log_z")
+TRUTH_COLUMNS = ("gt_entropy", "forward_kl", "reverse_kl")
+
+
+def token_stats(z: torch.Tensor, targets: torch.Tensor, true_logp: torch.Tensor | None = None) -> torch.Tensor:
+    """Per token, from fp32 logits z (r, V) (overwritten), targets (r,) and the source's log P(· | x_<=t) (r, V)
+    where known -> (r, k): the columns of ``STAT_COLUMNS`` (and ``TRUTH_COLUMNS``). Each sum over the vocabulary
+    is one dot product of two rows: entropy −Σ p log p, Brier (1950) Σ_v (p_v − 1[v = y])² = Σ p² − 2 p_y + 1,
+    |log Σ_v exp z_v| (0: self-normalised), and the exact H(P), KL(P‖Q) = Σ P log P − Σ P log Q and
+    KL(Q‖P) = Σ Q log Q − Σ Q log P of the model Q against the source P."""
+    first = z[:, 0].clone()
+    logp, nll = log_softmax_nll_(z, targets)  # log Q in z's memory
+    probs = logp.exp()
+    neg_entropy = torch.linalg.vecdot(probs, logp)
+    brier = torch.linalg.vecdot(probs, probs) - 2 * (-nll).exp() + 1
+    top_logp, argmax = logp.max(-1)
+    columns = [nll, -neg_entropy, brier, top_logp.exp(), argmax.float(), (first - logp[:, 0]).abs()]
+    if true_logp is not None:
+        neg_true_entropy = torch.linalg.vecdot(true_logp.exp(), true_logp)
+        cross_entropy = -torch.linalg.vecdot(true_logp.exp(), logp)
+        columns += [
+            -neg_true_entropy,
+            neg_true_entropy + cross_entropy,
+            neg_entropy - torch.linalg.vecdot(probs, true_logp),
+        ]
+    return torch.stack(columns, dim=-1)
+
+
 @dataclass
 class _Tokens:
     """What the metrics over all tokens need, gathered batch by batch."""
@@ -49,37 +78,24 @@ class _Tokens:
     confidences: list[torch.Tensor] = field(default_factory=list)
     correct: list[torch.Tensor] = field(default_factory=list)
 
-    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One batch's fp32 logits (B, T, V) and targets (B, T); returns its log-probabilities."""
-        sums = self.sums
-        sums["abs_log_z"] += logits.logsumexp(-1).abs().sum().item()  # |log Σ_v exp z_t(v)|: 0 = self-normalised
-        logp = logits.log_softmax(-1)  # (B, T, V)
-        probs = logp.exp()
-        entropy = -(probs * logp).sum(-1)  # (B, T)
-        top_p, argmax = probs.max(-1)
+    def add(self, stats: torch.Tensor, targets: torch.Tensor) -> None:
+        """One batch's ``token_stats`` (B, T, k) and targets (B, T)."""
+        names = STAT_COLUMNS + (TRUTH_COLUMNS if stats.shape[-1] > len(STAT_COLUMNS) else ())
+        column = dict(zip(names, stats.unbind(-1), strict=True))
+        argmax = column["argmax"].long()
         hit = argmax == targets
         repeat = in_previous_targets(argmax, targets, REP_WINDOW)
-        target_logp = at_targets(logp, targets)  # (B, T)
-        sums["nll"] += -target_logp.sum().item()
-        # Brier (1950): Σ_v (p_v − 1[v = y])² = Σ_v p_v² − 2 p_y + 1
-        sums["brier"] += ((probs * probs).sum(-1) - 2 * target_logp.exp() + 1).sum().item()
-        sums["entropy"] += entropy.sum().item()
-        sums["acc"] += hit.sum().item()
-        sums["rep"] += repeat.sum().item()
-        sums["wrep"] += (repeat & ~hit).sum().item()
+        for name, values in column.items():
+            if name in SUMS:
+                self.sums[name] += values.double().sum().item()
+        self.sums["acc"] += hit.sum().item()
+        self.sums["rep"] += repeat.sum().item()
+        self.sums["wrep"] += (repeat & ~hit).sum().item()
         self.predicted_ids.append(argmax.unique())
-        self.entropies.append(entropy.flatten().cpu())
-        self.confidences.append(top_p.flatten().cpu())
+        self.entropies.append(column["entropy"].flatten().cpu())
+        self.confidences.append(column["confidence"].flatten().cpu())
         self.correct.append(hit.flatten().cpu())
         self.count += targets.numel()
-        return logp
-
-    def add_truth(self, logp: torch.Tensor, true_logp: torch.Tensor) -> None:
-        """The source's log P(x_{t+1} | x_<=t) (B, T, V) beside the model's: entropy rate and both KLs."""
-        p_true = true_logp.exp()
-        self.sums["gt_entropy"] += -(p_true * true_logp).sum().item()
-        self.sums["forward_kl"] += (p_true * (true_logp - logp)).sum().item()
-        self.sums["reverse_kl"] += (logp.exp() * (logp - true_logp)).sum().item()
 
     def metrics(self, with_truth: bool) -> dict[str, float]:
         sums, count = self.sums, self.count
@@ -115,11 +131,11 @@ def teacher_forced(
     for i, batch in enumerate(batches(blocks, batch_size, max_batches)):
         batch = batch.to(device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
+        per_token = (targets,) if truth is None else (targets, truth[i].to(device))  # P(x_{t+1} | x_<=t)
         with autocast_context(model, bf16):
-            logits = model(inputs)
-        logp = tokens.add(logits.float(), targets)
-        if truth is not None:
-            tokens.add_truth(logp, truth[i][:, 1:].to(device))  # P(x_{t+1} | x_<=t)
+            h = model.hidden(inputs)
+            stats = model.map_logits(h, token_stats, *per_token, rows=EVAL_ROWS)  # the head's fp32 logits
+        tokens.add(stats, targets)
     confidence, correct = torch.cat(tokens.confidences), torch.cat(tokens.correct)
     return TeacherForced(
         tokens.metrics(with_truth=source is not None),
@@ -169,13 +185,16 @@ TRUTH_CACHE_BYTES = 2 << 30  # larger tables are recomputed at every call
 
 
 def true_log_conditionals(source, blocks: torch.Tensor, batch_size: int, max_batches: int | None) -> list[torch.Tensor]:
-    """The source's log P(x_t = · | x_<t) of every test batch, (b, T+1, V) each, computed in the same batches
+    """The source's log P(x_{t+1} = · | x_<=t) of every test batch, (b, T, V) each, computed in the same batches
     as ``teacher_forced`` reads them. They depend on the test split only, not on the model, so a process that
     evaluates many runs on one split (a suite) computes them once. Kept for the last split asked for (0.5 GB
     for the default one), up to 2 GiB."""
     key = (source.fingerprint(), blocks.shape, hash(blocks.numpy().tobytes()), batch_size, max_batches)
     if key not in _TRUTH_CACHE:
-        truth = [source.log_conditionals(batch.cpu()) for batch in batches(blocks, batch_size, max_batches)]
+        truth = [
+            source.log_conditionals(batch.cpu())[:, 1:].contiguous()
+            for batch in batches(blocks, batch_size, max_batches)
+        ]
         _TRUTH_CACHE.clear()
         if sum(t.numel() * t.element_size() for t in truth) > TRUTH_CACHE_BYTES:
             return truth

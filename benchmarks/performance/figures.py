@@ -213,3 +213,32 @@ def profile(args: argparse.Namespace) -> str:
     keep_freed_memory()
     bench = Bench(Shape(**PRESETS[args.preset]), args.device, args.warmup, args.steps, args.repeats)
     return profile_train_step(bench, args.device == "cuda" or cpu_supports_bf16(), args.compile)
+
+
+def job_figures(args: argparse.Namespace) -> None:
+    """``--job``: a suite job's wall, training and evaluation seconds in a warm process (the median of
+    ``--job-runs`` − 1 jobs), the machine's matmul speed beside them; with ``--profile``, where its time goes."""
+    from benchmarks.performance.suite_job import median_job, profile_job, time_jobs
+    from benchmarks.runner.cli import quiet_lightning
+
+    if args.job_runs < 1:
+        raise SystemExit(f"perf.py: --job-runs {args.job_runs}: give at least 1")
+    torch.set_num_threads(args.threads)
+    quiet_lightning()
+    overrides = ["trainer.enable_progress_bar=false", *args.job_override]
+    if args.profile:
+        print(profile_job(args.job_objective, overrides))
+        return
+    bench = Bench(Shape(**PRESETS["tiny"]), "cpu", args.warmup, args.steps, args.repeats)
+    figures = Figures(device="cpu", threads=args.threads, objective=args.job_objective, torch=torch.__version__)
+    machine_speed(figures, bench, [torch.bfloat16] if cpu_supports_bf16() else [torch.float32], "start")
+    times = time_jobs(args.job_objective, args.job_runs, overrides)
+    job = median_job(times)
+    figures.add("job_wall_s", job.wall_s, f"a suite job ({args.job_objective}), wall, warm process", "s")
+    figures.add("job_train_s", job.train_s, "  of which training (steps, validation, checkpoints)", "s")
+    figures.add("job_eval_s", job.eval_s, "  of which evaluation", "s")
+    figures.add("job_eval_share", 100 * job.eval_share, "  evaluation's share of the wall", "%")
+    figures.fig["job_walls_s"] = [t.wall_s for t in times]
+    figures.print(f"objbench perf --job: {args.threads} thread(s), torch {torch.__version__}")
+    if args.json:
+        atomic_write_json(args.json, figures.fig)

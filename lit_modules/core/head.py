@@ -10,7 +10,10 @@ passes over them cost more than the LM-head matmuls themselves.
 and takes ∂ℓ/∂z of that chunk right away: by autograd of f, or from a closed form given beside it
 (``grad_fn``: it returns ``TokenLoss.grad`` and may overwrite its logits; half the passes over the chunk).
 Only ∂ℓ/∂z is kept, in the matmul dtype; the backward pass is two matmuls, ∂h = G·E and ∂E = Gᵀ·h, and
-∂b = Σ_t G_t, G scaled by the incoming per-token gradient. ``GPT.token_losses`` is the entry point.
+∂b = Σ_t G_t, G scaled by the incoming per-token gradient. Σ_t G_t is summed chunk by chunk in fp32 while each
+chunk's gradient is still in the cache: when the incoming gradient is one value for every token (a mean or a
+sum), ∂b is that sum scaled, with no pass over the (N, V) gradient in the backward. ``GPT.token_losses`` is
+the entry point.
 Written here because no maintained library offers a fused linear + arbitrary-loss kernel for CPUs
 (Liger's fused linear cross-entropy is Triton, GPU only, and cross-entropy only); its cost against the
 plain head is in ``benchmarks/results/PERFORMANCE.md``.
@@ -75,31 +78,45 @@ def token_losses(
 
 @torch.no_grad()
 def map_logits(
-    weight: torch.Tensor, bias: torch.Tensor | None, h: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    h: torch.Tensor,
+    fn: Callable[..., torch.Tensor],
+    per_token: tuple[torch.Tensor, ...] = (),
+    rows: int | None = None,
 ) -> torch.Tensor:
-    """fn(h_t · Eᵀ + b) over states h (..., D) in the same row chunks, no gradient -> fn's (...) output.
+    """fn(h_t · Eᵀ + b, *per_token_t) over states h (..., D) in row chunks, no gradient -> fn's output, (...) or
+    (..., k) when fn returns (r, k) per chunk of r rows.
 
-    For per-position decisions over the vocabulary (argmax, a draw) without the (N, V) logits.
+    For per-position decisions over the vocabulary (argmax, a draw) and per-token statistics (the evaluation's)
+    without the (N, V) logits. ``per_token`` tensors have h's leading shape and are cut into the same chunks;
+    ``rows`` per chunk: the head's default unless given (a few hundred keep a chunk's fp32 passes in the cache).
     """
     lead = h.shape[:-1]
     flat_h = h.reshape(-1, h.shape[-1])
+    flat_extra = [x.reshape(flat_h.shape[0], *x.shape[len(lead) :]) for x in per_token]
     dtype = _compute_dtype(flat_h)
-    rows = _chunk_rows(weight)
+    rows = rows or _chunk_rows(weight)
     with torch.autocast(h.device.type, enabled=False):
         h_c, w_t = flat_h.to(dtype), kernels.right_operand(weight.to(dtype))
-        out = [fn(_logits(h_c[start : start + rows] @ w_t, bias)) for start in range(0, flat_h.shape[0], rows)]
-    return torch.cat(out).view(lead)
+        out = [
+            fn(_logits(h_c[start : start + rows] @ w_t, bias), *[x[start : start + rows] for x in flat_extra])
+            for start in range(0, flat_h.shape[0], rows)
+        ]
+    out = torch.cat(out)
+    return out.view(*lead, *out.shape[1:])
 
 
 def compiled_chunk(grad_fn: TokenFn, options: dict) -> Callable:
     """One compiled function that turns a chunk's logits z (r, V), in the matmul dtype, into ∂ℓ/∂z in the
-    same memory and returns (ℓ, stats): the upcast, the closed form's passes over the vocabulary and the
-    downcast fuse into one kernel over z instead of ~6 passes (for models whose blocks are compiled)."""
+    same memory and returns (ℓ, stats, Σ_t ∂ℓ_t/∂z_t in fp32): the upcast, the closed form's passes over the
+    vocabulary and the downcast fuse into one kernel over z instead of ~6 passes (for models whose blocks are
+    compiled)."""
 
-    def chunk(z: torch.Tensor, bias: torch.Tensor | None, *extra: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def chunk(z: torch.Tensor, bias: torch.Tensor | None, *extra: torch.Tensor) -> tuple:
         out = grad_fn(_logits(z, bias), *extra)
         z.copy_(out.grad)
-        return out.loss, out.stats
+        return out.loss, out.stats, out.grad.sum(0)
 
     return torch.compile(chunk, **{"dynamic": False, **options})
 
@@ -111,8 +128,14 @@ def _chunk_rows(weight: torch.Tensor) -> int:
 
 
 def _logits(z: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """The chunk's fp32 logits from h·Eᵀ in the matmul dtype: upcast, and the bias added in the same pass."""
-    return z.float() if bias is None else torch.add(z, bias.detach().float())
+    """The chunk's fp32 logits from h·Eᵀ in the matmul dtype: upcast, then the bias added in place (two
+    passes, faster on a CPU than one ``torch.add`` of a bf16 and an fp32 tensor, whose mixed-dtype loop is slow;
+    the same fp32 sums)."""
+    if bias is None:
+        return z.float()
+    if z.dtype == torch.float32:
+        return z + bias.detach()
+    return z.float().add_(bias.detach().float())
 
 
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:
@@ -131,7 +154,9 @@ def _forward(
     stats: dict[str, torch.Tensor],
     extra: list[torch.Tensor],
     keep_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Losses (N,), the logits' gradient G (N, V) in the matmul dtype (``keep_grad``), the matmul operands,
+    and Σ_t G_t in fp32 (V,) when there is a trained bias."""
     loss_fn, grad_fn, compiled = fns
     dtype = _compute_dtype(h)
     rows = _chunk_rows(weight)
@@ -141,6 +166,8 @@ def _forward(
         N, V = h.shape[0], weight.shape[0]
         losses = torch.empty(N, dtype=torch.float32, device=h.device)
         grad_logits = torch.empty(N, V, dtype=dtype, device=h.device) if keep_grad else None
+        trains_bias = keep_grad and bias is not None and bias.requires_grad
+        grad_sum = torch.zeros(V, dtype=torch.float32, device=h.device) if trains_bias else None
         if compiled is not None:  # one fused pass per row keeps no (r, V) temporaries: one chunk, one launch
             rows = N
         for start in range(0, N, rows):
@@ -148,7 +175,9 @@ def _forward(
             chunk_extra = [x[start:end] for x in extra]
             if compiled is not None:  # the logits are written where their gradient goes, then turned into it
                 z = torch.mm(h_c[start:end], w_t, out=grad_logits[start:end])
-                loss, chunk_stats = compiled(z, bias, *chunk_extra)
+                loss, chunk_stats, chunk_grad_sum = compiled(z, bias, *chunk_extra)
+                if grad_sum is not None:
+                    grad_sum += chunk_grad_sum
             else:
                 z = _logits(h_c[start:end] @ w_t, bias)  # (r, V) fp32
                 if not keep_grad:
@@ -162,26 +191,28 @@ def _forward(
                         out.grad = torch.autograd.grad(out.loss.sum(), z)[0]
                 if keep_grad:
                     grad_logits[start:end] = out.grad
+                if grad_sum is not None:
+                    grad_sum += out.grad.sum(0)
                 loss, chunk_stats = out.loss, out.stats
             losses[start:end] = loss.detach()
             for key, value in chunk_stats.items():
                 if key not in stats:
                     stats[key] = torch.empty(N, dtype=torch.float32, device=h.device)
                 stats[key][start:end] = value.detach()
-    return losses, grad_logits, h_c, w_c
+    return losses, grad_logits, h_c, w_c, grad_sum
 
 
 class _ChunkedHead(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, fns, stats, *extra):  # type: ignore[override]
-        losses, grad_logits, h_c, w_c = _forward(h, weight, bias, fns, stats, list(extra), keep_grad=True)
-        ctx.save_for_backward(grad_logits, h_c, w_c)
+        losses, grad_logits, h_c, w_c, grad_sum = _forward(h, weight, bias, fns, stats, list(extra), keep_grad=True)
+        ctx.save_for_backward(grad_logits, h_c, w_c, grad_sum)
         ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
         return losses
 
     @staticmethod
     def backward(ctx, grad_losses):  # type: ignore[override]
-        grad_logits, h_c, w_c = ctx.saved_tensors
+        grad_logits, h_c, w_c, grad_sum = ctx.saved_tensors
         h_dtype, w_dtype, b_dtype = ctx.dtypes
         with torch.autocast(h_c.device.type, enabled=False):
             # a mean or a sum: scale after the matmuls. A mean's gradient is one value expanded
@@ -193,7 +224,12 @@ class _ChunkedHead(torch.autograd.Function):
                 grad_logits = (grad_logits.float() * grad_losses[:, None]).to(grad_logits.dtype)  # one rounding
             grad_h = (grad_logits @ w_c).to(h_dtype)  # (N, D)
             grad_w = kernels.weight_grad(grad_logits, h_c).contiguous().to(w_dtype)  # (V, D)
-            grad_b = None if b_dtype is None else grad_logits.sum(0, dtype=torch.float32)  # (V,)
+            if b_dtype is None:
+                grad_b = None
+            elif scale is not None and grad_sum is not None:
+                grad_b = grad_sum.clone()  # summed in the forward pass; scaled below
+            else:
+                grad_b = grad_logits.sum(0, dtype=torch.float32)  # (V,), of the scaled G
             if scale is not None:
                 grad_h.mul_(scale)
                 grad_w.mul_(scale)

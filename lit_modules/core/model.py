@@ -214,9 +214,10 @@ class GPT(nn.Module):
         """States (..., D), next tokens (...) -> −log p(target) (...), through the chunked head."""
         return self.token_losses(h, head.nll_loss, targets, grad_fn=head.nll_loss_and_grad)[0]
 
-    def map_logits(self, h: torch.Tensor, fn) -> torch.Tensor:
-        """fn(logits) over states h (..., D) in the head's chunks, no gradient (argmax, a draw)."""
-        return head.map_logits(self.output_embedding, self.output_bias, h, fn)
+    def map_logits(self, h: torch.Tensor, fn, *per_token: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """fn(logits, *per_token) over states h (..., D) in the head's chunks, no gradient (argmax, a draw, the
+        evaluation's per-token statistics)."""
+        return head.map_logits(self.output_embedding, self.output_bias, h, fn, per_token, rows)
 
     def new_cache(self, max_len: int | None = None) -> KVCache:
         return KVCache(self.cfg.n_layer, max_len or self.cfg.context)

@@ -79,6 +79,16 @@ def test_copy_rate():
     assert 0 < copy_share(crossing, index).item() < 1
 
 
+def test_a_splits_index_is_built_once_per_process():
+    """A suite's jobs share the train split: its n-gram index is built for the first job only."""
+    train = torch.arange(100).view(4, 25)
+    first = NgramIndex.of(train, 8)
+    assert NgramIndex.of(train.clone(), 8) is first  # equal content, another tensor
+    other = NgramIndex.of(train + 1, 8)
+    assert other is not first and copy_share(train[:1] + 1, other).item() == 1.0
+    assert NgramIndex.of(train, 4) is not first  # another n
+
+
 def test_rep_in_previous_targets():
     targets = torch.tensor([[2, 3, 4, 5, 6]])  # the block's first input token (1) is no earlier target
     predictions = torch.tensor([[1, 1, 9, 2, 3]])

@@ -7,6 +7,7 @@ import torchmetrics
 
 from benchmarks.evaluation.generation import continuation_stats
 from benchmarks.evaluation.teacher_forced import teacher_forced
+from lit_modules.core.head import map_logits
 from lit_modules.core.model import GPT, GPTConfig
 from lit_modules.core.synthetic import HMMSource, SourceConfig
 
@@ -20,6 +21,12 @@ class LogitsModel(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(()))
         self.logits, self.source = logits, source
         self.calls = 0
+
+    def hidden(self, idx):  # the logits stand in for the states; map_logits multiplies them by I
+        return self(idx)
+
+    def map_logits(self, h, fn, *per_token, rows=None):
+        return map_logits(torch.eye(h.shape[-1]), None, h, fn, per_token, rows)
 
     def forward(self, idx):
         if self.source is not None:
@@ -99,3 +106,21 @@ def test_exact_conditionals_of_a_test_split_are_computed_once_per_process(model,
     other = source.sample(8, 20, seed=1)  # another split: computed anew, the old entry dropped
     teacher_forced(model, other, batch_size=4, bf16=False, source=source)
     assert len(calls) == 4 and len(evaluate._TRUTH_CACHE) == 1
+
+
+def test_bf16_metrics_come_from_the_heads_fp32_logits(model):
+    """Under bf16 the teacher-forced metrics read the chunked head's logits (the bias added in fp32, as in
+    training), not bf16 logits: they equal the metrics of fp64 logits of the same states within bf16's
+    precision, with a bias far from 0 (bf16 logits, whose bias is rounded to 0.06, are 3-100x further off)."""
+    model.init_output_bias(torch.arange(40, dtype=torch.float64) ** 3)  # log-unigram biases down to -13
+    blocks = torch.randint(0, 40, (6, 17), generator=torch.Generator().manual_seed(3))
+    tf = teacher_forced(model, blocks, batch_size=4, bf16=True)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        h = model.hidden(blocks[:, :-1])
+    z = h.double() @ model.output_embedding.double().T + model.output_bias.double()
+    logp = z.log_softmax(-1)
+    nll = -logp.gather(-1, blocks[:, 1:, None]).mean().item()
+    entropy = -(logp.exp() * logp).sum(-1).mean().item()
+    assert tf.metrics["tf/nll"] == pytest.approx(nll, abs=1.5e-4)
+    assert tf.metrics["tf/entropy"] == pytest.approx(entropy, abs=1.5e-4)
+    assert tf.metrics["tf/abs_log_z"] == pytest.approx(z.logsumexp(-1).abs().mean().item(), abs=2e-5)

@@ -118,3 +118,40 @@ def test_perf_objective_costs_cover_every_objective():
     costs, skipped = objective_costs(bench, bf16=False, pairs=1, steps=1)
     assert sorted(costs) == sorted(objectives_at_full_work()) and skipped == {}
     assert all(0 < ratio < 100 for ratio in costs.values()), costs
+
+
+def test_perf_times_a_suite_job_in_a_warm_process(tmp_path):
+    """--job runs suite jobs one after another in this process and times those after the first, which warms
+    it: their wall, training and evaluation seconds, the evaluation's share."""
+    out = tmp_path / "job.json"
+    assert perf.main(["--job", "--job-runs", "2", "--job-override", "debug=tiny", "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert len(fig["job_walls_s"]) == 1  # the warm-up job left out
+    assert 0 < fig["job_train_s"] + fig["job_eval_s"] <= fig["job_wall_s"]
+    assert fig["job_eval_share"] == pytest.approx(100 * fig["job_eval_s"] / fig["job_wall_s"])
+
+
+@pytest.mark.slow
+def test_perf_profiles_a_suite_job_by_phase_and_by_op(capsys):
+    """--job --profile: the job's phases (cProfile) and its ops (torch.profiler), in training and evaluation."""
+    assert perf.main(["--job", "--profile", "--job-override", "debug=tiny"]) == 0
+    table = capsys.readouterr().out
+    for row in ("| validation", "| evaluation: teacher-forced", "| backward", "| attention", "| LM head + loss"):
+        assert row in table, row
+    assert "ops of the evaluation" in table and "matrix products" in table
+
+
+def test_op_categories_follow_the_autograd_functions():
+    """An op inside the chunked head's backward counts for the head, a matmul elsewhere for the products."""
+    import torch
+
+    from benchmarks.performance.suite_job import op_shares
+    from lit_modules.core.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=32, context=16, n_layer=1, n_head=2, d_model=16))
+    ids = torch.randint(0, 32, (2, 9))
+    with torch.profiler.profile() as prof:
+        model.nll(model.hidden(ids[:, :-1]), ids[:, 1:]).mean().backward()
+    seconds = op_shares(prof)
+    assert seconds["LM head + loss"] > 0 and seconds["matrix products"] > 0 and seconds["attention"] > 0
+    assert seconds["optimiser"] == 0

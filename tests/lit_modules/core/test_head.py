@@ -18,16 +18,19 @@ def batch():
     return torch.randint(0, V, (3, 11), generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.parametrize("uniform", [False, True], ids=["weighted", "mean"])
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
-def test_chunked_head_matches_full_logits(model, batch, bf16, monkeypatch, full_logits_nll):
-    """Losses, and gradients for a non-uniform weighting of them (the output bias's too), equal those
-    through model(x)."""
+def test_chunked_head_matches_full_logits(model, batch, bf16, uniform, monkeypatch, full_logits_nll):
+    """Losses, and gradients for a non-uniform weighting of them or their mean (the output bias's too: for a
+    mean it is summed in the forward pass), equal those through model(x)."""
     import lit_modules.core.head as chunked
 
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 3 * V)  # several chunks, the last one partial
     model.init_output_bias(torch.arange(V, dtype=torch.float64) ** 2)  # logits h·Eᵀ + b, b far from 0
     inputs, targets = batch[:, :-1], batch[:, 1:]
     weights = torch.rand(targets.shape, generator=torch.Generator().manual_seed(1))
+    if uniform:
+        weights = torch.full(targets.shape, 1 / targets.numel())
 
     def grads(losses_of):
         model.zero_grad()
