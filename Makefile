@@ -80,11 +80,19 @@ test-full: venv
 test-slow: venv
 	$(BIN)/python -m pytest -m slow tests
 
-# on a CUDA machine: the GPU tests (skipped elsewhere), then the GPT-2 preset's tokens/s and MFU, eager and compiled
-gpu-check: venv
-	$(BIN)/python -m pytest tests/test_cuda.py
+# on a CUDA machine, one command of a few minutes: a venv over the machine's own torch (no multi-GB CUDA wheel to
+# fetch where one is installed), only what the check imports, then perf.py --gpu-check: the CUDA tests, GPT-2 124M
+# through the compiled Trainer (tokens/s, MFU), every objective's step cost, a fine-tuning step; one line per
+# figure as it is measured, all of them in runs/gpu_check.json (docs/performance.md)
+GPU_VENV ?= .venv-gpu
+GPU_CHECK_NEEDS := "hydra-core>=1.3,<1.4" "lightning>=2.4" "torchmetrics>=1.4" "tokenizers>=0.19" "matplotlib>=3.8" \
+	"scipy>=1.11" pytest
+gpu-check:
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(GPU_VENV)
+	$(GPU_VENV)/bin/python -c "import torch" 2>/dev/null || $(GPU_VENV)/bin/pip install -q torch
+	$(GPU_VENV)/bin/python -m pip install -q $(GPU_CHECK_NEEDS)
 	mkdir -p runs
-	$(BIN)/python benchmarks/perf.py --preset gpt2 --device cuda --compile --objectives --skip-hf --json runs/perf_gpt2.json
+	PYTHONPATH=. $(GPU_VENV)/bin/python benchmarks/perf.py --gpu-check --json runs/gpu_check.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@
     python benchmarks/perf.py --profile              # where the training step's time goes, op by op
     python benchmarks/perf.py --job                  # a suite job as make bench runs it: wall, train, eval
     python benchmarks/perf.py --job --profile        # where a suite job's time goes: phases, then ops
+    python benchmarks/perf.py --gpu-check --json runs/gpu_check.json   # make gpu-check: a short GPU loan's figures
 
 Default shape: 4 layers, 4 heads, d=256, context 256, vocab 8192, batch 16. Every figure is the median of
 ``--repeats`` timed windows after warm-up steps; every ratio the median of ratios of adjacent, alternating
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.performance.figures import job_figures, measure, profile
+from benchmarks.performance.figures import gpu_check, job_figures, measure, profile
 from benchmarks.performance.harness import PRESETS
 
 
@@ -59,8 +60,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--job-override", action="append", default=[], help="--job: a run.py override (repeat for more)"
     )
+    parser.add_argument(
+        "--gpu-check",
+        action="store_true",
+        help="the CUDA tests, GPT-2 124M through the compiled Trainer (MFU), every objective's step cost, a "
+        "fine-tuning step (preset gpt2 and 8 cost pairs unless given)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.gpu_check:  # a short loan: GPT-2's shape, fewer pairs for the cost table
+        given = set(argv if argv is not None else sys.argv[1:])
+        args.preset = args.preset if "--preset" in given else "gpt2"
+        args.cost_pairs = args.cost_pairs if "--cost-pairs" in given else 8
     if args.nanogpt is not None and not args.nanogpt.is_file():
         parser.error(f"--nanogpt {args.nanogpt}: no such file; give the path of nanoGPT's model.py")
     return args
@@ -68,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.job:
+    if args.gpu_check:
+        gpu_check(args)
+    elif args.job:
         job_figures(args)
     elif args.profile:
         print(profile(args))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
+import time
 
 import torch
 
@@ -21,6 +22,7 @@ from benchmarks.performance.harness import (
     no_cache_generate_tokens_per_s,
     paired,
     profile_train_step,
+    timed,
 )
 from benchmarks.performance.objective_costs import nce_cost_at_large_vocab, objective_costs
 from benchmarks.performance.references import hf_generate_call, nanogpt_train_step, reference_windows
@@ -30,16 +32,20 @@ from lit_modules.core.model import GPT
 
 
 class Figures:
-    """The figures of one perf run: a dict for --json and the printed table's rows."""
+    """The figures of one perf run: a dict for --json and the printed table's rows (``live``: each row also
+    printed as it is measured)."""
 
-    def __init__(self, **header) -> None:
+    def __init__(self, live: bool = False, **header) -> None:
         self.fig: dict[str, float | str | dict] = dict(header)
         self.rows: list[tuple[str, float, str]] = []
+        self.live = live
 
     def add(self, key: str | None, value: float, label: str, unit: str) -> None:
         if key is not None:
             self.fig[key] = value
         self.rows.append((label, value, unit))
+        if self.live:
+            print(f"  {label}: {value:,.2f} {unit}", flush=True)
 
     def print(self, title: str) -> None:
         width = max(len(r[0]) for r in self.rows)
@@ -85,17 +91,22 @@ def training_figures(figures: Figures, args: argparse.Namespace, bench: Bench, n
                 f"raw_train_tokens_per_s_{tag}_compiled", compiled, f"train step, raw loop, {tag}, compiled", "tokens/s"
             )
         precision = "bf16-mixed" if bf16 else "32-true"
-        refs = []
-        if tag != default_tag:
-            windows, _ = bench.trainer_windows(precision)
-        else:  # the references' windows alternate with the Trainer's: (figure name, label, precision, window)
-            refs, workers = reference_windows(args, bench, bf16, hf)
-            between = lambda: {name: window() for name, _, _, window in refs}  # noqa: B023
-            try:
-                windows, between_windows = bench.trainer_windows(precision, between)
-            finally:
-                for shipped in workers:
-                    shipped.close()
+        refs, workers = reference_windows(args, bench, bf16, hf) if tag == default_tag else ([], [])
+        raw_step = bench.train_step(MLE(), bf16)
+        for _ in range(bench.warmup):
+            raw_step()
+        raw_window = lambda: timed(raw_step, 0, bench.steps, 1, bench.sync)  # noqa: B023, E731
+        # the raw loop's windows and the references' alternate with the Trainer's
+        between = lambda: {"raw": raw_window(), **{name: window() for name, _, _, window in refs}}  # noqa: B023
+        try:
+            windows, between_windows = bench.trainer_windows(precision, between)
+        finally:
+            for shipped in workers:
+                shipped.close()
+        overhead = statistics.median(w / b["raw"] for w, b in zip(windows, between_windows, strict=True))
+        figures.add(
+            f"trainer_over_raw_{tag}", overhead, f"Trainer / raw loop, the same step, {tag} (paired windows)", "x"
+        )
         trainer = tokens / statistics.median(windows)
         figures.add(f"trainer_tokens_per_s_{tag}", trainer, f"train step, Lightning Trainer, {tag}", "tokens/s")
         if args.compile:
@@ -144,13 +155,21 @@ def generation_figures(figures: Figures, bench: Bench, bf16: bool, hf: bool) -> 
     figures.add(None, seconds["generation"], "evaluation: 3 decodings x 64 prompts, 32+96", "s")
 
 
-def mfu_figures(figures: Figures, shape: Shape) -> None:
-    """Model FLOPs utilisation of the Trainer's bf16 step on a known GPU."""
-    n_params = GPT(shape.gpt_config()).num_params(non_embedding=False)
+def peak_seconds_per_token(shape: Shape) -> tuple[float, float] | None:
+    """This GPU's dense bf16 peak (FLOP/s) and the seconds of it that one training token's FLOPs take (None: an
+    unknown GPU)."""
     peak = next((v for k, v in GPU_PEAK_BF16.items() if k in torch.cuda.get_device_name()), None)
     if peak is None:
+        return None
+    return peak, shape.flops_per_token(GPT(shape.gpt_config()).num_params(non_embedding=False)) / peak
+
+
+def mfu_figures(figures: Figures, shape: Shape) -> None:
+    """Model FLOPs utilisation of the Trainer's bf16 step on a known GPU."""
+    known = peak_seconds_per_token(shape)
+    if known is None:
         return
-    flops = shape.flops_per_token(n_params) / peak  # seconds of peak compute per token
+    peak, flops = known
     for key, tokens_key, label in (
         ("mfu", "train_tokens_per_s", f"MFU, Trainer bf16 (peak {peak / 1e12:.0f} TFLOP/s)"),
         ("mfu_compiled", "trainer_tokens_per_s_bf16_compiled", "MFU, Trainer bf16, compiled"),
@@ -242,3 +261,80 @@ def job_figures(args: argparse.Namespace) -> None:
     figures.print(f"objbench perf --job: {args.threads} thread(s), torch {torch.__version__}")
     if args.json:
         atomic_write_json(args.json, figures.fig)
+
+
+def fine_tuning_objective(shape: Shape) -> tuple[str, torch.nn.Module]:
+    """The first fine-tuning objective (one that holds a frozen reference) whose sequences fit the shape's rows,
+    at its full work: DPO (preference) at GPT-2's shape."""
+    from benchmarks.performance.objective_costs import objectives_at_full_work
+    from objectives.base import FineTuning, KnobError
+
+    for name, objective in sorted(objectives_at_full_work().items(), key=lambda item: item[0] != "preference"):
+        if isinstance(objective, FineTuning):
+            try:
+                objective.check_fits(shape.objective_length)
+            except KnobError:
+                continue
+            return name, objective
+    raise SystemExit(f"perf.py --gpu-check: no fine-tuning objective fits the preset's rows ({shape.seq} tokens)")
+
+
+def gpu_check(args: argparse.Namespace) -> Figures:
+    """``--gpu-check``: what a short GPU loan must show, each figure printed as it is measured and all of them
+    in ``--json``: the CUDA tests, GPT-2 124M MLE through the Lightning Trainer compiled (tokens/s, MFU), every
+    objective's step cost against MLE's, and one fine-tuning step (DPO with its frozen reference)."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    from xml.etree import ElementTree
+
+    from benchmarks.performance.objective_costs import objective_costs
+
+    keep_freed_memory()
+    if args.device == "cuda":
+        torch.set_float32_matmul_precision("high")
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    figures = Figures(live=True, device=device, shape=PRESETS[args.preset], torch=torch.__version__)
+    print(f"objbench gpu-check: {device}, preset {args.preset}, torch {torch.__version__}", flush=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "cuda.xml"
+        tests = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}", "tests/test_cuda.py"],
+            capture_output=True,
+            text=True,
+        )
+        suite = ElementTree.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+    counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    figures.fig["cuda_tests"] = {"returncode": tests.returncode, **counts}
+    label = f"CUDA tests passed (of {counts['tests']}; {counts['skipped']} skipped, {counts['failures']} failed)"
+    figures.add(None, counts["passed"], label, "tests")
+    if tests.returncode not in (0, 5):
+        print(tests.stdout[-3000:], flush=True)
+    figures.add("cuda_tests_s", time.perf_counter() - t0, "CUDA tests, wall", "s")
+    shape = Shape(**PRESETS[args.preset])
+    bench = Bench(shape, args.device, args.warmup, args.steps, args.repeats)
+    t0 = time.perf_counter()
+    windows, _ = bench.trainer_windows("bf16-mixed", compile_model=True)
+    tokens = shape.batch * shape.seq
+    compiled = tokens / statistics.median(windows)
+    figures.add("trainer_tokens_per_s_bf16_compiled", compiled, "MLE through the Trainer, bf16, compiled", "tokens/s")
+    figures.add("trainer_compiled_wall_s", time.perf_counter() - t0, "  its wall, the compilation included", "s")
+    known = peak_seconds_per_token(shape) if args.device == "cuda" else None
+    if known is not None:
+        figures.add("mfu_compiled", 100 * compiled * known[1], "MFU, Trainer bf16, compiled (goal: 45%)", "%")
+    costs, skipped = objective_costs(bench, True, args.cost_pairs, args.cost_steps)
+    figures.fig["objective_step_cost_vs_mle"], figures.fig["objective_step_cost_skipped"] = costs, skipped
+    for name, ratio in costs.items():
+        figures.add(None, ratio, f"step cost {name} / mle (eager)", "x")
+    name, tuner = fine_tuning_objective(bench.shape)
+    seconds = timed(bench.train_step(tuner, True), args.warmup, args.steps, args.repeats, bench.sync)
+    figures.fig["fine_tuning_objective"] = name
+    figures.add("fine_tuning_step_s", seconds, f"one fine-tuning step: {name}, its frozen reference, eager", "s")
+    figures.print(f"objbench gpu-check: {device}, preset {args.preset}")
+    if args.json:
+        atomic_write_json(args.json, figures.fig)
+    return figures

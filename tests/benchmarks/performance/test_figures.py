@@ -58,6 +58,7 @@ def test_perf_writes_every_promised_figure(tmp_path, capsys):
         "train_tokens_per_s",
         "generate_tokens_per_s",
         "raw_train_tokens_per_s_fp32",
+        "trainer_over_raw_fp32",  # the Trainer's windows against the raw loop's, alternating
         "nanogpt_train_tokens_per_s_fp32",
         "ratio_raw_train_vs_nanogpt_fp32",
         "ratio_train_vs_nanogpt_fp32",
@@ -155,3 +156,19 @@ def test_op_categories_follow_the_autograd_functions():
     seconds = op_shares(prof)
     assert seconds["LM head + loss"] > 0 and seconds["matrix products"] > 0 and seconds["attention"] > 0
     assert seconds["optimiser"] == 0
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_end_to_end_and_writes_one_json(tmp_path, capsys):
+    """--gpu-check (make gpu-check's figures), here on the CPU at the micro shape: the CUDA tests (skipped
+    without a GPU), the compiled Trainer, every objective's step cost, a fine-tuning step; a line per figure
+    as it is measured, all of them in one JSON."""
+    out = tmp_path / "gpu_check.json"
+    small = ["--device", "cpu", "--preset", "micro", "--repeats", "1", "--steps", "1", "--warmup", "1"]
+    assert perf.main(["--gpu-check", *small, "--cost-pairs", "1", "--cost-steps", "1", "--json", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["cuda_tests"]["returncode"] == 0 and fig["cuda_tests"]["skipped"] > 0
+    assert fig["trainer_tokens_per_s_bf16_compiled"] > 0 and fig["fine_tuning_step_s"] > 0
+    assert "mle" in fig["objective_step_cost_vs_mle"] and fig["shape"] == perf.PRESETS["micro"]
+    printed = capsys.readouterr().out
+    assert "MLE through the Trainer, bf16, compiled:" in printed and "step cost nce / mle (eager):" in printed
