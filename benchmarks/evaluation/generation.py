@@ -10,7 +10,7 @@ import torch
 
 from benchmarks.evaluation.metrics import NgramIndex, copy_share, generation_metrics, per_continuation
 from benchmarks.evaluation.names import metric_key
-from benchmarks.evaluation.teacher_forced import autocast_context, batches
+from benchmarks.evaluation.teacher_forced import EVAL_ROWS, STAT_COLUMNS, autocast_context, batches, token_stats
 from lit_modules.core.decoding import DecodingConfig, generate
 from lit_modules.core.head import at_targets
 from lit_modules.core.model import GPT
@@ -56,9 +56,9 @@ def continuation_stats(
     entropy, sample_nll = [], []
     for batch in batches(seqs, batch_size):
         with autocast_context(model, bf16):
-            logits = model(batch[:, :-1].to(device))[:, P - 1 :]  # predictions of the continuation
-        logp = logits.float().log_softmax(-1)
-        entropy.append(-(logp.exp() * logp).sum(-1).mean(-1).cpu())
+            h = model.hidden(batch[:, :-1].to(device))[:, P - 1 :]  # predictions of the continuation
+            stats = model.map_logits(h, token_stats, batch[:, P:].to(device), rows=EVAL_ROWS)  # the head's fp32 logits
+        entropy.append(stats[..., STAT_COLUMNS.index("entropy")].double().mean(-1).cpu())
         if source is not None:
             true_logp = source.log_conditionals(batch)[:, P:]  # (b, C, V)
             sample_nll.append(-at_targets(true_logp, batch[:, P:]).double().mean(-1))
