@@ -15,7 +15,9 @@ Lightning loop, the objective's glue, logging.
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
+import io
 import pstats
 import statistics
 import tempfile
@@ -75,8 +77,8 @@ def run_one(objective: str, overrides: list[str], callbacks: list[pl.Callback] |
     """One suite job (seed 1) in a fresh directory, as run.py runs it; its wall, train and eval seconds."""
     import json
 
-    with tempfile.TemporaryDirectory(prefix="objbench-job-") as tmp:
-        run_dir = Path(tmp) / "run"
+    with tempfile.TemporaryDirectory(prefix="objbench-job-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        run_dir = Path(tmp) / "run"  # the job's own summary is not printed
         t0 = time.perf_counter()
         app.launch(
             job_argv(objective, run_dir, overrides),
