@@ -236,13 +236,22 @@ def profile(args: argparse.Namespace) -> str:
 
 def job_figures(args: argparse.Namespace) -> None:
     """``--job``: a suite job's wall, training and evaluation seconds in a warm process (the median of
-    ``--job-runs`` − 1 jobs), the machine's matmul speed beside them; with ``--profile``, where its time goes."""
+    ``--job-runs`` − 1 jobs), the machine's matmul speed beside them; with ``--profile``, where its time goes.
+    Runs on ``--threads`` threads, and gives the process its thread count back after."""
+    if args.job_runs < 1:
+        raise SystemExit(f"perf.py: --job-runs {args.job_runs}: give at least 1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        _job_figures(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _job_figures(args: argparse.Namespace) -> None:
     from benchmarks.performance.suite_job import median_job, profile_job, time_jobs
     from benchmarks.runner.cli import quiet_lightning
 
-    if args.job_runs < 1:
-        raise SystemExit(f"perf.py: --job-runs {args.job_runs}: give at least 1")
-    torch.set_num_threads(args.threads)
     quiet_lightning()
     overrides = ["trainer.enable_progress_bar=false", *args.job_override]
     if args.profile:

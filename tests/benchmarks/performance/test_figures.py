@@ -124,8 +124,12 @@ def test_perf_objective_costs_cover_every_objective():
 def test_perf_times_a_suite_job_in_a_warm_process(tmp_path):
     """--job runs suite jobs one after another in this process and times those after the first, which warms
     it: their wall, training and evaluation seconds, the evaluation's share."""
+    import torch
+
     out = tmp_path / "job.json"
+    threads = torch.get_num_threads()
     assert perf.main(["--job", "--job-runs", "2", "--job-override", "debug=tiny", "--json", str(out)]) == 0
+    assert torch.get_num_threads() == threads  # one thread for the jobs, the process's count back after
     fig = json.loads(out.read_text())
     assert len(fig["job_walls_s"]) == 1  # the warm-up job left out
     assert 0 < fig["job_train_s"] + fig["job_eval_s"] <= fig["job_wall_s"]
