@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = suite_seed_overrides(argv)
             check_sweep_dir(argv, "run")
         return app.run_hydra(hydra_main, argv)
-    app.launch(argv, "run", prepare=plan, task=job.run)
+    app.launch(argv, "run", prepare=plan, task=job.run, check_dir=job.check_run_dir_free)
     return 0
 
 

@@ -34,10 +34,15 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
 
 
 def launch(
-    argv: list[str], config_name: str, prepare: Callable[[DictConfig, str], Any], task: Callable[[Any, Path], Any]
+    argv: list[str],
+    config_name: str,
+    prepare: Callable[[DictConfig, str], Any],
+    task: Callable[[Any, Path], Any],
+    check_dir: Callable[[Any, Path], None] | None = None,
 ) -> Any:
     """One job of ``configs/<config_name>.yaml`` with the command line's overrides: ``prepare(job config,
-    objective name)`` checks it, then ``task(prepared, run directory)`` runs inside Hydra's ``run_job``."""
+    objective name)`` checks it, ``check_dir(prepared, run directory)`` the directory (before Hydra writes its
+    ``.hydra/`` there), then ``task(prepared, run directory)`` runs inside Hydra's ``run_job``."""
     from hydra import initialize_config_dir
     from hydra._internal.callbacks import Callbacks
     from hydra.core.global_hydra import GlobalHydra
@@ -51,6 +56,8 @@ def launch(
         objective = cfg.hydra.runtime.choices.get("objective", "objective")
         prepared = user_errors_as_one_line(prepare)(without_hydra(cfg), objective)
         check_output_dir(str(cfg.hydra.run.dir), "hydra.run.dir")
+        if check_dir is not None:
+            user_errors_as_one_line(check_dir)(prepared, Path(str(cfg.hydra.run.dir)))
         context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks(cfg))
 
         def job(_: DictConfig) -> Any:  # a user error leaves as one line (SystemExit passes run_job by)

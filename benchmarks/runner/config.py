@@ -148,6 +148,7 @@ class Plan:
     label: str
     seed: int
     resume: bool
+    overwrite: bool
     compile: bool
     model: GPTConfig
     data_module: type[BlockDataModule]
@@ -174,6 +175,8 @@ def plan(cfg: DictConfig, objective_name: str) -> Plan:
     seed, resume, compile_ = cfg.seed, cfg.get("resume", False), cfg.get("compile", False)
     require("seed", seed, is_int(seed) and 0 <= seed < 2**32, "use an integer in [0, 2^32)")
     require("resume", resume, isinstance(resume, bool), "use true or false")
+    overwrite = cfg.get("overwrite", False)
+    require("overwrite", overwrite, isinstance(overwrite, bool), "use true or false")
     require("compile", compile_, isinstance(compile_, bool), "use true or false")
     data_settings = container(cfg.data)
     data_module = data_module_class(data_settings.pop("_target_", None))
@@ -188,6 +191,7 @@ def plan(cfg: DictConfig, objective_name: str) -> Plan:
         label=run_label(objective_name, container(cfg.get("aux")) or {}),
         seed=seed,
         resume=resume,
+        overwrite=overwrite,
         compile=compile_,
         model=typed(GPTConfig, {**container(cfg.model), "vocab_size": data.vocab_size}, "model"),
         data_module=data_module,

@@ -37,10 +37,38 @@ def run(plan: Plan, run_dir: Path, callbacks: Sequence[pl.Callback] = (), evalua
     processes of a distributed run). ``callbacks`` join the Trainer's (the tuner's pruning);
     ``evaluation=False`` stops after training and validation (val/ metrics only)."""
     with run_dir_lock(run_dir):
+        check_run_dir_free(plan, Path(run_dir))
+        if plan.overwrite:
+            clear_run(Path(run_dir))
         datamodule, system, trainer = train(plan, Path(run_dir), callbacks, evaluation)
         if not trainer.is_global_zero:
             return {}
         return evaluate_and_write(plan, Path(run_dir), datamodule, system, trainer, evaluation)
+
+
+RUN_FILES = ("results.json", "samples.jsonl", "tokenizer.json", "failed.json")  # and checkpoints/, tb/
+
+
+def check_run_dir_free(plan: Plan, run_dir: Path) -> None:
+    """A directory that holds a run (its results.json or checkpoint) is not written over by a fresh run: one line
+    that names the ways on, unless ``resume=true`` (continue it) or ``overwrite=true`` (replace it)."""
+    held = [p for p in (run_dir / "results.json", run_dir / "checkpoints" / "last.ckpt") if p.exists()]
+    if held and not (plan.resume or plan.overwrite):
+        raise ConfigError(
+            f"{run_dir} already holds a run ({held[0].relative_to(run_dir)}); resume=true continues it (same config), "
+            "overwrite=true replaces it, or use another hydra.run.dir"
+        )
+
+
+def clear_run(run_dir: Path) -> None:
+    """overwrite=true: the earlier run's files go before the new run writes its own (its TensorBoard events
+    would otherwise show beside the new ones)."""
+    import shutil
+
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("checkpoints", "tb"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def build(plan: Plan) -> tuple[BlockDataModule, LanguageModelSystem]:

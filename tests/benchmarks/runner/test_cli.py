@@ -87,3 +87,29 @@ def test_cfg_job_prints_the_composed_config(cli):
     proc = cli("run", "debug=tiny", "objective=nce", "--cfg", "job")
     assert proc.returncode == 0, proc.stderr
     assert "_target_: objectives.nce.NCE" in proc.stdout and "max_steps: 3" in proc.stdout
+
+
+def test_a_fresh_run_into_a_run_directory_is_refused_not_written_over(tmp_path, capsys):
+    """A second run with resume=false and another knob into a directory that holds a run: one line naming
+    resume=true and overwrite=true, exit 2, the earlier run's results, config and checkpoint untouched;
+    overwrite=true replaces the run (its TensorBoard run too)."""
+    import json
+
+    from benchmarks.run import main
+
+    out = tmp_path / "run"
+    assert main(["debug=tiny", "objective=label_smoothing", f"hydra.run.dir={out}"]) == 0
+    kept = [out / "results.json", out / ".hydra" / "config.yaml", out / "checkpoints" / "last.ckpt"]
+    before = [p.read_bytes() for p in kept]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["debug=tiny", "objective=label_smoothing", "objective.eps=0.3", f"hydra.run.dir={out}"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "already holds a run (results.json)" in lines[0]
+    assert "resume=true" in lines[0] and "overwrite=true" in lines[0]
+    assert [p.read_bytes() for p in kept] == before
+    argv = ["debug=tiny", "objective=label_smoothing", "objective.eps=0.3", "overwrite=true", f"hydra.run.dir={out}"]
+    assert main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["config"]["objective"]["eps"] == 0.3
+    assert [d.name for d in (out / "tb").iterdir()] == ["label_smoothing (eps=0.3)"]  # the earlier run's gone
