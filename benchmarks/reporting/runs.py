@@ -3,6 +3,7 @@ grouped into rows of one objective (and knob setting) over seeds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ class Run:
     def __init__(self, path: Path, data: dict, failed: bool = False) -> None:
         self.path, self.data, self.failed = path, data, failed
         self.config: dict = data.get("config") or {}
-        self.objective = data.get("objective", path.parent.name)
+        folder = path.parent  # a suite's layout: <objective>/seed_<s>/
+        self.objective = data.get("objective", folder.parent.name if folder.name.startswith("seed_") else folder.name)
         self.seed = self.config.get("seed")
         self.metrics: dict[str, float] = data.get("metrics", {})
         self._per_prompt: dict[str, list[float]] | None = None
@@ -47,39 +49,72 @@ class Run:
         return self._per_prompt
 
 
+def newer(a: Path, b: Path) -> bool:
+    """Whether file ``a`` was written after file ``b`` (``b`` absent: True)."""
+    return not b.exists() or a.stat().st_mtime > b.stat().st_mtime
+
+
 def collect(root: Path) -> list[Run]:
+    """Every run below ``root``: a results.json; a failed.json (a failed sweep job), which wins over a results.json
+    written before it (a later rerun that failed); a run directory with a checkpoint but neither (a job killed or
+    still running), which counts as unfinished."""
     if not root.is_dir():
         raise DataError(f"{root} is not a directory of runs")
     runs = []
     for path in sorted(root.rglob("results.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-                raise DataError("no metrics")
-            bad = [k for k, v in data["metrics"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
-            if bad:
-                raise DataError(f"metric {bad[0]!r} is {data['metrics'][bad[0]]!r}, not a number")
-            history = data.get("history", {}).get("val/nll", [])
-            if not isinstance(history, list) or not all(
-                isinstance(h, list) and len(h) == 2 and all(isinstance(x, (int, float)) for x in h) for h in history
-            ):
-                raise DataError("history/val/nll is not a list of [step, value] pairs")
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DataError(
-                f"{path} is not a valid results file ({str(e).splitlines()[0][:80]}); delete it or rerun that job"
-            ) from None
-        runs.append(Run(path, data))
+        if not newer(path, path.parent / "failed.json"):
+            continue  # a later rerun failed: its failed.json is the job's outcome
+        runs.append(Run(path, read_results(path)))
     for path in sorted(root.rglob("failed.json")):
-        if (path.parent / "results.json").exists():
+        if not newer(path, path.parent / "results.json"):
             continue  # a later rerun succeeded
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             data = {"error": "failed (unreadable failed.json)"}
+        if not isinstance(data, dict):
+            data = {"error": "failed (failed.json holds no JSON object)"}
         runs.append(Run(path, data, failed=True))
+    for checkpoint in sorted(root.rglob("checkpoints/last.ckpt")):
+        run_dir = checkpoint.parent.parent
+        if not (run_dir / "results.json").exists() and not (run_dir / "failed.json").exists():
+            runs.append(unfinished_run(run_dir))
     if not runs:
         raise DataError(f"{root} holds no runs (no results.json or failed.json below it)")
     return runs
+
+
+def read_results(path: Path) -> dict:
+    """A results.json, checked for what the report reads; one DataError naming the file if it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+            raise DataError("no metrics")
+        bad = [k for k, v in data["metrics"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
+        if bad:
+            raise DataError(f"metric {bad[0]!r} is {data['metrics'][bad[0]]!r}, not a number")
+        history = data.get("history", {}).get("val/nll", [])
+        if not isinstance(history, list) or not all(
+            isinstance(h, list) and len(h) == 2 and all(isinstance(x, (int, float)) for x in h) for h in history
+        ):
+            raise DataError("history/val/nll is not a list of [step, value] pairs")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"{path} is not a valid results file ({str(e).splitlines()[0][:80]}); delete it or rerun that job"
+        ) from None
+    return data
+
+
+def unfinished_run(run_dir: Path) -> Run:
+    """A run directory with a checkpoint and no outcome: the objective and seed from Hydra's saved config."""
+    from omegaconf import OmegaConf
+
+    config, objective = {}, run_dir.parent.name if run_dir.name.startswith("seed_") else run_dir.name
+    with contextlib.suppress(Exception):  # an unreadable .hydra/ leaves the directory's own names
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+        objective = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices.objective
+    error = "unfinished: a checkpoint but no results.json (killed, or still running)"
+    return Run(run_dir / "checkpoints" / "last.ckpt", {"objective": objective, "error": error, "config": config}, True)
 
 
 def _pick(config: dict, dotted: str):

@@ -7,6 +7,7 @@ nowhere else. Everything a user can get wrong is one ``ConfigError`` line before
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,8 +122,8 @@ def auxiliary_terms(aux: Any) -> tuple[AuxiliaryTerm, ...]:
                 if offers_term(objective_class(load_option("objective", n)["_target_"]))
             ]
             raise ConfigError(f"aux.{name} is not an auxiliary term; choose from: {', '.join(offered)}")
-        ok = is_int(weight) or isinstance(weight, float)
-        require(f"aux.{name}", weight, ok and weight >= 0, "use a weight >= 0")
+        ok = (is_int(weight) or isinstance(weight, float)) and math.isfinite(weight) and weight >= 0
+        require(f"aux.{name}", weight, ok, "use a finite weight >= 0")
         terms.append(auxiliary_term(name, config, float(weight)))
     return tuple(terms)
 
@@ -184,7 +185,13 @@ def plan(cfg: DictConfig, objective_name: str) -> Plan:
     trainer = TrainerConfig.from_settings(container(cfg.trainer))
     evaluation = typed(EvalConfig, container(cfg.eval), "eval")
     suite = typed(SuiteConfig, container(cfg.suite), "suite") if cfg.get("suite") is not None else None
-    objective = build_objective(container(cfg.objective), auxiliary_terms(cfg.get("aux")))
+    terms = auxiliary_terms(cfg.get("aux"))
+    if objective_name in (container(cfg.get("aux")) or {}):
+        raise ConfigError(
+            f"aux.{objective_name} is the objective itself (objective={objective_name}): its term would count twice; "
+            "set the objective's own knob instead, or add the term to another objective"
+        )
+    objective = build_objective(container(cfg.objective), terms)
     result = Plan(
         cfg=cfg,
         objective_name=objective_name,

@@ -277,7 +277,7 @@ def test_auxiliary_terms_are_validated():
         auxiliary_terms({"zloss": 1.0})
     with pytest.raises(ConfigError, match="aux.simctg is not an auxiliary term"):
         auxiliary_terms({"simctg": 1.0})
-    with pytest.raises(ConfigError, match=r"aux.z_loss=-1 is not allowed; use a weight >= 0"):
+    with pytest.raises(ConfigError, match=r"aux.z_loss=-1 is not allowed; use a finite weight >= 0"):
         auxiliary_terms({"z_loss": -1})
     terms = auxiliary_terms({"z_loss": 1, "label_smoothing": 0.1})
     assert [(t.name, t.weight) for t in terms] == [("z_loss", 1.0), ("label_smoothing", 0.1)]

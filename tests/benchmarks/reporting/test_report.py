@@ -97,3 +97,36 @@ def test_report_shows_mauve_highest_bold_and_plots_it_against_distinct_4(tmp_pat
     assert "| mixce | sample | 0.962 ± 0.002 | **0.860 ± 0.012** |" in report
     assert "| mixce | sample | +0.000 ± 0.000 | +0.150 ± 0.000 † |" in report
     assert (tmp_path / "plots" / "quality_vs_diversity.png").stat().st_size > 10_000
+
+
+def test_unfinished_stale_and_odd_jobs_count_as_failed(tmp_path, fake_run, cli):
+    """A job killed mid-training (a checkpoint, no results.json, no failed.json) is unfinished, not absent from
+    the count; a failed.json newer than the job's results.json is its outcome; a failed.json holding a JSON list
+    is read as a failure, not a traceback. --strict then exits 1."""
+    import json
+    import os
+
+    for seed in (1, 2):
+        fake_run(tmp_path, "mle", seed, 3.5 + seed / 100)
+    killed = tmp_path / "nce" / "seed_1"
+    (killed / "checkpoints").mkdir(parents=True)
+    (killed / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (killed / ".hydra").mkdir()
+    (killed / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (killed / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      objective: nce\n")
+    fake_run(tmp_path, "nce", 2, 3.6)
+    stale = tmp_path / "nce" / "seed_2"
+    (stale / "failed.json").write_text(json.dumps({"objective": "nce", "error": "boom", "config": {"seed": 2}}))
+    os.utime(stale / "results.json", (1, 1))  # the results are older than the rerun that failed
+    odd = tmp_path / "tailr" / "seed_1"
+    odd.mkdir(parents=True)
+    (odd / "failed.json").write_text("[1, 2]")
+    runs = collect(tmp_path)
+    failed = sorted((r.objective, r.data["error"]) for r in runs if r.failed)
+    assert failed == [
+        ("nce", "boom"),
+        ("nce", "unfinished: a checkpoint but no results.json (killed, or still running)"),
+        ("tailr", "failed (failed.json holds no JSON object)"),
+    ]
+    proc = cli("report", str(tmp_path), "--strict")
+    assert proc.returncode == 1, proc.stderr

@@ -29,7 +29,10 @@ BAD = [
     (["eval.mauve=maybe"], "eval.mauve='maybe' is not allowed; use auto, true or false"),
     (["objective=mle", "+objective.eps=0.1"], "objective.eps is not a knob of mle; its knobs: none"),
     (["aux={zloss:1e-4}"], "aux.zloss is not an auxiliary term; choose from: entropy_penalty, label_smoothing, z_loss"),
-    (["aux={z_loss:-1}"], "aux.z_loss=-1 is not allowed; use a weight >= 0"),
+    (["aux={z_loss:-1}"], "aux.z_loss=-1 is not allowed; use a finite weight >= 0"),
+    (["aux={z_loss:inf}"], "aux.z_loss=inf is not allowed; use a finite weight >= 0"),  # was: trained, then NaN
+    (["objective=z_loss", "aux={z_loss:1e-4}"], "aux.z_loss is the objective itself (objective=z_loss)"),
+    (["model.context=0"], "model.context=0 is not allowed; use a positive integer"),
     (["objective=gold"], "objective.start_step=200 is not allowed; it must be below trainer.max_steps=3"),
     (["seed=-1"], "seed=-1 is not allowed; use an integer in [0, 2^32)"),
     (["seed=abc"], "seed='abc' is not allowed; use an integer in [0, 2^32)"),

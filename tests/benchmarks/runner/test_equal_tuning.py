@@ -1,6 +1,7 @@
 """Equal tuning effort (benchmarks/tuned.py): the same budget per objective, the suite at the best knobs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,3 +46,12 @@ def test_every_objective_gets_the_same_budget_then_the_suite(tmp_path, cli):
     assert (out / "expected_best.png").stat().st_size > 5000
     again = cli("tuned", *command)  # rerun: nothing left to do
     assert again.returncode == 0 and json.loads((out / "studies.json").read_text())["label_smoothing"]["trials"] == 2
+
+
+def test_tuned_writes_under_the_command_lines_run_root():
+    """run_root=... moves tuned.py's output and the default-knob suite it compares with, as it moves run.py's."""
+    from benchmarks.tuned import output_dirs
+
+    assert output_dirs(None, None, ["tune.n_trials=2"]) == (Path("runs/tuned"), Path("runs/suite"))
+    assert output_dirs(None, None, ["run_root=/tmp/x"]) == (Path("/tmp/x/tuned"), Path("/tmp/x/suite"))
+    assert output_dirs(Path("o"), Path("s"), ["run_root=/tmp/x"]) == (Path("o"), Path("s"))
