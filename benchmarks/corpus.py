@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.runner.cli import user_errors_as_one_line
+from benchmarks.runner.cli import check_output_dir, fail, user_errors_as_one_line
 from lit_modules.core.corpora import shakespeare
 
 
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default: data/<corpus>.txt")
     args = parser.parse_args(argv)
     out = args.out or Path("data") / f"{args.corpus}.txt"
+    if out.is_dir():
+        fail(f"--out {out}: a directory; give the path of the text file to write")
+    check_output_dir(str(out.parent), "--out")  # before the download: one line
     n = user_errors_as_one_line(shakespeare)(out)
     print(f"{out}: {n} documents, {out.stat().st_size / 1e6:.1f} MB")
     return 0

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.reporting.report import write_report
-from benchmarks.runner.cli import fail, user_errors_as_one_line
+from benchmarks.runner.cli import check_output_dir, fail, user_errors_as_one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "--strict", action="store_true", help="exit 1 when a job failed (after writing everything; make bench uses it)"
     )
     args = parser.parse_args(argv)
+    check_output_dir(str(args.out or args.runs), "--out" if args.out else "runs")  # before any work: one line
     report = user_errors_as_one_line(write_report)(args.runs, args.out, args.readme, args.readme_block)
     failed = [f"{row.objective} seed {s}" for row in report.rows.values() for s in sorted(row.failed)]
     if args.strict and failed:

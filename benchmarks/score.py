@@ -24,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("samples", type=Path, help="a samples.jsonl file written by benchmarks/run.py")
     parser.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     args = parser.parse_args(argv)
-    metrics = user_errors_as_one_line(lambda: score(read_samples(args.samples)))()
+    samples = user_errors_as_one_line(read_samples)(args.samples)
+    counts = ", ".join(f"{name} {len(records)}" for name, records in samples.items())
+    print(f"{args.samples}: {sum(len(r) for r in samples.values())} samples ({counts})")
+    if len({len(records) for records in samples.values()}) > 1:
+        print("  the decodings have different counts: a run writes as many of each (a truncated file?)")
+    metrics = user_errors_as_one_line(score)(samples)
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
         print(f"{key:<{width}}  {value:10.4f}")

@@ -15,7 +15,9 @@ import torch
 
 
 def ngrams(seqs: torch.Tensor, n: int) -> torch.Tensor:
-    """(N, L) token ids -> (N, L-n+1, n) sliding n-grams."""
+    """(N, L) token ids -> (N, L-n+1, n) sliding n-grams; none, (N, 0, n), in rows shorter than n."""
+    if seqs.shape[1] < n:
+        return seqs.new_empty((seqs.shape[0], 0, n))
     return seqs.unfold(1, n, 1)
 
 

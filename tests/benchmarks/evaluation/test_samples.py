@@ -57,3 +57,18 @@ def test_score_json_to_an_unwritable_path_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --json {path / 's.json'}: cannot write it (")
     assert len(err.splitlines()) == 1
+
+
+def test_score_says_how_many_samples_of_which_decodings_it_read(tmp_path, capsys):
+    """A truncated samples.jsonl (whole lines cut off) is scored, and the count per decoding is printed, with a
+    word when the decodings' counts differ (was: metrics of 3 samples with no word of it). Continuations shorter
+    than an n-gram (2 tokens: no 3- or 4-grams) are scored too (was: a RuntimeError from unfold)."""
+    from benchmarks.score import main
+
+    path = tmp_path / "samples.jsonl"
+    lines = [{"decoding": "greedy", "continuation": [1, 2, 3, 1]}] * 3 + [{"decoding": "top_p", "continuation": [4, 5]}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{path}: 4 samples (greedy 3, top_p 1)"
+    assert "different counts" in out[1]

@@ -130,3 +130,14 @@ def test_unfinished_stale_and_odd_jobs_count_as_failed(tmp_path, fake_run, cli):
     ]
     proc = cli("report", str(tmp_path), "--strict")
     assert proc.returncode == 1, proc.stderr
+
+
+def test_report_into_a_read_only_directory_is_one_line(tmp_path, fake_run, read_only_dir, cli):
+    """--out on a read-only disk: one line and exit 2 before any work (was: an OSError from the plot writer)."""
+    fake_run(tmp_path / "runs", "mle", 1, 3.5)
+    proc = cli("report", str(tmp_path / "runs"), "--out", str(read_only_dir / "report"))
+    assert proc.returncode == 2, proc.stderr
+    target = read_only_dir / "report"
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --out: cannot make '{target}': {read_only_dir} is read-only or not writable by this user"
+    ]

@@ -113,3 +113,20 @@ def test_a_fresh_run_into_a_run_directory_is_refused_not_written_over(tmp_path, 
     assert main(argv) == 0
     assert json.loads((out / "results.json").read_text())["config"]["objective"]["eps"] == 0.3
     assert [d.name for d in (out / "tb").iterdir()] == ["label_smoothing (eps=0.3)"]  # the earlier run's gone
+
+
+def test_corpus_output_under_a_file_is_refused_before_the_download(tmp_path, capsys, monkeypatch):
+    """corpus.py --out X/y.txt where X is a file: one line and exit 2, nothing fetched (was: a download, then a
+    FileExistsError traceback)."""
+    import lit_modules.core.corpora as corpora
+    from benchmarks.corpus import main
+
+    monkeypatch.setattr(corpora, "download", lambda *a: pytest.fail("downloaded before checking --out"))
+    blocker = tmp_path / "X"
+    blocker.write_text("a file")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["shakespeare", "--out", str(blocker / "y.txt")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --out: cannot make '{blocker}': {blocker} is a file, not a directory"
+    ]
