@@ -243,3 +243,22 @@ def check_across_groups(p: Plan) -> None:
         )
     p.objective.check_fits(limit)
     p.objective.check_steps(p.trainer.max_steps)
+    check_mauve(p)
+
+
+def check_mauve(p: Plan) -> None:
+    """MAUVE's needs, before any work (they were found after training): real text, and at least its minimum
+    of continuations per side."""
+    from benchmarks.evaluation import mauve
+
+    if p.eval.mauve is True and p.synthetic:
+        raise ConfigError(
+            "eval.mauve=true on the synthetic source: MAUVE's English sentence encoder cannot read its pseudo-words; "
+            "use eval.mauve=auto (on for real text) or false"
+        )
+    on = p.eval.mauve is True or (p.eval.mauve == "auto" and not p.synthetic and mauve.installed())
+    if on and p.eval.num_prompts < mauve.MIN_TEXTS:
+        raise ConfigError(
+            f"eval.num_prompts={p.eval.num_prompts} gives MAUVE fewer than its {mauve.MIN_TEXTS} continuations; "
+            f"use eval.num_prompts >= {mauve.MIN_TEXTS}, or eval.mauve=false"
+        )

@@ -27,6 +27,7 @@ BAD = [
     (["compile=maybe"], "compile='maybe' is not allowed; use true or false"),
     (["data=text"], "data=text needs data.files"),
     (["eval.mauve=maybe"], "eval.mauve='maybe' is not allowed; use auto, true or false"),
+    (["eval.mauve=true"], "eval.mauve=true on the synthetic source: MAUVE's English sentence encoder cannot read"),
     (["objective=mle", "+objective.eps=0.1"], "objective.eps is not a knob of mle; its knobs: none"),
     (["aux={zloss:1e-4}"], "aux.zloss is not an auxiliary term; choose from: entropy_penalty, label_smoothing, z_loss"),
     (["aux={z_loss:-1}"], "aux.z_loss=-1 is not allowed; use a finite weight >= 0"),
@@ -142,3 +143,15 @@ def test_every_typed_group_is_the_yaml_it_checks():
     assert {f.name: getattr(TrainerConfig(), f.name) for f in fields(TrainerConfig) if f.name != "extra"} == {
         f.name: trainer[f.name] for f in fields(TrainerConfig) if f.name != "extra"
     }
+
+
+@pytest.mark.parametrize("setting", ["auto", "true"])
+def test_too_few_prompts_for_mauve_is_refused_before_training(setting, text_corpus, tmp_path, cli_error):
+    """Real text with MAUVE on (auto: the extra is installed in the tests) and 8 prompts: one line before any work
+    (was: training and generation, then exit 2 without results)."""
+    line = cli_error(
+        ["data=text", f"data.files=[{text_corpus / 'corpus.txt'}]", "eval.num_prompts=8", f"eval.mauve={setting}"],
+        tmp_path / "run",
+    )
+    assert "eval.num_prompts=8 gives MAUVE fewer than its 10 continuations" in line
+    assert not (tmp_path / "run" / "tb").exists()
