@@ -20,6 +20,7 @@ from benchmarks.runner.cli import (
     check_group_choices,
     check_sweep_dir,
     expand_overrides_file,
+    force_swept_knobs,
     hands_to_hydra,
     quiet_lightning,
     suite_seed_overrides,
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_lightning()
     if hands_to_hydra(argv):
         if any(a in ("-m", "--multirun") for a in argv):
-            argv = suite_seed_overrides(argv)
+            argv = force_swept_knobs(suite_seed_overrides(argv))
             check_sweep_dir(argv, "run")
         return app.run_hydra(hydra_main, argv)
     app.launch(argv, "run", prepare=plan, task=job.run, check_dir=job.check_run_dir_free)

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
-from benchmarks.runner.config import CONFIG_DIR, available, check_seeds
+from benchmarks.runner.config import CONFIG_DIR, available, check_seeds, load_option
 from lit_modules.core.errors import UserError
 
 GROUPS = ("objective", "model", "data", "trainer", "suite", "debug")
@@ -114,6 +114,50 @@ def check_group_choices(argv: Sequence[str]) -> None:
         for value in values:
             if value not in options and value != "null":
                 fail(f"{group}={value} is not available; choose one of: {', '.join(options)}")
+    check_swept_knobs(parsed)
+
+
+def check_swept_knobs(parsed: list) -> None:
+    """A knob set on the command line (``objective.eps=0.2``) for several objectives at once (``-m
+    objective=label_smoothing,z_loss`` or ``glob(*)``) must be a knob of each: one line naming the one that
+    lacks it (Hydra would stop the sweep with its composition error)."""
+    import fnmatch
+
+    from hydra.core.override_parser.types import Glob
+
+    sweep = next((o for o in parsed if o.key_or_group == "objective" and o.is_sweep_override()), None)
+    knobs = [
+        o.key_or_group.split(".", 1)[1] for o in parsed if o.key_or_group.startswith("objective.") and not o.is_add()
+    ]
+    if sweep is None or not knobs:
+        return
+    value = sweep.value()
+    if isinstance(value, Glob):
+        names = [n for n in available("objective") if any(fnmatch.fnmatch(n, p) for p in value.include)]
+        names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in value.exclude)]
+    else:
+        names = list(sweep.sweep_string_iterator())
+    for name in names:
+        own = [k for k in load_option("objective", name) if k not in ("_target_", "search_space")]
+        for knob in knobs:
+            if knob.split(".")[0] not in own:
+                fail(
+                    f"objective.{knob} is not a knob of {name}, one of the swept objectives (its knobs: "
+                    f"{', '.join(own) or 'none'}); sweep the objectives that have it, or give it as +objective.{knob}"
+                )
+
+
+def force_swept_knobs(argv: list[str]) -> list[str]:
+    """In a sweep over objectives, ``objective.K=v`` becomes ``++objective.K=v``: Hydra composes a multirun's base
+    config with the default objective first, which lacks K (each swept objective has it: ``check_swept_knobs``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = overrides(argv)
+    parsed = dict(zip(args, OverridesParser.create().parse_overrides(args), strict=True))
+    if not any(o.key_or_group == "objective" and o.is_sweep_override() for o in parsed.values()):
+        return argv
+    return [f"++{a}" if a in parsed and parsed[a].key_or_group.startswith("objective.") and not a.startswith("+") else a
+            for a in argv]  # fmt: skip
 
 
 def check_output_dir(directory: str, key: str) -> None:

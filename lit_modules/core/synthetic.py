@@ -48,6 +48,8 @@ class SourceConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise bad(name, "use a number")
+        if self.vocab_size < 2:  # one word: nothing to predict, every NLL 0
+            raise bad("vocab_size", "use an integer >= 2 (a source of one word has nothing to predict)")
         if self.emit > self.vocab_size:
             raise bad("emit", f"it is larger than data.source.vocab_size={self.vocab_size}")
         if self.succ > self.n_states:

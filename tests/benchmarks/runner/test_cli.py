@@ -130,3 +130,27 @@ def test_corpus_output_under_a_file_is_refused_before_the_download(tmp_path, cap
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: --out: cannot make '{blocker}': {blocker} is a file, not a directory"
     ]
+
+
+def test_a_knob_set_for_several_swept_objectives(tmp_path, capsys):
+    """-m over objectives with objective.K=v: one line naming the swept objective that lacks K (was: Hydra's
+    composition error); where all have it, K reaches each job as ++objective.K (Hydra composes the multirun's base
+    config with the default objective, which lacks it)."""
+    from benchmarks.run import main
+    from benchmarks.runner.cli import force_swept_knobs
+
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-m", "objective=label_smoothing,z_loss", "objective.eps=0.2", "debug=tiny", f"hydra.sweep.dir={out}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: objective.eps is not a knob of z_loss, one of the swept objectives (its knobs: alpha); sweep the "
+        "objectives that have it, or give it as +objective.eps"
+    ]
+    assert not out.exists()
+    swept = ["-m", "objective=gold,ditto,preference", "objective.start_step=2", "seed=1"]
+    assert force_swept_knobs(swept) == ["-m", "objective=gold,ditto,preference", "++objective.start_step=2", "seed=1"]
+    assert force_swept_knobs(["objective=gold", "objective.start_step=2"]) == [
+        "objective=gold",
+        "objective.start_step=2",
+    ]

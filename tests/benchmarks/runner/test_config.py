@@ -34,6 +34,10 @@ BAD = [
     (["aux={z_loss:inf}"], "aux.z_loss=inf is not allowed; use a finite weight >= 0"),  # was: trained, then NaN
     (["objective=z_loss", "aux={z_loss:1e-4}"], "aux.z_loss is the objective itself (objective=z_loss)"),
     (["model.context=0"], "model.context=0 is not allowed; use a positive integer"),
+    (
+        ["data.source.vocab_size=1", "data.source.emit=1", "data.source.succ=1"],
+        "data.source.vocab_size=1 is not allowed",
+    ),
     (["objective=gold"], "objective.start_step=200 is not allowed; it must be below trainer.max_steps=3"),
     (["seed=-1"], "seed=-1 is not allowed; use an integer in [0, 2^32)"),
     (["seed=abc"], "seed='abc' is not allowed; use an integer in [0, 2^32)"),
