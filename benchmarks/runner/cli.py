@@ -127,7 +127,9 @@ def check_swept_knobs(parsed: list) -> None:
 
     sweep = next((o for o in parsed if o.key_or_group == "objective" and o.is_sweep_override()), None)
     knobs = [
-        o.key_or_group.split(".", 1)[1] for o in parsed if o.key_or_group.startswith("objective.") and not o.is_add()
+        o.key_or_group.split(".", 1)[1]
+        for o in parsed
+        if o.key_or_group.startswith("objective.") and not (o.is_add() or o.is_force_add())  # + and ++: as asked
     ]
     if sweep is None or not knobs:
         return
