@@ -55,3 +55,16 @@ def test_tuned_writes_under_the_command_lines_run_root():
     assert output_dirs(None, None, ["tune.n_trials=2"]) == (Path("runs/tuned"), Path("runs/suite"))
     assert output_dirs(None, None, ["run_root=/tmp/x"]) == (Path("/tmp/x/tuned"), Path("/tmp/x/suite"))
     assert output_dirs(Path("o"), Path("s"), ["run_root=/tmp/x"]) == (Path("o"), Path("s"))
+
+
+@pytest.mark.parametrize("trials", ["0", "-1"])
+def test_tuned_refuses_no_trials_in_one_line(trials, tmp_path, capsys):
+    """tuned.py tune.n_trials=0 (or -1): one line, as tune.py says it (was: KeyError from optuna.load_study)."""
+    from benchmarks.tuned import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--objectives", "label_smoothing", "--out", str(tmp_path / "t"), f"tune.n_trials={trials}", "debug=tiny"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: tune.n_trials={trials} is not allowed; use a positive integer"
+    ]
