@@ -125,6 +125,8 @@ def check_swept_knobs(parsed: list) -> None:
 
     from hydra.core.override_parser.types import Glob
 
+    from objectives.base import objective_knobs
+
     sweep = next((o for o in parsed if o.key_or_group == "objective" and o.is_sweep_override()), None)
     knobs = [
         o.key_or_group.split(".", 1)[1]
@@ -140,7 +142,7 @@ def check_swept_knobs(parsed: list) -> None:
     else:
         names = list(sweep.sweep_string_iterator())
     for name in names:
-        own = [k for k in load_option("objective", name) if k not in ("_target_", "search_space")]
+        own = list(objective_knobs(load_option("objective", name)))
         for knob in knobs:
             if knob.split(".")[0] not in own:
                 fail(
