@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench results results-text scaling scaling-gpu test test-full test-slow gpu-check lint clean
+.PHONY: venv bench finetune results results-text scaling scaling-gpu test test-full test-slow gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,17 @@ results: bench
 	cp $(SUITE_DIR)/report.md benchmarks/results/default_suite.md
 	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png \
 		$(SUITE_DIR)/plots/quality_vs_diversity.png $(SUITE_DIR)/plots/forward_vs_reverse_kl.png benchmarks/results/
+
+# the fine-tuning regime (docs/regimes.md): per seed one MLE model trained for 3000 steps (suite=finetune_base, into
+# runs/finetune_base), then every objective fine-tunes it for 200 steps (suite=finetune, into runs/finetune); a
+# seed whose starting run failed fails its fine-tuning jobs with one line naming it. The report's tables go
+# into docs/results-finetune.md.
+FINETUNE_SEEDS ?= [1,2,3,4,5]
+finetune: venv
+	$(SWEEP) objective=mle suite=finetune_base 'suite.seeds=$(FINETUNE_SEEDS)'; base=$$?; \
+		$(SWEEP) 'objective=glob(*)' suite=finetune 'suite.seeds=$(FINETUNE_SEEDS)'; jobs=$$?; \
+		$(BIN)/python benchmarks/report.py runs/finetune --readme docs/results-finetune.md --readme-block finetune \
+			--strict && exit $$(( base || jobs ))
 
 # the scaling sweep: MLE and label smoothing at five model sizes (suite=scaling), then the L(N) fits
 SCALING_DIR ?= runs/scaling

@@ -64,12 +64,21 @@ class LanguageModelSystem(pl.LightningModule):
     values) is saved with the checkpoint's hyperparameters: a resumed run must match it."""
 
     def __init__(
-        self, model: GPTConfig, objective: Objective, optim: OptimConfig, run_config: dict | None = None
+        self,
+        model: GPTConfig,
+        objective: Objective,
+        optim: OptimConfig,
+        run_config: dict | None = None,
+        start_weights: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         # plain values only: a checkpoint stays loadable with torch.load(weights_only=True)
         self.save_hyperparameters({"model": asdict(model), "optim": asdict(optim), "run_config": run_config})
         self.model = GPT(model)
+        # init_from: the backbone starts as an earlier run's ended (its output bias included)
+        self.started_from_weights = start_weights is not None
+        if start_weights is not None:
+            self.model.load_state_dict(start_weights)
         self.objective = objective
         self.optim = optim
         # Mean over tokens (weighted by count), synced across processes by torchmetrics.
@@ -92,8 +101,9 @@ class LanguageModelSystem(pl.LightningModule):
         self._fit_started = time.perf_counter()
 
     def setup_objective(self, block_size: int, unigram_counts: torch.Tensor | None) -> None:
-        """Before training: the output bias from the train split's unigram counts, then the objective's state."""
-        if unigram_counts is not None:
+        """Before training: the output bias from the train split's unigram counts (random weights only), then
+        the objective's state."""
+        if unigram_counts is not None and not self.started_from_weights:
             self.model.init_output_bias(unigram_counts)
         context = longest_sequence(self.model.cfg.context, block_size)
         self.objective.setup(self.model, ObjectiveContext(self.model.cfg.vocab_size, context, unigram_counts))

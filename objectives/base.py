@@ -107,6 +107,9 @@ class Objective(nn.Module):
     full_work_knobs: ClassVar[dict[str, Any]] = {}
     # the step from which the objective acts (None: from the first); it must be below trainer.max_steps
     start_step: int | None = None
+    # how its papers train with it: "from scratch" (random weights), "fine-tuning" (a trained model), or both;
+    # the report says whether a suite uses each objective as its papers do
+    papers_regimes: ClassVar[tuple[str, ...]] = ("from scratch",)
 
     def check_fits(self, length: int) -> None:
         """Raise KnobError when the objective's sequences cannot fit ``length`` tokens (a batch row, the model
@@ -210,6 +213,7 @@ class FineTuning(Objective):
 
     uses_reference: bool = False
     reference: nn.Module | None
+    papers_regimes = ("fine-tuning",)
 
     def init_fine_tuning(self, start_step: int) -> None:
         check_knob("start_step", start_step, isinstance(start_step, int) and start_step >= 0, "use an integer >= 0")

@@ -27,6 +27,7 @@ def preceding_negatives(targets: torch.Tensor, window: int) -> tuple[torch.Tenso
 
 class ContrastiveToken(TokenObjective):
     name = "contrastive_token"
+    papers_regimes = ("fine-tuning",)  # GPT-2 fine-tuned on WikiText-103
 
     def __init__(self, alpha: float = 1.0, ct_length: float = 0.25, window: float = 0.5) -> None:
         super().__init__()

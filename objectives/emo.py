@@ -21,6 +21,7 @@ WEIGHT_DENOMINATOR_FLOOR = 1e-10  # the released code's guard of sg(NLL / DEMD')
 
 class EMO(TokenObjective):
     name = "emo"
+    papers_regimes = ("fine-tuning",)  # GPT-2, OPT and LLaMA fine-tuned
 
     def __init__(self, lam: float = 1.0) -> None:
         super().__init__()

@@ -14,6 +14,7 @@ from objectives.base import TokenObjective, check_knob
 
 class MixCE(TokenObjective):
     name = "mixce"
+    papers_regimes = ("from scratch", "fine-tuning")  # synthetic sources from scratch, GPT-2 fine-tuned on real text
 
     def __init__(self, eta: float = 0.5) -> None:
         super().__init__()

@@ -10,6 +10,7 @@ from objectives.base import TokenObjective
 
 class MLE(TokenObjective):
     name = "mle"
+    papers_regimes = ("from scratch", "fine-tuning")  # MLE: both
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         out = nll_loss(logits, targets)

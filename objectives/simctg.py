@@ -15,6 +15,7 @@ from objectives.base import LossOutput, Objective, check_knob, split_batch
 
 class SimCTG(Objective):
     name = "simctg"
+    papers_regimes = ("fine-tuning",)  # GPT-2 fine-tuned on WikiText-103
 
     def __init__(self, margin: float = 0.5) -> None:
         super().__init__()

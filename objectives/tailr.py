@@ -14,6 +14,10 @@ from objectives.base import TokenObjective, check_knob
 
 class TaiLr(TokenObjective):
     name = "tailr"
+    papers_regimes = (
+        "from scratch",
+        "fine-tuning",
+    )  # synthetic data and translation from scratch, pretrained models fine-tuned
 
     def __init__(self, gamma: float = 0.1, min_w: float = 0.2) -> None:
         super().__init__()

@@ -53,6 +53,7 @@ def repeat_loss_and_grad(logits: torch.Tensor, tokens: torch.Tensor, mask: torch
 
 class UnlikelihoodSeq(UnlikelihoodToken):
     name = "unlikelihood_seq"
+    papers_regimes = ("fine-tuning",)  # sequence level fine-tunes a trained model for 1,500 updates
     full_work_knobs = {"rate": 1.0, "start_step": 0}
 
     def __init__(

@@ -48,6 +48,7 @@ def candidate_mask(inputs: torch.Tensor, targets: torch.Tensor, vocab_size: int,
 
 class UnlikelihoodToken(TokenObjective):
     name = "unlikelihood_token"
+    papers_regimes = ("from scratch", "fine-tuning")  # token level from scratch on WikiText-103, and fine-tuning
 
     def __init__(self, alpha: float = 1.0, window: int | None = None) -> None:
         super().__init__()

@@ -103,6 +103,15 @@ def report_notes(done: dict[str, Row], seeds: list[int], missing: list[str], ent
             f"optimiser and evaluation; at seed s every objective starts from the same weights and reads the same "
             f"batches. Seeds: {', '.join(map(str, seeds)) or 'none in common'}."
         )
+        start = any_run.data.get("init_from")
+        notes.append(
+            f"Fine-tuning: every run starts from the trained model of its seed (init_from, e.g. {start['source']}, "
+            f"step {start.get('step')} of its run) with a fresh optimiser and schedule; "
+            "\"as in its papers\" says whether the objective's papers train with it this way."
+            if start
+            else "From scratch: every run starts from random weights; \"as in its papers\" says whether the "
+            "objective's papers train with it this way (else they fine-tune a trained model)."
+        )
     entropy = (
         "entropy closest to the source's entropy rate; "
         if entropy_rate is not None

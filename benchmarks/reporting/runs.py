@@ -15,6 +15,7 @@ from benchmarks.reporting.stats import Interval
 from lit_modules.core.configs import config_differences
 from lit_modules.core.errors import DataError
 from objectives.base import objective_knobs, run_label
+from objectives.registry import objective_class
 
 # Config parts every compared run must share (the seed, and data.seed that follows it, may differ).
 SHARED = ("data", "model", "optim", "eval", "trainer.max_steps", "trainer.precision", "trainer.gradient_clip_val")
@@ -29,6 +30,19 @@ class Run:
         self.seed = self.config.get("seed")
         self.metrics: dict[str, float] = data.get("metrics", {})
         self._per_prompt: dict[str, list[float]] | None = None
+
+    @property
+    def regime(self) -> str:
+        """"fine-tuning" for a run that started from trained weights (init_from), else "from scratch"."""
+        return "fine-tuning" if self.data.get("init_from") else "from scratch"
+
+    @property
+    def papers_regimes(self) -> tuple[str, ...]:
+        """How the objective's papers train with it (its class's ``papers_regimes``); () when unknown."""
+        try:
+            return objective_class(self.config["objective"]["_target_"]).papers_regimes
+        except Exception:  # a run of an objective this checkout does not have
+            return ()
 
     @property
     def decodings(self) -> list[str]:
@@ -173,6 +187,20 @@ class Row:
     @property
     def decodings(self) -> list[str]:
         return next(iter(self.runs.values())).decodings if self.runs else []
+
+    @property
+    def as_in_papers(self) -> str:
+        """Whether this row trains as its objective's papers do (from scratch, or fine-tuning a trained model)."""
+        run = next(iter(self.runs.values()), None)
+        regimes = run.papers_regimes if run is not None else ()
+        if not regimes:
+            return "–"
+        if run.regime in regimes:
+            return "yes"
+        start = (run.config.get("objective") or {}).get("start_step")
+        if run.regime == "from scratch" and isinstance(start, int) and start > 0:
+            return f"in part: MLE to step {start}, then fine-tunes"
+        return f"no: {' or '.join(regimes)}"
 
     @property
     def data(self) -> dict:

@@ -110,14 +110,14 @@ def model_table(done: dict[str, Row], failed: dict[str, Row], seeds: list[int], 
         spread = float(np.std(nll, ddof=1)) if len(nll) > 1 and None not in nll else float("nan")
         walls = [r.data.get("timing", {}) for r in row.runs.values()]
         wall = np.mean([t.get("train_s", 0) + t.get("eval_s", 0) for t in walls])
-        table.append([label, *cells, fmt(spread, 3), f"{wall:.0f} s"])
+        table.append([label, *cells, fmt(spread, 3), f"{wall:.0f} s", row.as_in_papers])
     if entropy_rate is not None and columns:
         source = {"tf/entropy": fmt(entropy_rate), "gt/forward_kl": "0", "gt/reverse_kl": "0"}
         source["tf/nll"] = fmt(entropy_rate)
-        table.append(["*source*", *[source.get(key, "–") for key, _, _ in columns], "–", "–"])
+        table.append(["*source*", *[source.get(key, "–") for key, _, _ in columns], "–", "–", "–"])
     for label, row in failed.items():
-        table.append([label, f"**failed**: {next(iter(row.failed.values()))}"] + [""] * (len(columns) + 1))
-    header = ["objective", *[h for _, h, _ in columns], "NLL sd", "wall"]
+        table.append([label, f"**failed**: {next(iter(row.failed.values()))}"] + [""] * (len(columns) + 2))
+    header = ["objective", *[h for _, h, _ in columns], "NLL sd", "wall", "as in its papers"]
     return "### Teacher-forced and ground truth (test split)\n\n" + markdown_table(header, table)
 
 

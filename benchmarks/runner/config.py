@@ -8,7 +8,7 @@ nowhere else. Everything a user can get wrong is one ``ConfigError`` line before
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from lit_modules.core.configs import is_int, require, typed
 from lit_modules.core.decoding import DecodingConfig
 from lit_modules.core.errors import ConfigError
 from lit_modules.core.model import GPTConfig
+from lit_modules.core.start_weights import StartWeights, read_start_weights
 from lit_modules.data import BlockConfig, BlockDataModule
 from lit_modules.system import OptimConfig
 from lit_modules.trainer import TrainerConfig
@@ -102,8 +103,16 @@ def objective_label(objective: str, aux: Any) -> str:
     return run_label(objective, {} if aux is None else dict(aux))
 
 
+def fine_tuning_start(init_from: Any, from_scratch: int) -> int:
+    """The resolver of a fine-tuning objective's ``start_step``: 0 in a run that starts from trained weights
+    (``init_from``: the objective acts from the first step, as in its paper), else ``from_scratch`` (MLE
+    before it, inside one run from random weights)."""
+    return 0 if init_from is not None else from_scratch
+
+
 OmegaConf.register_new_resolver("objective_label", objective_label, replace=True)
 OmegaConf.register_new_resolver("sweep_seeds", sweep_seeds, replace=True)
+OmegaConf.register_new_resolver("fine_tuning_start", fine_tuning_start, replace=True)
 
 
 def auxiliary_terms(aux: Any) -> tuple[AuxiliaryTerm, ...]:
@@ -161,6 +170,7 @@ class Plan:
     decodings: dict[str, DecodingConfig]
     objective: Objective
     suite: SuiteConfig | None = None
+    init_from: StartWeights | None = None  # the weights the run starts from (init_from=PATH), else random
 
     @property
     def synthetic(self) -> bool:
@@ -192,6 +202,7 @@ def plan(cfg: DictConfig, objective_name: str) -> Plan:
             "set the objective's own knob instead, or add the term to another objective"
         )
     objective = build_objective(container(cfg.objective), terms)
+    start = start_weights(cfg.get("init_from"), resume)
     result = Plan(
         cfg=cfg,
         objective_name=objective_name,
@@ -210,9 +221,22 @@ def plan(cfg: DictConfig, objective_name: str) -> Plan:
         decodings=decoding_presets(evaluation.decodings),
         objective=objective,
         suite=suite,
+        init_from=start,
     )
     check_across_groups(result)
     return result
+
+
+def start_weights(init_from: Any, resume: bool) -> StartWeights | None:
+    """``init_from``'s weights (read lazily), or None; never together with ``resume``."""
+    if init_from is None:
+        return None
+    if resume:
+        raise ConfigError(
+            f"init_from={init_from} with resume=true: resume continues this run directory's own checkpoint, init_from "
+            "starts a new run from another run's weights; use one of them (resume=false to start from init_from)"
+        )
+    return read_start_weights(init_from)
 
 
 def data_module_class(target: str | None) -> type[BlockDataModule]:
@@ -244,6 +268,8 @@ def check_across_groups(p: Plan) -> None:
     p.objective.check_fits(limit)
     p.objective.check_steps(p.trainer.max_steps)
     check_mauve(p)
+    if p.init_from is not None:
+        p.init_from.check_model(asdict(p.model))
 
 
 def check_mauve(p: Plan) -> None:

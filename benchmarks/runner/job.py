@@ -78,7 +78,8 @@ def build(plan: Plan) -> tuple[BlockDataModule, LanguageModelSystem]:
     pl.seed_everything(plan.seed, workers=True, verbose=False)
     datamodule = plan.data_module(plan.data)
     run_config = {**training_config(plan.cfg), "model": asdict(plan.model)}  # what a resume must match
-    system = LanguageModelSystem(plan.model, plan.objective, plan.optim, run_config)
+    start = plan.init_from.state_dict if plan.init_from is not None else None
+    system = LanguageModelSystem(plan.model, plan.objective, plan.optim, run_config, start_weights=start)
     return datamodule, system
 
 
@@ -93,6 +94,9 @@ def train(
     if plan.compile:
         system.model.compile_blocks()
     datamodule.setup("fit")
+    if plan.init_from is not None:  # the same vocabulary by size (checked with the config) and by tokenizer
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        plan.init_from.check_tokenizer(tokenizer.to_str() if tokenizer is not None else None)
     if evaluation:  # enough held-out prompts: checked before training, not after
         datamodule.prompt_blocks(plan.eval.num_prompts, plan.eval.prefix_len + plan.eval.cont_len)
     tuned = {
@@ -158,7 +162,8 @@ def evaluate_and_write(
         "precision": precision,
     }
     config = OmegaConf.to_container(plan.cfg, resolve=True)
-    results = collect_results(config, plan.label, metrics, timing, evaluated, system.val_history)
+    start = plan.init_from.record() if plan.init_from is not None else None
+    results = collect_results(config, plan.label, metrics, timing, evaluated, system.val_history, start)
     write_run_files(run_dir, results, evaluated["samples"] if evaluation else None, datamodule)
     print_summary(results, run_dir)
     return results

@@ -80,16 +80,24 @@ def record_failure(run_dir: Path, objective_name: str, cfg: DictConfig, error: E
 
 
 def collect_results(
-    config: dict, objective_name: str, metrics: dict, timing: dict, evaluated: dict, val_history: list
+    config: dict,
+    objective_name: str,
+    metrics: dict,
+    timing: dict,
+    evaluated: dict,
+    val_history: list,
+    init_from: dict | None = None,
 ) -> dict:
     """results.json's content: the config, the metrics, timing and versions, the reliability bins, the
-    validation history."""
+    validation history, and the weights the run started from (``init_from``: path, content hash, step; null
+    for random weights)."""
     # every process of a distributed run reads its own data.batch_size rows a step
     data = config["data"]
     train_tokens = timing["steps"] * data["batch_size"] * data["block_size"] * timing.get("world_size", 1)
     return {
         "objective": objective_name,
         "config": config,
+        "init_from": init_from,
         "metrics": metrics,
         "timing": {
             "train_s": timing["train_s"],
