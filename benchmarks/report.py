@@ -31,11 +31,18 @@ def main(argv: list[str] | None = None) -> int:
         "--readme-block", default="suite", help="the blocks' name: <!-- NAME-tables:begin --> ... and NAME-headline"
     )
     parser.add_argument(
+        "--at",
+        default="end",
+        choices=["end", "best"],
+        help="compare each run's final model (end) or its best validation step's (best: runs with eval.at_best=true; "
+        "into report_at_best.md, results_at_best.csv, plots_at_best/)",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a job failed (after writing everything; make bench uses it)"
     )
     args = parser.parse_args(argv)
     check_output_dir(str(args.out or args.runs), "--out" if args.out else "runs")  # before any work: one line
-    report = user_errors_as_one_line(write_report)(args.runs, args.out, args.readme, args.readme_block)
+    report = user_errors_as_one_line(write_report)(args.runs, args.out, args.readme, args.readme_block, args.at)
     failed = [f"{row.objective} seed {s}" for row in report.rows.values() for s in sorted(row.failed)]
     if args.strict and failed:
         fail(f"{len(failed)} job(s) failed: {', '.join(failed)} (see their failed.json)", code=1)

@@ -17,6 +17,7 @@ import torchmetrics
 
 from lit_modules.core.configs import is_int, is_number, require
 from lit_modules.core.errors import UserError
+from lit_modules.core.head import calibration_stats
 from lit_modules.core.model import GPT, GPTConfig
 from objectives.base import Objective, ObjectiveContext, longest_sequence
 
@@ -59,6 +60,14 @@ class OptimConfig:
         self.betas = tuple(betas)
 
 
+@dataclass
+class ValidationConfig:
+    """What each validation measures beyond the NLL, and whether the best validation step's weights are kept."""
+
+    calibration: bool = False  # also val/entropy and val/ece (top-label, 15 bins), kept in the history
+    keep_best: bool = False  # a copy of the weights at the lowest val/nll so far (early stopping's model)
+
+
 class LanguageModelSystem(pl.LightningModule):
     """The GPT of ``model``, trained on ``objective`` with the optimiser of ``optim``. ``run_config`` (plain
     values) is saved with the checkpoint's hyperparameters: a resumed run must match it."""
@@ -70,6 +79,7 @@ class LanguageModelSystem(pl.LightningModule):
         optim: OptimConfig,
         run_config: dict | None = None,
         start_weights: dict[str, torch.Tensor] | None = None,
+        validation: ValidationConfig | None = None,
     ) -> None:
         super().__init__()
         # plain values only: a checkpoint stays loadable with torch.load(weights_only=True)
@@ -84,6 +94,12 @@ class LanguageModelSystem(pl.LightningModule):
         # Mean over tokens (weighted by count), synced across processes by torchmetrics.
         self.val_nll = torchmetrics.MeanMetric()
         self.val_history: list[tuple[int, float]] = []  # (step, val/nll) at every validation
+        self.validation = validation or ValidationConfig()
+        self.val_curves: dict[str, list[tuple[int, float]]] = {}  # val/entropy, val/ece: (step, value)
+        if self.validation.calibration:
+            self.val_entropy = torchmetrics.MeanMetric()
+            self.val_ece = torchmetrics.classification.BinaryCalibrationError(n_bins=15, norm="l1")
+        self.best: tuple[int, float, dict[str, torch.Tensor]] | None = None  # (step, val/nll, weights on the CPU)
         self._objective_ready = False
         self._rng_to_restore: dict | None = None
         self._last_step_time: float | None = None
@@ -118,11 +134,19 @@ class LanguageModelSystem(pl.LightningModule):
 
     # ---- checkpoint extras: what exact resumption needs beyond weights, optimiser and loops ----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["objbench"] = {"val_history": self.val_history, "rng": rng_state(), "train_s": self.train_seconds}
+        checkpoint["objbench"] = {
+            "val_history": self.val_history,
+            "val_curves": self.val_curves,
+            "best": self.best,
+            "rng": rng_state(),
+            "train_s": self.train_seconds,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extras = checkpoint.get("objbench", {})
         self.val_history = [tuple(x) for x in extras.get("val_history", [])]
+        self.val_curves = {k: [tuple(x) for x in v] for k, v in (extras.get("val_curves") or {}).items()}
+        self.best = tuple(extras["best"]) if extras.get("best") is not None else None
         self._rng_to_restore = extras.get("rng")
         self._train_s_before = float(extras.get("train_s", 0.0))
 
@@ -167,13 +191,29 @@ class LanguageModelSystem(pl.LightningModule):
     # ---- validation: full softmax ----
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        self.val_nll.update(self.model.nll(self.model.hidden(inputs), targets))  # (B, T), the chunked head
+        h = self.model.hidden(inputs)
+        self.val_nll.update(self.model.nll(h, targets))  # (B, T), the chunked head
+        if self.validation.calibration:  # one more pass of the head, in fp32
+            entropy, confidence, correct = self.model.map_logits(h, calibration_stats, targets).unbind(-1)
+            self.val_entropy.update(entropy)
+            self.val_ece.update(confidence.flatten(), correct.flatten().long())
 
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()
-        self.log_dict({"val/nll": nll, "val/ppl": nll.exp()}, prog_bar=True, sync_dist=False)
+        logs = {"val/nll": nll, "val/ppl": nll.exp()}
+        if self.validation.calibration:
+            logs |= {"val/entropy": self.val_entropy.compute(), "val/ece": self.val_ece.compute()}
+            self.val_entropy.reset()
+            self.val_ece.reset()
+        self.log_dict(logs, prog_bar=True, sync_dist=False)
         if not self.trainer.sanity_checking:
             self.val_history.append((self.global_step, nll.item()))
+            for key in ("val/entropy", "val/ece"):
+                if key in logs:
+                    self.val_curves.setdefault(key, []).append((self.global_step, logs[key].item()))
+            if self.validation.keep_best and (self.best is None or nll.item() < self.best[1]):
+                weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                self.best = (self.global_step, nll.item(), weights)
         self.val_nll.reset()
         self._last_step_time = None  # validation time is not training time
 

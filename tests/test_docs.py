@@ -72,11 +72,31 @@ def test_a_documented_command_is_accepted(where, argv, tmp_path, monkeypatch):
 
             prepare(cfg, objective, base_overrides(settings))
         else:
+            start = next((o.split("=", 1)[1] for o in settings if o.startswith("init_from=")), None)
+            if start is not None:  # an earlier run's weights, of the shape this command's model has
+                without = [o for o in settings if not o.startswith(("init_from=", "objective"))]
+                write_start_checkpoint(Path(start), plan(compose(without), "mle").model)
             plan(cfg, objective)
     elif entry in ("report", "score", "scaling", "corpus", "tuned", "perf"):
         with pytest.raises(SystemExit) as exit_info:  # the entry's own argument parser accepts the line
             __import__(f"benchmarks.{entry}", fromlist=["main"]).main([*args, "--help"])
         assert exit_info.value.code == 0, where
+
+
+def write_start_checkpoint(run_dir: Path, model) -> None:
+    """A run directory with checkpoints/last.ckpt holding a model of this config (for commands with init_from)."""
+    from dataclasses import asdict
+
+    import torch
+
+    from lit_modules.core.model import GPT
+
+    with torch.device("meta"):
+        shapes = GPT(model).state_dict()
+    state = {f"model.{k}": torch.zeros(v.shape, dtype=v.dtype) for k, v in shapes.items()}
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    checkpoint = {"state_dict": state, "hyper_parameters": {"model": asdict(model)}, "global_step": 1}
+    torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_the_documented_cheap_commands_run(tmp_path, cli):

@@ -25,6 +25,8 @@ class EvalConfig:
     batch_size: int = 64
     max_batches: int | None = None  # teacher-forced test batches (None: the whole test split)
     mauve: bool | str = "auto"  # MAUVE against the human continuations: auto, true (required) or false
+    val_calibration: bool = False  # every validation also measures entropy and ECE (the history keeps them)
+    at_best: bool = False  # also evaluate the weights of the lowest val/nll (early stopping): results' at_best
 
     def __post_init__(self) -> None:
         ok = isinstance(self.decodings, list) and all(isinstance(d, str) for d in self.decodings)
@@ -35,6 +37,8 @@ class EvalConfig:
             positive_int(f"eval.{key}", getattr(self, key))
         if self.max_batches is not None:
             positive_int("eval.max_batches", self.max_batches)
+        for key in ("val_calibration", "at_best"):
+            require(f"eval.{key}", getattr(self, key), isinstance(getattr(self, key), bool), "use true or false")
         ok = isinstance(self.mauve, bool) or self.mauve == "auto"
         require("eval.mauve", self.mauve, ok, "use auto, true or false")
         if self.mauve is True:

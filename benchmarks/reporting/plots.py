@@ -209,6 +209,36 @@ def validation_curves(runs, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def calibration_curves(runs, path: Path) -> Path | None:
+    """Over training (runs with eval.val_calibration=true): validation entropy minus NLL (below 0: the model is
+    more confident than it is right, over-confident) and validation ECE."""
+    colors = _colors(runs)
+    drawn = False
+    fig, (gap_ax, ece_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in runs:
+        history = r.data.get("history", {})
+        nll, entropy, ece = (dict(map(tuple, history.get(k) or [])) for k in ("val/nll", "val/entropy", "val/ece"))
+        steps = sorted(set(nll) & set(entropy))
+        if steps:
+            gaps = [entropy[s] - nll[s] for s in steps]
+            gap_ax.plot(steps, gaps, marker=".", color=colors[r.objective], label=r.objective)
+            drawn = True
+        if ece:
+            ece_ax.plot(sorted(ece), [ece[s] for s in sorted(ece)], marker=".", color=colors[r.objective])
+    if not drawn:
+        plt.close(fig)
+        return None
+    gap_ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
+    gap_ax.set_xlabel("training step")
+    gap_ax.set_ylabel("validation entropy − NLL (nats/token)")
+    gap_ax.set_title("Below 0: over-confident")
+    ece_ax.set_xlabel("training step")
+    ece_ax.set_ylabel("validation ECE (15 bins)")
+    ece_ax.set_title("Calibration error during training")
+    fig.legend(*gap_ax.get_legend_handles_labels(), fontsize=7, loc="center right")
+    return _save(fig, path)
+
+
 def coverage_vs_quality(runs, path: Path) -> Path | None:
     from matplotlib.lines import Line2D
 
@@ -384,6 +414,7 @@ def make_plots(runs, out_dir: Path) -> list[Path]:
         ppl_vs_repetition(runs, out_dir / "ppl_vs_repetition.png"),
         entropy_vs_nll(runs, out_dir / "entropy_vs_nll.png"),
         validation_curves(runs, out_dir / "validation_nll.png"),
+        calibration_curves(runs, out_dir / "validation_calibration.png"),
         coverage_vs_quality(runs, out_dir / "coverage_vs_quality.png"),
         forward_vs_reverse_kl(runs, out_dir / "forward_vs_reverse_kl.png"),
         quality_vs_diversity(runs, out_dir / "quality_vs_diversity.png"),

@@ -103,13 +103,21 @@ def report_notes(done: dict[str, Row], seeds: list[int], missing: list[str], ent
             f"optimiser and evaluation; at seed s every objective starts from the same weights and reads the same "
             f"batches. Seeds: {', '.join(map(str, seeds)) or 'none in common'}."
         )
+        if "best_step" in any_run.data:
+            steps = sorted({r.data.get("best_step") for row in done.values() for r in row.runs.values()} - {None})
+            notes.append(
+                "At the best validation step: every run's model where its validation NLL was lowest (the model early "
+                f"stopping keeps; steps {steps[0]}-{steps[-1]} here), not its final one."
+                if steps
+                else "At the best validation step: every run's model where its validation NLL was lowest."
+            )
         start = any_run.data.get("init_from")
         notes.append(
             f"Fine-tuning: every run starts from the trained model of its seed (init_from, e.g. {start['source']}, "
             f"step {start.get('step')} of its run) with a fresh optimiser and schedule; "
-            "\"as in its papers\" says whether the objective's papers train with it this way."
+            '"as in its papers" says whether the objective\'s papers train with it this way.'
             if start
-            else "From scratch: every run starts from random weights; \"as in its papers\" says whether the "
+            else 'From scratch: every run starts from random weights; "as in its papers" says whether the '
             "objective's papers train with it this way (else they fine-tune a trained model)."
         )
     entropy = (
@@ -237,24 +245,31 @@ def update_readme(path: Path, blocks: dict[str, str]) -> None:
     atomic_write(path, text)
 
 
-def write_report(runs_dir: Path, out: Path | None = None, readmes: list[Path] = (), block: str = "suite") -> Report:
+def write_report(
+    runs_dir: Path, out: Path | None = None, readmes: list[Path] = (), block: str = "suite", at: str = "end"
+) -> Report:
     """report.md, results.csv and plots/ of the runs under ``runs_dir`` (into ``out``, by default the same
     directory), and the tables into the ``<block>-tables`` / ``<block>-headline`` blocks of each of ``readmes``
-    (each checked before anything is written)."""
+    (each checked before anything is written). ``at="best"``: of each run's best validation step's model, into
+    report_at_best.md, results_at_best.csv and plots_at_best/."""
     from benchmarks.reporting.plots import make_plots
 
-    report = build(collect(runs_dir))
+    report = build(collect(runs_dir, at))
+    suffix = "" if at == "end" else f"_at_{at}"
     out = out or runs_dir
     body = report.notes + "\n" + report.body
     for readme in readmes:
         update_readme(readme, report.blocks(block))
-    plots = make_plots([row for row in report.rows.values() if row.runs], out / "plots")
+    plots = make_plots([row for row in report.rows.values() if row.runs], out / f"plots{suffix}")
     n_done = sum(len(row.runs) for row in report.rows.values())
     n_failed = sum(len(row.failed) for row in report.rows.values())
-    images = "".join(f"![{p.stem}](plots/{p.name})\n\n" for p in plots)
+    images = "".join(f"![{p.stem}](plots{suffix}/{p.name})\n\n" for p in plots)
     head = f"# objbench report\n\n{n_done} runs, {n_failed} failed, from `{runs_dir}`.\n\n"
-    atomic_write(out / "report.md", f"{head}{body}\n{images}")
-    write_csv(out / "results.csv", report.csv_rows)
+    atomic_write(out / f"report{suffix}.md", f"{head}{body}\n{images}")
+    write_csv(out / f"results{suffix}.csv", report.csv_rows)
     print(body)
-    print(f"report: {out / 'report.md'}\ncsv: {out / 'results.csv'}\nplots: {', '.join(str(p) for p in plots)}")
+    print(
+        f"report: {out / f'report{suffix}.md'}\ncsv: {out / f'results{suffix}.csv'}\n"
+        f"plots: {', '.join(str(p) for p in plots)}"
+    )
     return report

@@ -22,8 +22,8 @@ SHARED = ("data", "model", "optim", "eval", "trainer.max_steps", "trainer.precis
 
 
 class Run:
-    def __init__(self, path: Path, data: dict, failed: bool = False) -> None:
-        self.path, self.data, self.failed = path, data, failed
+    def __init__(self, path: Path, data: dict, failed: bool = False, samples: str = "samples.jsonl") -> None:
+        self.path, self.data, self.failed, self.samples = path, data, failed, samples
         self.config: dict = data.get("config") or {}
         folder = path.parent  # a suite's layout: <objective>/seed_<s>/
         self.objective = data.get("objective", folder.parent.name if folder.name.startswith("seed_") else folder.name)
@@ -33,7 +33,7 @@ class Run:
 
     @property
     def regime(self) -> str:
-        """"fine-tuning" for a run that started from trained weights (init_from), else "from scratch"."""
+        """ "fine-tuning" for a run that started from trained weights (init_from), else "from scratch"."""
         return "fine-tuning" if self.data.get("init_from") else "from scratch"
 
     @property
@@ -52,7 +52,7 @@ class Run:
         """Per-continuation values from samples.jsonl, by metric name (empty where not saved)."""
         if self._per_prompt is None:
             self._per_prompt = {}
-            path = self.path.parent / "samples.jsonl"
+            path = self.path.parent / self.samples
             if path.is_file():
                 values: dict[str, list[float]] = defaultdict(list)
                 for line in path.read_text(encoding="utf-8").splitlines():
@@ -68,17 +68,27 @@ def newer(a: Path, b: Path) -> bool:
     return not b.exists() or a.stat().st_mtime > b.stat().st_mtime
 
 
-def collect(root: Path) -> list[Run]:
+AT = ("end", "best")  # which model of each run a report compares: the final one, or the best validation step's
+
+
+def collect(root: Path, at: str = "end") -> list[Run]:
     """Every run below ``root``: a results.json; a failed.json (a failed sweep job), which wins over a results.json
     written before it (a later rerun that failed); a run directory with a checkpoint but neither (a job killed or
-    still running), which counts as unfinished."""
+    still running), which counts as unfinished. ``at="best"``: each run's model at its lowest validation NLL
+    (its results.json's ``at_best``, written with eval.at_best=true) in place of its final one."""
     if not root.is_dir():
         raise DataError(f"{root} is not a directory of runs")
+    if at not in AT:
+        raise DataError(f"--at {at} is not allowed; use one of: {', '.join(AT)}")
     runs = []
     for path in sorted(root.rglob("results.json")):
         if not newer(path, path.parent / "failed.json"):
             continue  # a later rerun failed: its failed.json is the job's outcome
-        runs.append(Run(path, read_results(path)))
+        data = read_results(path)
+        if at == "best":
+            runs.append(Run(path, at_best(path, data), samples="samples_at_best.jsonl"))
+        else:
+            runs.append(Run(path, data))
     for path in sorted(root.rglob("failed.json")):
         if not newer(path, path.parent / "results.json"):
             continue  # a later rerun succeeded
@@ -117,6 +127,16 @@ def read_results(path: Path) -> dict:
             f"{path} is not a valid results file ({str(e).splitlines()[0][:80]}); delete it or rerun that job"
         ) from None
     return data
+
+
+def at_best(path: Path, data: dict) -> dict:
+    """A run's results with the metrics of its best validation step's model in place of the final ones."""
+    best = data.get("at_best")
+    if not isinstance(best, dict) or not isinstance(best.get("metrics"), dict):
+        raise DataError(
+            f"{path} has no evaluation at its best validation step; rerun it with eval.at_best=true, or report --at end"
+        )
+    return {**data, "metrics": best["metrics"], "best_step": best.get("step")}
 
 
 def unfinished_run(run_dir: Path) -> Run:
@@ -204,10 +224,7 @@ class Row:
 
     @property
     def data(self) -> dict:
-        histories = [r.data.get("history", {}).get("val/nll", []) for r in self.runs.values()]
-        steps = sorted(set.intersection(*(set(s for s, _ in h) for h in histories))) if histories else []
-        by_step = [dict(map(tuple, h)) for h in histories]
-        mean_history = [[s, float(np.mean([h[s] for h in by_step]))] for s in steps]
+        mean_history = {key: self.mean_curve(key) for key in ("val/nll", "val/entropy", "val/ece")}
         bins = [r.data.get("reliability") for r in self.runs.values() if r.data.get("reliability")]
         reliability = {}
         if bins:
@@ -217,7 +234,17 @@ class Row:
             }
             reliability = {k: (v / np.maximum(count, 1)).tolist() for k, v in weighted.items()}
             reliability["count"] = count.tolist()
-        return {"history": {"val/nll": mean_history}, "reliability": reliability}
+        return {"history": {k: v for k, v in mean_history.items() if v}, "reliability": reliability}
+
+    def mean_curve(self, key: str) -> list[list[float]]:
+        """[step, mean over seeds] of a validation curve (val/nll, val/entropy, val/ece), at the steps every run
+        has; [] when a run lacks it."""
+        histories = [r.data.get("history", {}).get(key) for r in self.runs.values()]
+        if not histories or any(not h for h in histories):
+            return []
+        steps = sorted(set.intersection(*(set(s for s, _ in h) for h in histories)))
+        by_step = [dict(map(tuple, h)) for h in histories]
+        return [[s, float(np.mean([h[s] for h in by_step]))] for s in steps]
 
 
 def group(runs: list[Run]) -> dict[str, Row]:

@@ -27,7 +27,7 @@ from lit_modules.callbacks import save_checkpoint, save_on_sigterm
 from lit_modules.core.errors import ConfigError
 from lit_modules.core.kernels import keep_freed_memory
 from lit_modules.data import BlockDataModule
-from lit_modules.system import LanguageModelSystem
+from lit_modules.system import LanguageModelSystem, ValidationConfig
 from lit_modules.trainer import build_trainer
 from objectives.base import objective_knobs, run_label
 
@@ -46,7 +46,8 @@ def run(plan: Plan, run_dir: Path, callbacks: Sequence[pl.Callback] = (), evalua
         return evaluate_and_write(plan, Path(run_dir), datamodule, system, trainer, evaluation)
 
 
-RUN_FILES = ("results.json", "samples.jsonl", "tokenizer.json", "failed.json")  # and checkpoints/, tb/
+# and checkpoints/, tb/
+RUN_FILES = ("results.json", "samples.jsonl", "samples_at_best.jsonl", "tokenizer.json", "failed.json")
 
 
 def check_run_dir_free(plan: Plan, run_dir: Path) -> None:
@@ -79,7 +80,8 @@ def build(plan: Plan) -> tuple[BlockDataModule, LanguageModelSystem]:
     datamodule = plan.data_module(plan.data)
     run_config = {**training_config(plan.cfg), "model": asdict(plan.model)}  # what a resume must match
     start = plan.init_from.state_dict if plan.init_from is not None else None
-    system = LanguageModelSystem(plan.model, plan.objective, plan.optim, run_config, start_weights=start)
+    validation = ValidationConfig(calibration=plan.eval.val_calibration, keep_best=plan.eval.at_best)
+    system = LanguageModelSystem(plan.model, plan.objective, plan.optim, run_config, start, validation)
     return datamodule, system
 
 
@@ -145,13 +147,15 @@ def evaluate_and_write(
     final_nll = system.val_history[-1][1]
     metrics = {"val/nll": final_nll, "val/ppl": math.exp(final_nll)}
     precision = plan.trainer.resolved_precision
-    evaluated = {"metrics": {}, "samples": [], "reliability": {}}
+    evaluated, at_best = {"metrics": {}, "samples": [], "reliability": {}}, None
     if evaluation:
         evaluated = evaluate_run(
             system.model, datamodule, plan.decodings, plan.eval, plan.seed, precision.startswith("bf16")
         )
         metrics.update(evaluated["metrics"])
         log_evaluation(trainer.logger, evaluated, metrics, trainer.global_step)
+        if plan.eval.at_best and system.best is not None:
+            at_best = evaluate_best(plan, datamodule, system, evaluated, precision.startswith("bf16"))
     eval_s = time.perf_counter() - t0
     log_hparams(trainer.logger, plan, metrics)
     timing = {
@@ -163,10 +167,32 @@ def evaluate_and_write(
     }
     config = OmegaConf.to_container(plan.cfg, resolve=True)
     start = plan.init_from.record() if plan.init_from is not None else None
-    results = collect_results(config, plan.label, metrics, timing, evaluated, system.val_history, start)
-    write_run_files(run_dir, results, evaluated["samples"] if evaluation else None, datamodule)
+    history = {"val/nll": system.val_history, **system.val_curves}
+    results = collect_results(config, plan.label, metrics, timing, evaluated, history, start)
+    if at_best is not None:
+        results["at_best"] = {k: v for k, v in at_best.items() if k != "samples"}
+    more = {"samples_at_best.jsonl": at_best["samples"]} if at_best is not None else {}
+    write_run_files(run_dir, results, evaluated["samples"] if evaluation else None, datamodule, more)
     print_summary(results, run_dir)
     return results
+
+
+def evaluate_best(plan: Plan, datamodule, system: LanguageModelSystem, final: dict, bf16: bool) -> dict:
+    """eval.at_best: the evaluation of the weights of the lowest validation NLL (the model early stopping
+    keeps), as {step, val/nll, metrics, samples}; the final evaluation's where the last validation was the best.
+    The model keeps the final weights."""
+    step, nll, weights = system.best
+    if step == system.val_history[-1][0]:
+        evaluated = final
+    else:
+        final_weights = {k: v.detach().clone() for k, v in system.model.state_dict().items()}
+        system.model.load_state_dict(weights)
+        try:
+            evaluated = evaluate_run(system.model, datamodule, plan.decodings, plan.eval, plan.seed, bf16)
+        finally:
+            system.model.load_state_dict(final_weights)
+    metrics = {"val/nll": nll, "val/ppl": math.exp(nll), **evaluated["metrics"]}
+    return {"step": step, "val/nll": nll, "metrics": metrics, "samples": evaluated["samples"]}
 
 
 @contextlib.contextmanager

@@ -85,12 +85,12 @@ def collect_results(
     metrics: dict,
     timing: dict,
     evaluated: dict,
-    val_history: list,
+    history: dict[str, list],
     init_from: dict | None = None,
 ) -> dict:
     """results.json's content: the config, the metrics, timing and versions, the reliability bins, the
-    validation history, and the weights the run started from (``init_from``: path, content hash, step; null
-    for random weights)."""
+    validation history (val/nll, and val/entropy and val/ece where measured), and the weights the run started
+    from (``init_from``: path, content hash, step; null for random weights)."""
     # every process of a distributed run reads its own data.batch_size rows a step
     data = config["data"]
     train_tokens = timing["steps"] * data["batch_size"] * data["block_size"] * timing.get("world_size", 1)
@@ -110,15 +110,23 @@ def collect_results(
         },
         "versions": versions(),
         "reliability": evaluated["reliability"],
-        "history": {"val/nll": val_history},
+        "history": history,
     }
 
 
-def write_run_files(run_dir: Path, results: dict, samples: list | None, datamodule) -> None:
-    """tokenizer.json (so that samples.jsonl's ids can be read with it alone), samples.jsonl and, last,
-    results.json: each written atomically."""
+def write_run_files(
+    run_dir: Path, results: dict, samples: list | None, datamodule, more_samples: dict[str, list] | None = None
+) -> None:
+    """tokenizer.json (so that samples.jsonl's ids can be read with it alone), samples.jsonl (and
+    ``more_samples``, {file name: records}) and, last, results.json: each written atomically."""
     if getattr(datamodule, "tokenizer", None) is not None:
         atomic_write(run_dir / "tokenizer.json", datamodule.tokenizer.to_str())
     if samples is not None:
-        atomic_write(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in samples))
+        write_samples(run_dir / "samples.jsonl", samples)
+    for name, records in (more_samples or {}).items():
+        write_samples(run_dir / name, records)
     atomic_write_json(run_dir / "results.json", results)
+
+
+def write_samples(path: Path, samples: list) -> None:
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in samples))

@@ -258,6 +258,15 @@ def nll_loss_and_grad(z: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
 
 
 # ---- helpers for closed forms: each overwrites its input, which no autograd graph reads ----
+def calibration_stats(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per row of fp32 logits z (r, V) and targets (r,) -> (r, 3): the predictive entropy −Σ p log p, the top
+    probability (the confidence of top-label calibration) and whether the argmax is the target (1.0 or 0.0)."""
+    logp = torch.log_softmax(z, dim=-1)
+    entropy = -torch.linalg.vecdot(logp.exp(), logp)
+    top_logp, argmax = logp.max(dim=-1)
+    return torch.stack([entropy, top_logp.exp(), (argmax == targets).float()], dim=-1)
+
+
 def log_softmax_nll_(z: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (r, V) fp32 -> log p (r, V), ℓ = −log p[y] (r,); log p in z's own memory: fewer (r, V) buffers
     through the cache (benchmarks/results/PERFORMANCE.md)."""

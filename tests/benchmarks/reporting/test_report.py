@@ -1,6 +1,8 @@
 """report.py on runs of known values: intervals on the common seeds, paired differences and Holm's marks,
 refused inputs (other budgets, a metric that is not a number), the README blocks, the MAUVE column."""
 
+import json
+
 import pytest
 
 from benchmarks.report import main
@@ -141,3 +143,56 @@ def test_report_into_a_read_only_directory_is_one_line(tmp_path, fake_run, read_
     assert proc.stderr.strip().splitlines() == [
         f"error: --out: cannot make '{target}': {read_only_dir} is read-only or not writable by this user"
     ]
+
+
+def test_the_report_says_whether_each_objective_is_used_as_its_papers_use_it(tmp_path, fake_run):
+    targets = {"mle": "objectives.mle.MLE", "gold": "objectives.gold.GOLD", "nce": "objectives.nce.NCE"}
+    for regime, start_step in (("scratch", 200), ("finetune", 0)):
+        for seed in (1, 2):
+            for objective, target in targets.items():
+                fake_run(tmp_path / regime, objective, seed, 3.5 + seed / 100)
+                path = tmp_path / regime / objective / f"seed_{seed}" / "results.json"
+                results = json.loads(path.read_text())
+                results["config"]["objective"] = {"_target_": target}
+                if objective == "gold":
+                    results["config"]["objective"]["start_step"] = start_step
+                if regime == "finetune":  # a run that started from trained weights says so in results.json
+                    results["init_from"] = {"source": f"base/seed_{seed}", "sha256": "0" * 64, "step": 3000}
+                path.write_text(json.dumps(results))
+    scratch, finetune = build(collect(tmp_path / "scratch")), build(collect(tmp_path / "finetune"))
+    assert "From scratch: every run starts from random weights" in scratch.notes
+    start = "Fine-tuning: every run starts from the trained model of its seed (init_from, e.g. base/seed_1, step 3000"
+    assert start in finetune.notes
+    cells = {
+        name: {label: row.as_in_papers for label, row in report.rows.items()}
+        for name, report in (("scratch", scratch), ("finetune", finetune))
+    }
+    assert cells["scratch"] == {"gold": "in part: MLE to step 200, then fine-tunes", "mle": "yes", "nce": "yes"}
+    assert cells["finetune"] == {"gold": "yes", "mle": "yes", "nce": "no: from scratch"}
+    assert "| as in its papers |" in finetune.body and "| no: from scratch |" in finetune.body
+
+
+def test_report_at_the_best_validation_step(tmp_path, fake_run, cli):
+    for seed in (1, 2):
+        for objective, final, best in (("mle", 4.0, 3.5), ("label_smoothing", 3.8, 3.6)):
+            fake_run(tmp_path, objective, seed, final + seed / 100)
+            path = tmp_path / objective / f"seed_{seed}" / "results.json"
+            results = json.loads(path.read_text())
+            results["history"] = {"val/nll": [[100, best], [450, final]], "val/entropy": [[100, 3.6], [450, 2.0]]}
+            results["at_best"] = {"step": 100, "val/nll": best, "metrics": {"tf/nll": best + seed / 100}}
+            path.write_text(json.dumps(results))
+    end, best = build(collect(tmp_path)), build(collect(tmp_path, "best"))
+    assert end.rows["mle"].intervals["tf/nll"].mean == pytest.approx(4.015)
+    assert best.rows["mle"].intervals["tf/nll"].mean == pytest.approx(3.515)
+    assert "At the best validation step" in best.notes and "steps 100-100" in best.notes
+    assert "At the best validation step" not in end.notes
+    assert best.rows["mle"].data["history"]["val/entropy"] == [[100, 3.6], [450, 2.0]]
+    proc = cli("report", str(tmp_path), "--at", "best")
+    assert proc.returncode == 0 and (tmp_path / "report_at_best.md").is_file()
+    assert (tmp_path / "plots_at_best" / "validation_calibration.png").is_file()
+    assert not (tmp_path / "report.md").exists()  # the final models' report is another file
+    # a run evaluated only at its end: one line
+    fake_run(tmp_path, "nce", 1, 3.9)
+    proc = cli("report", str(tmp_path), "--at", "best")
+    assert proc.returncode == 2 and "has no evaluation at its best validation step" in proc.stderr
+    assert proc.stderr.count("\n") == 1
