@@ -65,7 +65,15 @@ def evaluate_run(
     """tf/, gt/ and gen/ metrics of a trained model on the datamodule's test split; the samples; the
     reliability bins and per-token entropies."""
     source = getattr(datamodule, "source", None)  # exact conditionals: synthetic data only
-    tf = teacher_forced(model, datamodule.blocks["test"], config.batch_size, bf16, config.max_batches, source)
+    tf = teacher_forced(
+        model,
+        datamodule.blocks["test"],
+        config.batch_size,
+        bf16,
+        config.max_batches,
+        source,
+        train_counts=datamodule.unigram_counts(),
+    )
     generations = generate_all(
         model,
         datamodule.prompt_blocks(config.num_prompts, config.prefix_len + config.cont_len),

@@ -38,6 +38,21 @@ class TeacherForced:
     reliability: dict[str, list[float]] = field(default_factory=dict)  # per-bin confidence / accuracy / count
 
 
+# Buckets of the gold token by its frequency in the train split: the vocabulary sorted by train count, most frequent
+# first, cut where the types before it cover 50% and 90% of the train tokens (types never seen are rare).
+FREQUENCY_BUCKETS = (("frequent", 0.0), ("middle", 0.5), ("rare", 0.9))  # (name, train mass before its first type)
+
+
+def frequency_buckets(train_counts: torch.Tensor) -> torch.Tensor:
+    """(V,) train-split counts -> (V,) bucket index of every type (``FREQUENCY_BUCKETS``): a type's bucket is the
+    last one whose start the share of train tokens of the more frequent types reaches."""
+    counts = train_counts.double().flatten()
+    order = counts.argsort(descending=True, stable=True)
+    before = (counts[order].cumsum(0) - counts[order]) / counts.sum().clamp_min(1.0)
+    sorted_bucket = sum((before >= start).long() for _, start in FREQUENCY_BUCKETS[1:])
+    return torch.empty_like(order).scatter_(0, order, sorted_bucket)
+
+
 EVAL_ROWS = 256  # tokens per chunk of the evaluation's logits: each chunk's fp32 passes stay in the cache
 STAT_COLUMNS = ("nll", "entropy", "brier", "confidence", "argmax", "abs_log_z")
 TRUTH_COLUMNS = ("gt_entropy", "forward_kl", "reverse_kl")
@@ -77,9 +92,12 @@ class _Tokens:
     entropies: list[torch.Tensor] = field(default_factory=list)
     confidences: list[torch.Tensor] = field(default_factory=list)
     correct: list[torch.Tensor] = field(default_factory=list)
+    nlls: list[torch.Tensor] = field(default_factory=list)
+    buckets: list[torch.Tensor] = field(default_factory=list)  # the gold token's frequency bucket, where known
 
-    def add(self, stats: torch.Tensor, targets: torch.Tensor) -> None:
-        """One batch's ``token_stats`` (B, T, k) and targets (B, T)."""
+    def add(self, stats: torch.Tensor, targets: torch.Tensor, bucket_of: torch.Tensor | None = None) -> None:
+        """One batch's ``token_stats`` (B, T, k) and targets (B, T); ``bucket_of`` (V,): each type's frequency
+        bucket."""
         names = STAT_COLUMNS + (TRUTH_COLUMNS if stats.shape[-1] > len(STAT_COLUMNS) else ())
         column = dict(zip(names, stats.unbind(-1), strict=True))
         argmax = column["argmax"].long()
@@ -95,6 +113,9 @@ class _Tokens:
         self.entropies.append(column["entropy"].flatten().cpu())
         self.confidences.append(column["confidence"].flatten().cpu())
         self.correct.append(hit.flatten().cpu())
+        if bucket_of is not None:
+            self.nlls.append(column["nll"].flatten().cpu())
+            self.buckets.append(bucket_of[targets.flatten().cpu()])
         self.count += targets.numel()
 
     def metrics(self, with_truth: bool) -> dict[str, float]:
@@ -112,21 +133,45 @@ class _Tokens:
             "tf/uniq": float(torch.cat(self.predicted_ids).unique().numel()),
             "tf/abs_log_z": sums["abs_log_z"] / count,
         }
+        if self.buckets:
+            metrics.update(self.by_frequency(confidence, correct))
         if with_truth:
             metrics["gt/entropy_rate"] = sums["gt_entropy"] / count
             metrics["gt/forward_kl"] = sums["forward_kl"] / count
             metrics["gt/reverse_kl"] = sums["reverse_kl"] / count
         return metrics
 
+    def by_frequency(self, confidence: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
+        """NLL and top-label ECE of the tokens whose gold token is in each frequency bucket (absent when none is)."""
+        nll, bucket = torch.cat(self.nlls).double(), torch.cat(self.buckets)
+        binary = torchmetrics.functional.classification.binary_calibration_error
+        out = {}
+        for index, (name, _) in enumerate(FREQUENCY_BUCKETS):
+            mask = bucket == index
+            if mask.any():
+                out[f"tf/nll_{name}"] = nll[mask].mean().item()
+                out[f"tf/ece_{name}"] = binary(
+                    confidence[mask].double(), correct[mask].long(), n_bins=ECE_BINS, norm="l1"
+                ).item()
+        return out
+
 
 @torch.no_grad()
 def teacher_forced(
-    model: GPT, blocks: torch.Tensor, batch_size: int, bf16: bool, max_batches: int | None = None, source=None
+    model: GPT,
+    blocks: torch.Tensor,
+    batch_size: int,
+    bf16: bool,
+    max_batches: int | None = None,
+    source=None,
+    train_counts: torch.Tensor | None = None,
 ) -> TeacherForced:
-    """tf/ metrics over test blocks (N, T+1); gt/ ones too when ``source`` gives exact conditionals."""
+    """tf/ metrics over test blocks (N, T+1); gt/ ones too when ``source`` gives exact conditionals; NLL and ECE
+    by the gold token's frequency bucket (tf/nll_rare, ...) when ``train_counts`` (V,) gives the train split's."""
     model.eval()
     device = next(model.parameters()).device
     tokens = _Tokens()
+    bucket_of = frequency_buckets(train_counts) if train_counts is not None else None
     truth = true_log_conditionals(source, blocks, batch_size, max_batches) if source is not None else None
     for i, batch in enumerate(batches(blocks, batch_size, max_batches)):
         batch = batch.to(device)
@@ -135,7 +180,7 @@ def teacher_forced(
         with autocast_context(model, bf16):
             h = model.hidden(inputs)
             stats = model.map_logits(h, token_stats, *per_token, rows=EVAL_ROWS)  # the head's fp32 logits
-        tokens.add(stats, targets)
+        tokens.add(stats, targets, bucket_of)
     confidence, correct = torch.cat(tokens.confidences), torch.cat(tokens.correct)
     return TeacherForced(
         tokens.metrics(with_truth=source is not None),

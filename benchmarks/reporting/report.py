@@ -20,9 +20,11 @@ from benchmarks.reporting.stats import holm, mean_interval, paired_difference
 from benchmarks.reporting.tables import (
     BASELINE,
     DECODING_COLUMNS,
+    FREQUENCY_COLUMNS,
     MODEL_COLUMNS,
     Differences,
     difference_tables,
+    frequency_table,
     generation_table,
     headline_table,
     model_table,
@@ -48,7 +50,7 @@ class Report:
 
 
 def model_keys() -> list[str]:
-    return [key for key, _, _ in MODEL_COLUMNS]
+    return [key for key, _, _ in (*MODEL_COLUMNS, *FREQUENCY_COLUMNS)]
 
 
 def generation_keys(decodings: list[str]) -> list[str]:
@@ -201,7 +203,11 @@ def build(runs: list) -> Report:
     fill_intervals(done, seeds, decodings)
     differences = paired_differences(done, seeds, decodings)
     entropy_rate = source_entropy_rate(done)
-    parts = [model_table(done, failed, seeds, entropy_rate), generation_table(done, decodings)]
+    parts = [
+        model_table(done, failed, seeds, entropy_rate),
+        frequency_table(done, differences),
+        generation_table(done, decodings),
+    ]
     parts += difference_tables(done, decodings, differences)
     body = "\n\n".join(p for p in parts if p) + "\n"
     notes = report_notes(done, seeds, missing, entropy_rate, len(differences.deltas))

@@ -24,6 +24,12 @@ MODEL_COLUMNS = [
     ("gt/forward_kl", "KL(P‖p)", "min"),
     ("gt/reverse_kl", "KL(p‖P)", "min"),
 ]
+# NLL and ECE of the tokens whose gold token is frequent / middle / rare in the train split (teacher_forced.py)
+FREQUENCY_COLUMNS = [
+    (f"tf/{metric}_{bucket}", f"{header} {bucket}", "min")
+    for metric, header in (("nll", "NLL"), ("ece", "ECE"))
+    for bucket in ("frequent", "middle", "rare")
+]
 DECODING_COLUMNS = [
     ("gen/{d}/seq_rep_4", "seq-rep-4", "human"),
     ("gen/{d}/distinct_4", "distinct-4", "human"),
@@ -102,10 +108,7 @@ def model_table(done: dict[str, Row], failed: dict[str, Row], seeds: list[int], 
     best = {key: _bold_best(done, key, rule, entropy_rate) for key, _, rule in columns}
     table = []
     for label, row in done.items():
-        cells = []
-        for key, _, _ in columns:
-            text = fmt_interval(row.intervals.get(key))
-            cells.append(f"**{text}**" if best[key] == label else text)
+        cells = row_cells(label, row, columns, best)
         nll = [row.runs[s].metrics.get("tf/nll") for s in seeds]
         spread = float(np.std(nll, ddof=1)) if len(nll) > 1 and None not in nll else float("nan")
         walls = [r.data.get("timing", {}) for r in row.runs.values()]
@@ -121,8 +124,43 @@ def model_table(done: dict[str, Row], failed: dict[str, Row], seeds: list[int], 
     return "### Teacher-forced and ground truth (test split)\n\n" + markdown_table(header, table)
 
 
+def row_cells(label: str, row: Row, columns: list[tuple[str, str, str]], best: dict[str, str | None]) -> list[str]:
+    """A row's cells of these columns: mean ± half-width, in bold where the row is the column's best."""
+    cells = []
+    for key, _, _ in columns:
+        text = fmt_interval(row.intervals.get(key))
+        cells.append(f"**{text}**" if best.get(key) == label else text)
+    return cells
+
+
+def present(columns: list[tuple[str, str, str]], done: dict[str, Row]) -> list[tuple[str, str, str]]:
+    """The columns some row has a value of."""
+    return [c for c in columns if any(c[0] in row.intervals for row in done.values())]
+
+
 def model_columns(done: dict[str, Row]) -> list[tuple[str, str, str]]:
-    return [c for c in MODEL_COLUMNS if any(c[0] in row.intervals for row in done.values())]
+    return present(MODEL_COLUMNS, done)
+
+
+def frequency_table(done: dict[str, Row], differences: Differences) -> str | None:
+    """NLL and ECE by the gold token's frequency in the train split, each with its difference from MLE."""
+    columns = present(FREQUENCY_COLUMNS, done)
+    if not columns:
+        return None
+    best = {key: _bold_best(done, key, rule, None) for key, _, rule in columns}
+    table = []
+    for label, row in done.items():
+        cells = row_cells(label, row, columns, best)
+        if label != BASELINE:
+            deltas = [differences.cell(label, key) for key, _, _ in columns]
+            cells = [f"{cell} ({delta})" for cell, delta in zip(cells, deltas, strict=True)]
+        table.append([label, *cells])
+    header = ["objective", *[h for _, h, _ in columns]]
+    return (
+        "### By the gold token's frequency in the train split\n\nThe test tokens whose gold token is frequent (the "
+        "most frequent types, covering half of the train tokens), middle (the next 40%) or rare (the last 10%, and "
+        "types never seen); in brackets the difference from MLE, paired by seed.\n\n" + markdown_table(header, table)
+    )
 
 
 def generation_columns(done: dict[str, Row], decodings: list[str]) -> list[tuple[str, str, str]]:

@@ -124,3 +124,35 @@ def test_bf16_metrics_come_from_the_heads_fp32_logits(model):
     assert tf.metrics["tf/nll"] == pytest.approx(nll, abs=1.5e-4)
     assert tf.metrics["tf/entropy"] == pytest.approx(entropy, abs=1.5e-4)
     assert tf.metrics["tf/abs_log_z"] == pytest.approx(z.logsumexp(-1).abs().mean().item(), abs=2e-5)
+
+
+def test_frequency_buckets_cut_the_train_mass_at_half_and_nine_tenths():
+    from benchmarks.evaluation.teacher_forced import frequency_buckets
+
+    # shares 0.40, 0.20, 0.15, 0.15, 0.06, 0.04, 0 of the train tokens; the mass before each type: 0, .40, .60,
+    # .75, .90, .96, 1.0 -> frequent, frequent, middle, middle, rare, rare, rare (never seen)
+    counts = torch.tensor([15.0, 4.0, 0.0, 40.0, 20.0, 15.0, 6.0])
+    assert frequency_buckets(counts).tolist() == [1, 2, 2, 0, 0, 1, 2]
+
+
+def test_nll_and_ece_by_frequency_bucket_are_those_of_the_buckets_tokens():
+    from benchmarks.evaluation.teacher_forced import frequency_buckets
+
+    g = torch.Generator().manual_seed(1)
+    blocks = torch.randint(0, 11, (6, 9), generator=g)
+    logits = 2 * torch.randn(6, 8, 11, generator=g)
+    counts = torch.arange(11, 0, -1).double() ** 2  # token 0 the most frequent
+    tf = teacher_forced(LogitsModel(11, logits), blocks, batch_size=4, bf16=False, train_counts=counts)
+    targets = blocks[:, 1:].flatten()
+    logp = logits.flatten(0, 1).log_softmax(-1)
+    bucket = frequency_buckets(counts)[targets]
+    for index, name in enumerate(("frequent", "middle", "rare")):
+        mask = bucket == index
+        assert mask.any()
+        nll = -logp[mask].gather(1, targets[mask, None]).mean().item()
+        assert tf.metrics[f"tf/nll_{name}"] == pytest.approx(nll, rel=1e-5)
+        ece = torchmetrics.functional.classification.multiclass_calibration_error(
+            logp[mask].exp(), targets[mask], num_classes=11, n_bins=15
+        ).item()
+        assert tf.metrics[f"tf/ece_{name}"] == pytest.approx(ece, rel=1e-5)
+    assert "tf/nll_rare" not in teacher_forced(LogitsModel(11, logits), blocks, batch_size=4, bf16=False).metrics

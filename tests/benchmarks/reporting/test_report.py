@@ -196,3 +196,14 @@ def test_report_at_the_best_validation_step(tmp_path, fake_run, cli):
     proc = cli("report", str(tmp_path), "--at", "best")
     assert proc.returncode == 2 and "has no evaluation at its best validation step" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_the_frequency_table_shows_each_bucket_and_its_difference_from_mle(tmp_path, fake_run):
+    for seed in (1, 2, 3):
+        for objective, rare in (("mle", 6.0), ("tailr", 6.5)):
+            metrics = {"tf/nll_frequent": 2.0, "tf/nll_rare": rare + seed / 10, "tf/ece_rare": 0.1}
+            fake_run(tmp_path, objective, seed, 3.5, metrics=metrics)
+    body = build(collect(tmp_path)).body
+    assert "### By the gold token's frequency in the train split" in body
+    assert "| objective | NLL frequent | NLL rare | ECE rare |" in body
+    assert "| tailr | 2.000 ± 0.000 (+0.000 ± 0.000) | 6.700 ± 0.248 (+0.500 ± 0.000 †) |" in body
