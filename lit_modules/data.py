@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lit_modules.core.configs import is_int, is_number, positive_int, require, typed
 from lit_modules.core.errors import ConfigError, DataError
 from lit_modules.core.files import atomic_path, default_cache_dir
-from lit_modules.core.synthetic import HMMSource, SourceConfig
+from lit_modules.core.synthetic import HMMSource, ShiftedSource, SourceConfig
 
 SPLITS = ("train", "val", "test")
 EOS = "<|endoftext|>"
@@ -155,6 +156,11 @@ class BlockDataModule(pl.LightningDataModule):
             raise DataError(f"eval.num_prompts={n} is more than the {test.shape[0]} test blocks; lower it")
         return test[:n, :length]
 
+    def shifted_splits(self, shifts: Sequence[float], tokens: int) -> dict[str, tuple[torch.Tensor, Any]]:
+        """Out-of-distribution test data: {name: (blocks (N, block_size + 1), the source of exact conditionals or
+        None)}. None here; the synthetic source gives shifted sources (``SyntheticDataModule``)."""
+        return {}
+
     def unigram_counts(self) -> torch.Tensor:
         """Token counts (V,) over the train split, float64."""
         return torch.bincount(self.blocks["train"].flatten(), minlength=self.vocab_size).double()
@@ -245,6 +251,17 @@ class SyntheticDataModule(BlockDataModule):
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         return self.source.render(ids)
+
+    def shifted_splits(self, shifts: Sequence[float], tokens: int) -> dict[str, tuple[torch.Tensor, ShiftedSource]]:
+        """Per ρ of ``shifts``: ``tokens`` tokens (whole blocks, at least one) of the source shifted by ρ toward the
+        source of seed ``source.seed + 1`` (``ShiftedSource``), and that shifted source: {"shift<ρ>": ...}."""
+        length = self.block_size + 1
+        out = {}
+        for i, rho in enumerate(shifts):
+            shifted = ShiftedSource(self.source, rho, other_seed=self.source.cfg.seed + 1)
+            blocks = shifted.sample(max(tokens // length, 1), length, seed=self.source.cfg.seed * 1000 + 100 + i)
+            out[f"shift{rho:g}"] = (blocks, shifted)
+        return out
 
 
 @dataclass

@@ -72,9 +72,9 @@ def test_a_documented_command_is_accepted(where, argv, tmp_path, monkeypatch):
 
             prepare(cfg, objective, base_overrides(settings))
         else:
-            start = next((o.split("=", 1)[1] for o in settings if o.startswith("init_from=")), None)
+            start = cfg.get("init_from")  # set on the command line or by a suite (suite=finetune)
             if start is not None:  # an earlier run's weights, of the shape this command's model has
-                without = [o for o in settings if not o.startswith(("init_from=", "objective"))]
+                without = [o for o in settings if not o.startswith(("init_from=", "objective", "suite"))]
                 write_start_checkpoint(Path(start), plan(compose(without), "mle").model)
             plan(cfg, objective)
     elif entry in ("report", "score", "scaling", "corpus", "tuned", "perf"):

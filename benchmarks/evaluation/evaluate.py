@@ -25,6 +25,8 @@ class EvalConfig:
     batch_size: int = 64
     max_batches: int | None = None  # teacher-forced test batches (None: the whole test split)
     mauve: bool | str = "auto"  # MAUVE against the human continuations: auto, true (required) or false
+    ood_shifts: list[float] = field(default_factory=lambda: [0.25, 1.0])  # synthetic: ρ of the shifted sources
+    ood_tokens: int = 16384  # test tokens of each shifted source
     val_calibration: bool = False  # every validation also measures entropy and ECE (the history keeps them)
     at_best: bool = False  # also evaluate the weights of the lowest val/nll (early stopping): results' at_best
 
@@ -37,6 +39,11 @@ class EvalConfig:
             positive_int(f"eval.{key}", getattr(self, key))
         if self.max_batches is not None:
             positive_int("eval.max_batches", self.max_batches)
+        ok = isinstance(self.ood_shifts, list) and all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 1 for r in self.ood_shifts
+        )
+        require("eval.ood_shifts", self.ood_shifts, ok, "use a list of shifts ρ in (0, 1], e.g. [0.25,1.0], or []")
+        positive_int("eval.ood_tokens", self.ood_tokens)
         for key in ("val_calibration", "at_best"):
             require(f"eval.{key}", getattr(self, key), isinstance(getattr(self, key), bool), "use true or false")
         ok = isinstance(self.mauve, bool) or self.mauve == "auto"
@@ -57,6 +64,22 @@ def use_mauve(setting: bool | str, synthetic: bool) -> bool:
         print(f"MAUVE: skipped, the mauve extra is not installed ({mauve.INSTALL})")
         return False
     return True
+
+
+OOD_KEYS = ("nll", "entropy", "ece", "rms_ce", "mce", "brier", "entropy_rate", "forward_kl", "reverse_kl")
+
+
+def shifted_metrics(model: GPT, datamodule, config: EvalConfig, bf16: bool) -> dict[str, float]:
+    """Teacher-forced metrics on each out-of-distribution split of the data module (the synthetic source shifted
+    by each ρ of eval.ood_shifts, its exact divergences included): ``ood/<split>/<metric>``."""
+    out = {}
+    for name, (blocks, source) in datamodule.shifted_splits(config.ood_shifts, config.ood_tokens).items():
+        metrics = teacher_forced(model, blocks, config.batch_size, bf16, None, source).metrics
+        for key, value in metrics.items():
+            metric = key.split("/", 1)[1]
+            if metric in OOD_KEYS:
+                out[f"ood/{name}/{metric}"] = value
+    return out
 
 
 def evaluate_run(
@@ -89,7 +112,7 @@ def evaluate_run(
         mauve=use_mauve(config.mauve, synthetic=source is not None),
     )
     return {
-        "metrics": {**tf.metrics, **generations.metrics},
+        "metrics": {**tf.metrics, **shifted_metrics(model, datamodule, config, bf16), **generations.metrics},
         "samples": generations.records,
         "entropies": tf.entropies,
         "reliability": tf.reliability,

@@ -225,23 +225,28 @@ def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: in
     return {"confidence": conf.tolist(), "accuracy": acc.tolist(), "count": count.tolist()}
 
 
-_TRUTH_CACHE: dict[tuple, list[torch.Tensor]] = {}  # one entry: the test split's exact conditionals
-TRUTH_CACHE_BYTES = 2 << 30  # larger tables are recomputed at every call
+_TRUTH_CACHE: dict[tuple, list[torch.Tensor]] = {}  # the splits' exact conditionals, the least recent first
+TRUTH_CACHE_BYTES = 2 << 30  # in all; a larger table is recomputed at every call
 
 
 def true_log_conditionals(source, blocks: torch.Tensor, batch_size: int, max_batches: int | None) -> list[torch.Tensor]:
-    """The source's log P(x_{t+1} = · | x_<=t) of every test batch, (b, T, V) each, computed in the same batches
-    as ``teacher_forced`` reads them. They depend on the test split only, not on the model, so a process that
-    evaluates many runs on one split (a suite) computes them once. Kept for the last split asked for (0.5 GB
-    for the default one), up to 2 GiB."""
+    """The source's log P(x_{t+1} = · | x_<=t) of every batch of a split, (b, T, V) each, computed in the same
+    batches as ``teacher_forced`` reads them. They depend on the split only, not on the model, so a process that
+    evaluates many runs on the same splits (a suite: the test split and the shifted ones) computes them once. Kept
+    for the splits asked for last, up to 2 GiB in all (0.5 GB for the default test split)."""
     key = (source.fingerprint(), blocks.shape, hash(blocks.numpy().tobytes()), batch_size, max_batches)
-    if key not in _TRUTH_CACHE:
-        truth = [
-            source.log_conditionals(batch.cpu())[:, 1:].contiguous()
-            for batch in batches(blocks, batch_size, max_batches)
-        ]
-        _TRUTH_CACHE.clear()
-        if sum(t.numel() * t.element_size() for t in truth) > TRUTH_CACHE_BYTES:
-            return truth
-        _TRUTH_CACHE[key] = truth
-    return _TRUTH_CACHE[key]
+    if key in _TRUTH_CACHE:
+        _TRUTH_CACHE[key] = _TRUTH_CACHE.pop(key)  # the most recent now
+        return _TRUTH_CACHE[key]
+    truth = [
+        source.log_conditionals(batch.cpu())[:, 1:].contiguous() for batch in batches(blocks, batch_size, max_batches)
+    ]
+    size = sum(t.numel() * t.element_size() for t in truth)
+    if size > TRUTH_CACHE_BYTES:
+        return truth
+    while _TRUTH_CACHE and size + sum(t.numel() * t.element_size() for v in _TRUTH_CACHE.values() for t in v) > (
+        TRUTH_CACHE_BYTES
+    ):
+        _TRUTH_CACHE.pop(next(iter(_TRUTH_CACHE)))
+    _TRUTH_CACHE[key] = truth
+    return truth

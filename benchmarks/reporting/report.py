@@ -22,12 +22,14 @@ from benchmarks.reporting.tables import (
     DECODING_COLUMNS,
     FREQUENCY_COLUMNS,
     MODEL_COLUMNS,
+    OOD_COLUMNS,
     Differences,
     difference_tables,
     frequency_table,
     generation_table,
     headline_table,
     model_table,
+    shifted_tables,
 )
 from lit_modules.core.errors import DataError
 from lit_modules.core.files import atomic_write
@@ -50,7 +52,11 @@ class Report:
 
 
 def model_keys() -> list[str]:
-    return [key for key, _, _ in (*MODEL_COLUMNS, *FREQUENCY_COLUMNS)]
+    return [key for key, _, _ in MODEL_COLUMNS]
+
+
+def frequency_keys() -> list[str]:
+    return [key for key, _, _ in FREQUENCY_COLUMNS]
 
 
 def generation_keys(decodings: list[str]) -> list[str]:
@@ -60,27 +66,45 @@ def generation_keys(decodings: list[str]) -> list[str]:
 def fill_intervals(done: dict[str, Row], seeds: list[int], decodings: list[str]) -> None:
     """Every row's mean and interval over the common seeds, per metric."""
     for row in done.values():
-        for key in [*model_keys(), *generation_keys([*decodings, "human"]), "tf/ppl", "val/nll"]:
+        keys = [*model_keys(), *frequency_keys(), *shifted_keys(done), *generation_keys([*decodings, "human"])]
+        for key in [*keys, "tf/ppl", "val/nll"]:
             values = metric_values(row, key, seeds) if seeds else None
             if values is not None:
                 row.intervals[key] = mean_interval(values)
 
 
 def paired_differences(done: dict[str, Row], seeds: list[int], decodings: list[str]) -> Differences:
-    """Each row's difference from MLE, paired by seed (and prompt), Holm-corrected over every cell at once."""
+    """Each row's difference from MLE, paired by seed (and prompt), Holm-corrected within its family: the main
+    tables' cells (teacher-forced, ground truth, generation) together, the frequency table's and the shifted
+    splits' each apart (so that adding a table never moves the marks of another)."""
+    families = {
+        "main": [*model_keys(), *generation_keys(decodings)],
+        "frequency": frequency_keys(),
+        "shift": shifted_keys(done),
+    }
     baseline = done.get(BASELINE)
-    deltas = {}
-    if baseline is not None:
+    deltas, adjusted, sizes = {}, {}, {}
+    for family, keys in families.items():
+        cells = {}
         for label, row in done.items():
-            if label == BASELINE:
+            if baseline is None or label == BASELINE:
                 continue
-            for key in [*model_keys(), *generation_keys(decodings)]:
+            for key in keys:
                 a, b = metric_values(row, key, seeds), metric_values(baseline, key, seeds)
                 if a is not None and b is not None and a.shape == b.shape:
-                    deltas[(label, key)] = paired_difference(a, b)
-    adjusted = dict(zip(deltas, holm([d.p for d in deltas.values()]), strict=True))
+                    cells[(label, key)] = paired_difference(a, b)
+        deltas.update(cells)
+        adjusted.update(zip(cells, holm([d.p for d in cells.values()]), strict=True))
+        sizes[family] = len(cells)
     significant = {cell for cell, p in adjusted.items() if math.isfinite(p) and p < ALPHA}
-    return Differences(deltas, adjusted, significant)
+    return Differences(deltas, adjusted, significant, sizes)
+
+
+def shifted_keys(done: dict[str, Row]) -> list[str]:
+    """The metrics of the shifted splits (ood/<split>/<metric>) some run has, in OOD_COLUMNS order."""
+    present = {k for row in done.values() for r in row.runs.values() for k in r.metrics if k.startswith("ood/")}
+    splits = sorted({k.split("/")[1] for k in present})
+    return [f"ood/{s}/{metric}" for s in splits for metric, _, _ in OOD_COLUMNS if f"ood/{s}/{metric}" in present]
 
 
 def source_entropy_rate(done: dict[str, Row]) -> float | None:
@@ -135,7 +159,7 @@ def report_notes(done: dict[str, Row], seeds: list[int], missing: list[str], ent
         "closest to the human continuations, MAUVE highest), only where its interval does not overlap the "
         "runner-up's. NLL sd: standard deviation of test NLL over seeds. "
         f"Δ: objective − MLE at the same seed (and prompt); † significant at {ALPHA} after Holm's correction "
-        f"over all {n_cells} cells."
+        f"over all {n_cells} cells of the main tables (the frequency and shifted-source tables: each its own family)."
     )
     if missing:
         notes.append(
@@ -206,17 +230,18 @@ def build(runs: list) -> Report:
     parts = [
         model_table(done, failed, seeds, entropy_rate),
         frequency_table(done, differences),
+        *shifted_tables(done, differences),
         generation_table(done, decodings),
     ]
     parts += difference_tables(done, decodings, differences)
     body = "\n\n".join(p for p in parts if p) + "\n"
-    notes = report_notes(done, seeds, missing, entropy_rate, len(differences.deltas))
+    notes = report_notes(done, seeds, missing, entropy_rate, differences.families["main"])
     headline = headline_table(done, differences, entropy_rate)
     if headline:
         headline = (
             f"Mean ± half-width of the 95% interval over seeds {', '.join(map(str, seeds))}; Δ: minus MLE at the same "
-            f"seed (and prompt), † significant after Holm's correction over all {len(differences.deltas)} Δ cells "
-            "of the full report.\n\n" + headline + "\n"
+            f"seed (and prompt), † significant after Holm's correction over all {differences.families['main']} Δ "
+            "cells of the full report's main tables.\n\n" + headline + "\n"
         )
     return Report(body, notes, csv_rows(rows, differences), rows, headline or "")
 

@@ -4,7 +4,7 @@ interval separates it from the runner-up's, differences from MLE with a † wher
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,15 @@ FREQUENCY_COLUMNS = [
     for metric, header in (("nll", "NLL"), ("ece", "ECE"))
     for bucket in ("frequent", "middle", "rare")
 ]
+# each shifted split (ood/<split>/...): its teacher-forced metrics and the exact KLs to the shifted source
+OOD_COLUMNS = [
+    ("nll", "NLL", "min"),
+    ("entropy", "entropy", "source"),
+    ("ece", "ECE", "min"),
+    ("brier", "Brier", "min"),
+    ("forward_kl", "KL(P′‖p)", "min"),
+    ("reverse_kl", "KL(p‖P′)", "min"),
+]
 DECODING_COLUMNS = [
     ("gen/{d}/seq_rep_4", "seq-rep-4", "human"),
     ("gen/{d}/distinct_4", "distinct-4", "human"),
@@ -46,6 +55,7 @@ class Differences:
     deltas: dict[tuple[str, str], Interval]
     adjusted: dict[tuple[str, str], float]
     significant: set[tuple[str, str]]
+    families: dict[str, int] = field(default_factory=dict)  # cells of each Holm family
 
     def cell(self, label: str, key: str) -> str:
         d = self.deltas.get((label, key))
@@ -142,19 +152,47 @@ def model_columns(done: dict[str, Row]) -> list[tuple[str, str, str]]:
     return present(MODEL_COLUMNS, done)
 
 
+def shifted_tables(done: dict[str, Row], differences: Differences) -> list[str]:
+    """Per shifted split: its teacher-forced metrics and exact KLs, each with its difference from MLE."""
+    splits = sorted({key.split("/")[1] for row in done.values() for key in row.intervals if key.startswith("ood/")})
+    tables = []
+    for split in splits:
+        columns = present([(f"ood/{split}/{m}", h, rule) for m, h, rule in OOD_COLUMNS], done)
+        key = f"ood/{split}/entropy_rate"  # the shifted source's, the same in every run
+        rate = next((r.metrics[key] for row in done.values() for r in row.runs.values() if key in r.metrics), None)
+        best = {key: _bold_best(done, key, rule, rate) for key, _, rule in columns}
+        table = [[label, *with_deltas(label, row, columns, best, differences)] for label, row in done.items()]
+        if rate is not None:
+            reference = {"nll": fmt(rate), "entropy": fmt(rate), "forward_kl": "0", "reverse_kl": "0"}
+            table.append(["*shifted source*", *[reference.get(key.split("/")[2], "–") for key, _, _ in columns]])
+        rho = split.removeprefix("shift")
+        tables.append(
+            f"### Out of distribution: the source shifted by ρ = {rho}\n\nTest text of the synthetic source with every "
+            f"transition and emission row mixed {rho} of the way toward another seeded source (docs/regimes.md); "
+            "KL(P′‖p) and KL(p‖P′) are exact, to that shifted source P′; in brackets the difference from MLE, "
+            "paired by seed (Holm within this table's family).\n\n"
+            + markdown_table(["objective", *[h for _, h, _ in columns]], table)
+        )
+    return tables
+
+
+def with_deltas(
+    label: str, row: Row, columns: list[tuple[str, str, str]], best: dict[str, str | None], differences: Differences
+) -> list[str]:
+    """A row's cells, each followed by its difference from MLE in brackets (MLE's own row: the cells alone)."""
+    cells = row_cells(label, row, columns, best)
+    if label == BASELINE:
+        return cells
+    return [f"{cell} ({differences.cell(label, key)})" for cell, (key, _, _) in zip(cells, columns, strict=True)]
+
+
 def frequency_table(done: dict[str, Row], differences: Differences) -> str | None:
     """NLL and ECE by the gold token's frequency in the train split, each with its difference from MLE."""
     columns = present(FREQUENCY_COLUMNS, done)
     if not columns:
         return None
     best = {key: _bold_best(done, key, rule, None) for key, _, rule in columns}
-    table = []
-    for label, row in done.items():
-        cells = row_cells(label, row, columns, best)
-        if label != BASELINE:
-            deltas = [differences.cell(label, key) for key, _, _ in columns]
-            cells = [f"{cell} ({delta})" for cell, delta in zip(cells, deltas, strict=True)]
-        table.append([label, *cells])
+    table = [[label, *with_deltas(label, row, columns, best, differences)] for label, row in done.items()]
     header = ["objective", *[h for _, h, _ in columns]]
     return (
         "### By the gold token's frequency in the train split\n\nThe test tokens whose gold token is frequent (the "

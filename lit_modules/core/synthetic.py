@@ -14,7 +14,7 @@ Frequent words (low ids) render as short pseudo-words, so samples read like text
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -153,6 +153,49 @@ class HMMSource:
     # ---- rendering ------------------------------------------------------------------------
     def render(self, ids: list[int] | torch.Tensor) -> str:
         return " ".join(word(int(i)) for i in ids)
+
+
+class ShiftedSource(HMMSource):
+    """The source moved toward another one: every transition and emission row (1 − ρ)·this source's + ρ·that of
+    the source of the same settings and seed ``other_seed``. The same vocabulary, states and Zipf prior; ρ = 0 is
+    the source itself, ρ = 1 the other. Its conditionals are exact, as the source's (the mixed rows are an HMM).
+
+    Sampling draws each step's emission and transition from one of the two sources' rows, the other's with
+    probability ρ: a draw from the mixed row."""
+
+    def __init__(self, base: HMMSource, rho: float, other_seed: int) -> None:
+        if not (isinstance(rho, (int, float)) and not isinstance(rho, bool) and 0.0 <= rho <= 1.0):
+            raise ConfigError(f"shift rho={rho!r} is not allowed; use a number in [0, 1]")
+        self.cfg, self.rho, self.other_seed = base.cfg, float(rho), other_seed
+        self.parts = (base, HMMSource(replace(base.cfg, seed=other_seed)))
+        self.transitions = (1.0 - rho) * base.transitions + rho * self.parts[1].transitions
+        self.emissions = (1.0 - rho) * base.emissions + rho * self.parts[1].emissions
+        self.initial = _stationary(self.transitions)
+
+    def fingerprint(self) -> str:
+        return f"{self.parts[0].fingerprint()}-shift{self.rho:g}-to{self.other_seed}"
+
+    def sample(self, n_seqs: int, length: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        V, cfg = self.cfg.vocab_size, self.cfg
+        succ_ids = torch.stack([p.succ_ids for p in self.parts])  # (2, K, succ)
+        succ_cum = torch.stack([p.succ_w.cumsum(1) for p in self.parts])
+        emit_ids = torch.stack([p.emit_ids for p in self.parts])  # (2, K, emit)
+        emit_cum = torch.stack([p.emit_w.cumsum(1) for p in self.parts])
+        state = torch.multinomial(self.initial, n_seqs, replacement=True, generator=g)  # (N,)
+        out = torch.empty(n_seqs, length, dtype=torch.int64)
+        for t in range(length):
+            part = (torch.rand(n_seqs, generator=g) < self.rho).long()  # whose emission row
+            u = torch.rand(n_seqs, 1, dtype=torch.float64, generator=g)
+            slot = torch.searchsorted(emit_cum[part, state], u).clamp_max_(cfg.emit - 1)
+            token = emit_ids[part, state].gather(1, slot).squeeze(1)
+            uniform = torch.rand(n_seqs, generator=g) < cfg.smoothing
+            out[:, t] = torch.where(uniform, torch.randint(V, (n_seqs,), generator=g), token)
+            part = (torch.rand(n_seqs, generator=g) < self.rho).long()  # whose transition row
+            u = torch.rand(n_seqs, 1, dtype=torch.float64, generator=g)
+            slot = torch.searchsorted(succ_cum[part, state], u).clamp_max_(cfg.succ - 1)
+            state = succ_ids[part, state].gather(1, slot).squeeze(1)
+        return out
 
 
 def _dirichlet(alpha: float, shape: tuple[int, int], g: torch.Generator) -> torch.Tensor:

@@ -103,9 +103,16 @@ def test_exact_conditionals_of_a_test_split_are_computed_once_per_process(model,
     assert len(calls) == 2  # two batches
     second = teacher_forced(model, blocks, batch_size=4, bf16=False, source=source)
     assert len(calls) == 2 and second.metrics == first.metrics
-    other = source.sample(8, 20, seed=1)  # another split: computed anew, the old entry dropped
+    other = source.sample(8, 20, seed=1)  # another split (a shifted one): computed anew, both kept
     teacher_forced(model, other, batch_size=4, bf16=False, source=source)
-    assert len(calls) == 4 and len(evaluate._TRUTH_CACHE) == 1
+    teacher_forced(model, blocks, batch_size=4, bf16=False, source=source)
+    assert len(calls) == 4 and len(evaluate._TRUTH_CACHE) == 2
+    # beyond the cache's bytes the least recently used split goes first ("other": "blocks" was read after it)
+    monkeypatch.setattr(evaluate, "TRUTH_CACHE_BYTES", 3 * 4 * 19 * 40 * 4)  # three batches' tables
+    third = source.sample(4, 20, seed=2)
+    teacher_forced(model, third, batch_size=4, bf16=False, source=source)
+    kept = [key[2] for key in evaluate._TRUTH_CACHE]
+    assert len(calls) == 5 and kept == [hash(blocks.numpy().tobytes()), hash(third.numpy().tobytes())]  # not "other"
 
 
 def test_bf16_metrics_come_from_the_heads_fp32_logits(model):

@@ -207,3 +207,18 @@ def test_the_frequency_table_shows_each_bucket_and_its_difference_from_mle(tmp_p
     assert "### By the gold token's frequency in the train split" in body
     assert "| objective | NLL frequent | NLL rare | ECE rare |" in body
     assert "| tailr | 2.000 ± 0.000 (+0.000 ± 0.000) | 6.700 ± 0.248 (+0.500 ± 0.000 †) |" in body
+
+
+def test_shifted_tables_are_their_own_holm_family(tmp_path, fake_run):
+    for seed in (1, 2, 3):
+        for objective, ood in (("mle", 4.0), ("label_smoothing", 3.7)):
+            metrics = {"tf/entropy": 3.6, "ood/shift1/nll": ood + seed / 10, "ood/shift1/entropy_rate": 3.3}
+            fake_run(tmp_path / "with", objective, seed, 3.5 + seed / 10, metrics=metrics)
+            fake_run(tmp_path / "without", objective, seed, 3.5 + seed / 10, metrics={"tf/entropy": 3.6})
+    with_ood, without = build(collect(tmp_path / "with")), build(collect(tmp_path / "without"))
+    assert "### Out of distribution: the source shifted by ρ = 1" in with_ood.body
+    assert "| label_smoothing | 3.900 ± 0.248 (-0.300 ± 0.000 †) |" in with_ood.body
+    assert "| *shifted source* | 3.300 |" in with_ood.body
+    # the main tables' marks and counts do not move with the shifted table
+    assert with_ood.notes == without.notes and "over all 2 cells of the main tables" in with_ood.notes
+    assert "Out of distribution" not in without.body

@@ -76,3 +76,32 @@ def test_pseudo_words_are_unique_and_short_for_frequent_ids():
     words = [word(i) for i in range(4096)]
     assert len(set(words)) == 4096
     assert len(word(0)) == 2 and len(word(4000)) == 4
+
+
+def test_a_shifted_source_mixes_every_row_and_samples_what_it_predicts():
+    import pytest
+
+    from lit_modules.core.errors import ConfigError
+    from lit_modules.core.synthetic import ShiftedSource
+
+    config = SourceConfig(vocab_size=256, n_states=32, emit=12, seed=2)
+    base, other = HMMSource(config), HMMSource(SourceConfig(vocab_size=256, n_states=32, emit=12, seed=3))
+    tokens = base.sample(3, 10, seed=0)
+    for rho, same_as in ((0.0, base), (1.0, other)):
+        shifted = ShiftedSource(base, rho, other_seed=3)
+        torch.testing.assert_close(
+            shifted.log_conditionals(tokens, torch.float64), same_as.log_conditionals(tokens, torch.float64)
+        )
+    half = ShiftedSource(base, 0.5, other_seed=3)
+    torch.testing.assert_close(half.emissions, 0.5 * (base.emissions + other.emissions))
+    torch.testing.assert_close(half.transitions, 0.5 * (base.transitions + other.transitions))
+    assert half.fingerprint() != base.fingerprint() and half.fingerprint().endswith("-shift0.5-to3")
+    # its samples' NLL under its exact conditionals estimates their conditional entropy (and not the base's)
+    sample = half.sample(400, 40, seed=7)
+    nll = -half.log_conditionals(sample, torch.float64).gather(-1, sample[..., None]).mean().item()
+    assert abs(nll - half.conditional_entropy(sample).mean().item()) < 0.03 * nll
+    base_nll = -base.log_conditionals(sample, torch.float64).gather(-1, sample[..., None]).mean().item()
+    assert base_nll > nll + 0.3
+    for bad in (-0.1, 1.5, "half"):
+        with pytest.raises(ConfigError, match="rho"):
+            ShiftedSource(base, bad, other_seed=3)
