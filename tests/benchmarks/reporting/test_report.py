@@ -172,7 +172,7 @@ def test_the_report_says_whether_each_objective_is_used_as_its_papers_use_it(tmp
     assert "| as in its papers |" in finetune.body and "| no: from scratch |" in finetune.body
 
 
-def test_report_at_the_best_validation_step(tmp_path, fake_run, cli):
+def test_report_at_the_best_validation_step(tmp_path, fake_run, capsys):
     for seed in (1, 2):
         for objective, final, best in (("mle", 4.0, 3.5), ("label_smoothing", 3.8, 3.6)):
             fake_run(tmp_path, objective, seed, final + seed / 100)
@@ -187,15 +187,17 @@ def test_report_at_the_best_validation_step(tmp_path, fake_run, cli):
     assert "At the best validation step" in best.notes and "steps 100-100" in best.notes
     assert "At the best validation step" not in end.notes
     assert best.rows["mle"].data["history"]["val/entropy"] == [[100, 3.6], [450, 2.0]]
-    proc = cli("report", str(tmp_path), "--at", "best")
-    assert proc.returncode == 0 and (tmp_path / "report_at_best.md").is_file()
+    assert main([str(tmp_path), "--at", "best"]) == 0 and (tmp_path / "report_at_best.md").is_file()
     assert (tmp_path / "plots_at_best" / "validation_calibration.png").is_file()
     assert not (tmp_path / "report.md").exists()  # the final models' report is another file
-    # a run evaluated only at its end: one line
+    # a run evaluated only at its end: one line, exit 2
     fake_run(tmp_path, "nce", 1, 3.9)
-    proc = cli("report", str(tmp_path), "--at", "best")
-    assert proc.returncode == 2 and "has no evaluation at its best validation step" in proc.stderr
-    assert proc.stderr.count("\n") == 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--at", "best"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "has no evaluation at its best validation step" in error
+    assert error.count("\n") == 1
 
 
 def test_the_frequency_table_shows_each_bucket_and_its_difference_from_mle(tmp_path, fake_run):
