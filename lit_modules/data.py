@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lit_modules.core.canaries import Canaries, CanaryConfig, plant
 from lit_modules.core.configs import is_int, is_number, positive_int, require, typed
 from lit_modules.core.errors import ConfigError, DataError
 from lit_modules.core.files import atomic_path, default_cache_dir
@@ -112,11 +113,17 @@ class BlockConfig:
     eval_batch_size: int | None = None  # rows a validation batch (None: batch_size)
     seed: int = 0  # the training batches' order
     cache_dir: str | None = None  # None: $OBJBENCH_CACHE or ~/.cache/objbench
+    canaries: CanaryConfig | dict | None = None  # random sequences inserted into the train split (None: none)
 
     def __post_init__(self) -> None:
         require(
             "data.block_size", self.block_size, is_int(self.block_size) and self.block_size >= 2, "use an integer >= 2"
         )
+        if isinstance(self.canaries, dict):
+            self.canaries = typed(CanaryConfig, self.canaries, "data.canaries")
+        if self.canaries is not None:
+            require("data.canaries", self.canaries, isinstance(self.canaries, CanaryConfig), "use a mapping or null")
+            self.canaries.check_block(self.block_size)
         positive_int("data.batch_size", self.batch_size)
         if self.eval_batch_size is not None:
             positive_int("data.eval_batch_size", self.eval_batch_size)
@@ -143,8 +150,29 @@ class BlockDataModule(pl.LightningDataModule):
         self.cache_dir = Path(self.cfg.cache_dir) if self.cfg.cache_dir else default_cache_dir()
         self.blocks: dict[str, torch.Tensor] = {}
         self.vocab_size: int = self.cfg.vocab_size
+        self.canaries: Canaries | None = None  # what data.canaries inserted into the train split
+
+    def setup(self, stage: str | None = None) -> None:
+        """The blocks of every split (``load_blocks``), then the canaries of data.canaries in the train split."""
+        if self.blocks:
+            return
+        self.load_blocks()
+        if self.cfg.canaries is not None:
+            alphabet = torch.ones(self.vocab_size, dtype=torch.bool)
+            alphabet[self.special_ids()] = False
+            self.blocks["train"], self.canaries = plant(
+                self.blocks["train"], self.cfg.canaries, alphabet.nonzero().flatten(), self.seed
+            )
 
     # --- what subclasses provide ---
+    def load_blocks(self) -> None:
+        """Fill ``self.blocks`` with the train / val / test blocks."""
+        raise NotImplementedError
+
+    def special_ids(self) -> list[int]:
+        """Token ids a canary never uses (a document end)."""
+        return []
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         raise NotImplementedError
 
@@ -228,9 +256,7 @@ class SyntheticDataModule(BlockDataModule):
         self.source = HMMSource(self.cfg.source)
         self.split_tokens = {split: getattr(self.cfg, f"{split}_tokens") for split in SPLITS}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.blocks:
-            return
+    def load_blocks(self) -> None:
         key = f"{self.source.fingerprint()}-{self.block_size}-{sorted(self.split_tokens.items())}"
         path = self.cache_dir / "synthetic" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.exists():
@@ -385,9 +411,7 @@ class TextDataModule(BlockDataModule):
             tok.save(str(tmp))
         return tok
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.blocks:
-            return
+    def load_blocks(self) -> None:
         import pyarrow.compute as pc
 
         data = self._load()
@@ -441,6 +465,9 @@ class TextDataModule(BlockDataModule):
         return torch.stack(
             [torch.from_numpy(docs[i][r * length : (r + 1) * length].astype(np.int64)) for i, r in picks]
         )
+
+    def special_ids(self) -> list[int]:
+        return [self.tokenizer.token_to_id(EOS)]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of token ids; a document end (EOS) reads as a blank line, not as the literal token."""

@@ -116,20 +116,20 @@ class LanguageModelSystem(pl.LightningModule):
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()
 
-    def setup_objective(self, block_size: int, unigram_counts: torch.Tensor | None) -> None:
+    def setup_objective(self, block_size: int, unigram_counts: torch.Tensor | None, source: Any = None) -> None:
         """Before training: the output bias from the train split's unigram counts (random weights only), then
-        the objective's state."""
+        the objective's state (``source``: the data's exact conditionals, where known)."""
         if unigram_counts is not None and not self.started_from_weights:
             self.model.init_output_bias(unigram_counts)
         context = longest_sequence(self.model.cfg.context, block_size)
-        self.objective.setup(self.model, ObjectiveContext(self.model.cfg.vocab_size, context, unigram_counts))
+        self.objective.setup(self.model, ObjectiveContext(self.model.cfg.vocab_size, context, unigram_counts, source))
 
     def setup(self, stage: str) -> None:
         # Before a checkpoint is restored: objective state (NCE's noise distribution, the
         # preference reference model) must exist when the state dict is loaded.
         dm = self.trainer.datamodule
         if stage == "fit" and dm is not None and not self._objective_ready:
-            self.setup_objective(dm.block_size, dm.unigram_counts())
+            self.setup_objective(dm.block_size, dm.unigram_counts(), getattr(dm, "source", None))
             self._objective_ready = True
 
     # ---- checkpoint extras: what exact resumption needs beyond weights, optimiser and loops ----

@@ -43,6 +43,7 @@ class ObjectiveContext:
     vocab_size: int
     context: int  # the longest sequence an objective may build: longest_sequence(...)
     unigram_counts: torch.Tensor | None = None  # (V,) counts over the train split
+    source: Any = None  # the data's exact conditionals where known (the synthetic source: log_conditionals)
 
 
 class KnobError(ConfigError):

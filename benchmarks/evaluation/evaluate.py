@@ -1,5 +1,6 @@
 """The evaluation of a trained backbone, whatever its objective: teacher-forced metrics on the test split
-(``tf/``), exact divergences from the source where it is known (``gt/``), generated continuations (``gen/``)."""
+(``tf/``), exact divergences from the source where it is known (``gt/``), out-of-distribution test data (``ood/``),
+the memorisation of the train split's canaries (``mem/``), generated continuations (``gen/``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 from benchmarks.evaluation import mauve
 from benchmarks.evaluation.generation import generate_all
+from benchmarks.evaluation.memorisation import canary_metrics
 from benchmarks.evaluation.metrics import NgramIndex
 from benchmarks.evaluation.teacher_forced import teacher_forced
 from lit_modules.core.configs import positive_int, require
@@ -26,7 +28,7 @@ class EvalConfig:
     max_batches: int | None = None  # teacher-forced test batches (None: the whole test split)
     mauve: bool | str = "auto"  # MAUVE against the human continuations: auto, true (required) or false
     ood_shifts: list[float] = field(default_factory=lambda: [0.25, 1.0])  # synthetic: ρ of the shifted sources
-    ood_tokens: int = 16384  # test tokens of each shifted source
+    ood_tokens: int = 8192  # test tokens of each shifted source
     val_calibration: bool = False  # every validation also measures entropy and ECE (the history keeps them)
     at_best: bool = False  # also evaluate the weights of the lowest val/nll (early stopping): results' at_best
 
@@ -111,8 +113,15 @@ def evaluate_run(
         NgramIndex.of(datamodule.blocks["train"], COPY_NGRAM),
         mauve=use_mauve(config.mauve, synthetic=source is not None),
     )
+    canaries = getattr(datamodule, "canaries", None)
+    memorised = canary_metrics(model, canaries, config.batch_size, bf16) if canaries is not None else {}
     return {
-        "metrics": {**tf.metrics, **shifted_metrics(model, datamodule, config, bf16), **generations.metrics},
+        "metrics": {
+            **tf.metrics,
+            **shifted_metrics(model, datamodule, config, bf16),
+            **memorised,
+            **generations.metrics,
+        },
         "samples": generations.records,
         "entropies": tf.entropies,
         "reliability": tf.reliability,

@@ -28,6 +28,8 @@ from benchmarks.reporting.tables import (
     frequency_table,
     generation_table,
     headline_table,
+    memorisation_keys,
+    memorisation_tables,
     model_table,
     shifted_tables,
 )
@@ -66,7 +68,13 @@ def generation_keys(decodings: list[str]) -> list[str]:
 def fill_intervals(done: dict[str, Row], seeds: list[int], decodings: list[str]) -> None:
     """Every row's mean and interval over the common seeds, per metric."""
     for row in done.values():
-        keys = [*model_keys(), *frequency_keys(), *shifted_keys(done), *generation_keys([*decodings, "human"])]
+        keys = [
+            *model_keys(),
+            *frequency_keys(),
+            *shifted_keys(done),
+            *memorisation_keys(done),
+            *generation_keys([*decodings, "human"]),
+        ]
         for key in [*keys, "tf/ppl", "val/nll"]:
             values = metric_values(row, key, seeds) if seeds else None
             if values is not None:
@@ -75,12 +83,13 @@ def fill_intervals(done: dict[str, Row], seeds: list[int], decodings: list[str])
 
 def paired_differences(done: dict[str, Row], seeds: list[int], decodings: list[str]) -> Differences:
     """Each row's difference from MLE, paired by seed (and prompt), Holm-corrected within its family: the main
-    tables' cells (teacher-forced, ground truth, generation) together, the frequency table's and the shifted
-    splits' each apart (so that adding a table never moves the marks of another)."""
+    tables' cells (teacher-forced, ground truth, generation) together, the frequency table's, the shifted
+    splits' and the memorisation tables' each apart (so that adding a table never moves the marks of another)."""
     families = {
         "main": [*model_keys(), *generation_keys(decodings)],
         "frequency": frequency_keys(),
         "shift": shifted_keys(done),
+        "memorisation": memorisation_keys(done),
     }
     baseline = done.get(BASELINE)
     deltas, adjusted, sizes = {}, {}, {}
@@ -159,7 +168,8 @@ def report_notes(done: dict[str, Row], seeds: list[int], missing: list[str], ent
         "closest to the human continuations, MAUVE highest), only where its interval does not overlap the "
         "runner-up's. NLL sd: standard deviation of test NLL over seeds. "
         f"Δ: objective − MLE at the same seed (and prompt); † significant at {ALPHA} after Holm's correction "
-        f"over all {n_cells} cells of the main tables (the frequency and shifted-source tables: each its own family)."
+        f"over all {n_cells} cells of the main tables (the frequency, shifted-source and memorisation tables: "
+        "each its own family)."
     )
     if missing:
         notes.append(
@@ -231,6 +241,7 @@ def build(runs: list) -> Report:
         model_table(done, failed, seeds, entropy_rate),
         frequency_table(done, differences),
         *shifted_tables(done, differences),
+        *memorisation_tables(done, differences),
         generation_table(done, decodings),
     ]
     parts += difference_tables(done, decodings, differences)

@@ -39,6 +39,8 @@ OOD_COLUMNS = [
     ("forward_kl", "KL(P′‖p)", "min"),
     ("reverse_kl", "KL(p‖P′)", "min"),
 ]
+# the train split's canaries (mem/<measure>_x<insertions>): exposure in bits, the share greedy decoding extracts
+MEMORISATION_MEASURES = [("exposure", "exposure (bits)"), ("extracted", "extracted")]
 DECODING_COLUMNS = [
     ("gen/{d}/seq_rep_4", "seq-rep-4", "human"),
     ("gen/{d}/distinct_4", "distinct-4", "human"),
@@ -199,6 +201,41 @@ def frequency_table(done: dict[str, Row], differences: Differences) -> str | Non
         "most frequent types, covering half of the train tokens), middle (the next 40%) or rare (the last 10%, and "
         "types never seen); in brackets the difference from MLE, paired by seed.\n\n" + markdown_table(header, table)
     )
+
+
+def memorisation_keys(done: dict[str, Row]) -> list[str]:
+    """The canary metrics (mem/<measure>_x<c>) some run has: every measure, insertion counts ascending."""
+    present = {k for row in done.values() for r in row.runs.values() for k in r.metrics if k.startswith("mem/")}
+    counts = sorted({int(k.rsplit("_x", 1)[1]) for k in present if "_x" in k})
+    keys = [f"mem/{measure}_x{c}" for measure, _ in MEMORISATION_MEASURES for c in counts]
+    return [k for k in keys if k in present]
+
+
+def memorisation_tables(done: dict[str, Row], differences: Differences) -> list[str]:
+    """Per measure (exposure, extraction): a column per insertion count, each with its difference from MLE."""
+    keys = memorisation_keys(done)
+    tables = []
+    for measure, title in MEMORISATION_MEASURES:
+        columns = [(k, f"×{k.rsplit('_x', 1)[1]}", "min") for k in keys if k.startswith(f"mem/{measure}_x")]
+        columns = present(columns, done)
+        if not columns:
+            continue
+        best = {key: _bold_best(done, key, rule, None) for key, _, rule in columns}
+        table = [[label, *with_deltas(label, row, columns, best, differences)] for label, row in done.items()]
+        about = (
+            "exposure of the canaries inserted that many times into the train split (Carlini et al. 2019; bits, "
+            "extrapolated from a skew-normal fit to never-inserted reference sequences; about 1.4 for a sequence "
+            "never seen)"
+            if measure == "exposure"
+            else "share of the canaries inserted that many times whose second part greedy decoding reproduces from "
+            "their first"
+        )
+        tables.append(
+            f"### Memorisation: {title}\n\nBy insertions: the {about}; in brackets the difference from MLE, paired "
+            "by seed (Holm within the memorisation family).\n\n"
+            + markdown_table(["objective", *[h for _, h, _ in columns]], table)
+        )
+    return tables
 
 
 def generation_columns(done: dict[str, Row], decodings: list[str]) -> list[tuple[str, str, str]]:

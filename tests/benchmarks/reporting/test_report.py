@@ -224,3 +224,23 @@ def test_shifted_tables_are_their_own_holm_family(tmp_path, fake_run):
     # the main tables' marks and counts do not move with the shifted table
     assert with_ood.notes == without.notes and "over all 2 cells of the main tables" in with_ood.notes
     assert "Out of distribution" not in without.body
+
+
+def test_memorisation_tables_by_insertions_are_their_own_holm_family(tmp_path, fake_run):
+    for seed in (1, 2, 3):
+        for objective, exposure in (("mle", 20.0), ("label_smoothing", 12.0)):
+            metrics = {
+                "mem/exposure_x16": exposure + seed,
+                "mem/exposure_x2": 1.5,
+                "mem/extracted_x16": 0.5,
+                "mem/extracted_x2": 0.0,
+                "mem/exposure": exposure,  # the mean over counts: not a column
+            }
+            fake_run(tmp_path / "with", objective, seed, 3.5 + seed / 10, metrics=metrics)
+            fake_run(tmp_path / "without", objective, seed, 3.5 + seed / 10)
+    with_canaries, without = build(collect(tmp_path / "with")), build(collect(tmp_path / "without"))
+    body = with_canaries.body
+    assert "### Memorisation: exposure (bits)" in body and "### Memorisation: extracted" in body
+    assert "| objective | ×2 | ×16 |" in body  # insertion counts ascending
+    assert "| label_smoothing | 1.500 ± 0.000 (+0.000 ± 0.000) | **14.000 ± 2.484** (-8.000 ± 0.000 †) |" in body
+    assert with_canaries.notes == without.notes and "Memorisation" not in without.body
