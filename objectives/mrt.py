@@ -85,7 +85,7 @@ class MinimumRisk(FineTuning):
         cost: str = "bleu",
         candidates: int = 4,
         alpha: float = 0.005,
-        lam: float = 1.0,
+        lam: float = 0.0,
         prefix_len: int = 32,
         cont_len: int = 32,
         temperature: float = 1.0,
