@@ -184,9 +184,12 @@ class BlockDataModule(pl.LightningDataModule):
             raise DataError(f"eval.num_prompts={n} is more than the {test.shape[0]} test blocks; lower it")
         return test[:n, :length]
 
-    def shifted_splits(self, shifts: Sequence[float], tokens: int) -> dict[str, tuple[torch.Tensor, Any]]:
-        """Out-of-distribution test data: {name: (blocks (N, block_size + 1), the source of exact conditionals or
-        None)}. None here; the synthetic source gives shifted sources (``SyntheticDataModule``)."""
+    def ood_splits(
+        self, shifts: Sequence[float], files: Sequence[str], tokens: int
+    ) -> dict[str, tuple[torch.Tensor, Any]]:
+        """Out-of-distribution test data, at most ``tokens`` tokens each: {name: (blocks (N, block_size + 1), the
+        source of its exact conditionals or None)}. The synthetic source gives sources shifted by each ρ of
+        ``shifts``; real text the UTF-8 ``files`` of another corpus, in the run's tokenizer."""
         return {}
 
     def unigram_counts(self) -> torch.Tensor:
@@ -278,9 +281,12 @@ class SyntheticDataModule(BlockDataModule):
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         return self.source.render(ids)
 
-    def shifted_splits(self, shifts: Sequence[float], tokens: int) -> dict[str, tuple[torch.Tensor, ShiftedSource]]:
+    def ood_splits(
+        self, shifts: Sequence[float], files: Sequence[str], tokens: int
+    ) -> dict[str, tuple[torch.Tensor, ShiftedSource]]:
         """Per ρ of ``shifts``: ``tokens`` tokens (whole blocks, at least one) of the source shifted by ρ toward the
-        source of seed ``source.seed + 1`` (``ShiftedSource``), and that shifted source: {"shift<ρ>": ...}."""
+        source of seed ``source.seed + 1`` (``ShiftedSource``), and that shifted source: {"shift<ρ>": ...}. Text
+        files have no place here: their words are not the source's (refused when the run is checked)."""
         length = self.block_size + 1
         out = {}
         for i, rho in enumerate(shifts):
@@ -444,6 +450,27 @@ class TextDataModule(BlockDataModule):
                 )
             self.blocks[split] = torch.from_numpy(flat[: n * length].astype(np.int64)).view(n, length)
 
+    def ood_splits(
+        self, shifts: Sequence[float], files: Sequence[str], tokens: int
+    ) -> dict[str, tuple[torch.Tensor, None]]:
+        """Per file of ``files`` (named by its stem): its documents (one a line) in the run's tokenizer, each ended
+        by EOS as in training, packed into blocks; the first ``tokens`` tokens' whole blocks (at least one).
+        Shifted sources need the synthetic source: ``shifts`` has nothing to act on here."""
+        eos = self.tokenizer.token_to_id(EOS)
+        length = self.block_size + 1
+        out = {}
+        for path in files:
+            lines = [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+            flat = np.fromiter((i for enc in self.tokenizer.encode_batch(lines) for i in [*enc.ids, eos]), np.int64)
+            n = min(len(flat) // length, max(tokens // length, 1))
+            if n == 0:
+                raise DataError(
+                    f"eval.ood_files: {path!r} has {len(flat)} tokens, fewer than one block "
+                    f"(data.block_size + 1 = {length})"
+                )
+            out[Path(path).stem] = (torch.from_numpy(flat[: n * length]).view(n, length), None)
+        return out
+
     def prompt_blocks(self, n: int, length: int) -> torch.Tensor:
         """n windows of ``length`` tokens, each inside one test document and spread over the documents:
         the first ``length`` tokens of n documents evenly spaced in the test split; when fewer documents are
@@ -483,13 +510,13 @@ class TextDataModule(BlockDataModule):
         return "\n\n".join(self.tokenizer.decode(p) for p in parts)
 
 
-def check_text_file(path: str) -> str:
-    """A readable, non-empty UTF-8 file, or a DataError naming it."""
+def check_text_file(path: str, setting: str = "data.files") -> str:
+    """A readable, non-empty UTF-8 file, or a DataError naming it (and the ``setting`` that gave it)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise DataError(f"data.files: {path!r} does not exist or is not a file")
+        raise DataError(f"{setting}: {path!r} does not exist or is not a file")
     if p.stat().st_size == 0:
-        raise DataError(f"data.files: {path!r} is empty; give a UTF-8 text file with content")
+        raise DataError(f"{setting}: {path!r} is empty; give a UTF-8 text file with content")
     import codecs
 
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -501,16 +528,16 @@ def check_text_file(path: str) -> str:
                 text = decoder.decode(chunk)
             except UnicodeDecodeError as e:
                 raise DataError(
-                    f"data.files: {path!r} is not UTF-8 text (bad byte at offset {offset + e.start})"
+                    f"{setting}: {path!r} is not UTF-8 text (bad byte at offset {offset + e.start})"
                 ) from None
             if "\x00" in text:
-                raise DataError(f"data.files: {path!r} looks binary (NUL byte); give a UTF-8 text file")
+                raise DataError(f"{setting}: {path!r} looks binary (NUL byte); give a UTF-8 text file")
             has_text = has_text or bool(text.strip())
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise DataError(f"data.files: {path!r} is not UTF-8 text (truncated character at the end)") from None
+            raise DataError(f"{setting}: {path!r} is not UTF-8 text (truncated character at the end)") from None
     if not has_text:
-        raise DataError(f"data.files: {path!r} holds only whitespace; give a UTF-8 text file with content")
+        raise DataError(f"{setting}: {path!r} holds only whitespace; give a UTF-8 text file with content")
     return str(p.resolve())

@@ -16,7 +16,8 @@ from benchmarks.runner.config import compose, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-NEEDS = {"book.txt", "book1.txt", "book2.txt", "data/shakespeare.txt"}  # documents' example files, made here
+# the documents' example files, made here
+NEEDS = {"book.txt", "book1.txt", "book2.txt", "data/shakespeare.txt", "data/markdown_docs.txt"}
 
 
 def commands() -> list[tuple[str, list[str]]]:

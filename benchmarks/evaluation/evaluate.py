@@ -5,6 +5,7 @@ the memorisation of the train split's canaries (``mem/``), generated continuatio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from benchmarks.evaluation import mauve
 from benchmarks.evaluation.generation import generate_all
@@ -14,6 +15,7 @@ from benchmarks.evaluation.teacher_forced import teacher_forced
 from lit_modules.core.configs import positive_int, require
 from lit_modules.core.decoding import DecodingConfig
 from lit_modules.core.model import GPT
+from lit_modules.data import check_text_file
 
 COPY_NGRAM = 8  # gen/<decoding>/copy_rate_8: the share of a continuation's 8-grams found in the train split
 
@@ -28,7 +30,8 @@ class EvalConfig:
     max_batches: int | None = None  # teacher-forced test batches (None: the whole test split)
     mauve: bool | str = "auto"  # MAUVE against the human continuations: auto, true (required) or false
     ood_shifts: list[float] = field(default_factory=lambda: [0.25, 1.0])  # synthetic: ρ of the shifted sources
-    ood_tokens: int = 8192  # test tokens of each shifted source
+    ood_tokens: int = 8192  # test tokens of each shifted source or OOD file (at most)
+    ood_files: list[str] = field(default_factory=list)  # real text: UTF-8 files of another corpus, one doc a line
     val_calibration: bool = False  # every validation also measures entropy and ECE (the history keeps them)
     at_best: bool = False  # also evaluate the weights of the lowest val/nll (early stopping): results' at_best
 
@@ -46,6 +49,14 @@ class EvalConfig:
         )
         require("eval.ood_shifts", self.ood_shifts, ok, "use a list of shifts ρ in (0, 1], e.g. [0.25,1.0], or []")
         positive_int("eval.ood_tokens", self.ood_tokens)
+        if isinstance(self.ood_files, str):
+            self.ood_files = [self.ood_files]
+        ok = isinstance(self.ood_files, list) and all(isinstance(f, str) for f in self.ood_files)
+        require("eval.ood_files", self.ood_files, ok, "use a list of UTF-8 text files, e.g. [data/markdown_docs.txt]")
+        self.ood_files = [check_text_file(f, "eval.ood_files") for f in self.ood_files]
+        stems = [Path(f).stem for f in self.ood_files]
+        ok = len(set(stems)) == len(stems) and not any(s.startswith("shift") for s in stems)
+        require("eval.ood_files", self.ood_files, ok, "give files of distinct names, none starting with 'shift'")
         for key in ("val_calibration", "at_best"):
             require(f"eval.{key}", getattr(self, key), isinstance(getattr(self, key), bool), "use true or false")
         ok = isinstance(self.mauve, bool) or self.mauve == "auto"
@@ -72,10 +83,12 @@ OOD_KEYS = ("nll", "entropy", "ece", "rms_ce", "mce", "brier", "entropy_rate", "
 
 
 def shifted_metrics(model: GPT, datamodule, config: EvalConfig, bf16: bool) -> dict[str, float]:
-    """Teacher-forced metrics on each out-of-distribution split of the data module (the synthetic source shifted
-    by each ρ of eval.ood_shifts, its exact divergences included): ``ood/<split>/<metric>``."""
+    """Teacher-forced metrics on each out-of-distribution split of the data module: ``ood/<split>/<metric>``; on
+    the synthetic source shifted by each ρ of eval.ood_shifts (its exact divergences included), on real text each
+    file of eval.ood_files (named by its stem)."""
     out = {}
-    for name, (blocks, source) in datamodule.shifted_splits(config.ood_shifts, config.ood_tokens).items():
+    splits = datamodule.ood_splits(config.ood_shifts, config.ood_files, config.ood_tokens)
+    for name, (blocks, source) in splits.items():
         metrics = teacher_forced(model, blocks, config.batch_size, bf16, None, source).metrics
         for key, value in metrics.items():
             metric = key.split("/", 1)[1]

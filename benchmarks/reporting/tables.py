@@ -155,7 +155,8 @@ def model_columns(done: dict[str, Row]) -> list[tuple[str, str, str]]:
 
 
 def shifted_tables(done: dict[str, Row], differences: Differences) -> list[str]:
-    """Per shifted split: its teacher-forced metrics and exact KLs, each with its difference from MLE."""
+    """Per out-of-distribution split (a shifted source, another corpus): its teacher-forced metrics and, for a
+    shifted source, the exact KLs, each with its difference from MLE."""
     splits = sorted({key.split("/")[1] for row in done.values() for key in row.intervals if key.startswith("ood/")})
     tables = []
     for split in splits:
@@ -167,12 +168,23 @@ def shifted_tables(done: dict[str, Row], differences: Differences) -> list[str]:
         if rate is not None:
             reference = {"nll": fmt(rate), "entropy": fmt(rate), "forward_kl": "0", "reverse_kl": "0"}
             table.append(["*shifted source*", *[reference.get(key.split("/")[2], "–") for key, _, _ in columns]])
-        rho = split.removeprefix("shift")
+        if split.startswith("shift"):
+            rho = split.removeprefix("shift")
+            title = f"the source shifted by ρ = {rho}"
+            about = (
+                f"Test text of the synthetic source with every transition and emission row mixed {rho} of the way "
+                "toward another seeded source (docs/regimes.md); KL(P′‖p) and KL(p‖P′) are exact, to that shifted "
+                "source P′"
+            )
+        else:
+            title = f"{split} (another corpus)"
+            about = (
+                f"Text of another kind than the training corpus (eval.ood_files: {split}), in the run's tokenizer; "
+                "a calibrated model's entropy equals its NLL there too"
+            )
         tables.append(
-            f"### Out of distribution: the source shifted by ρ = {rho}\n\nTest text of the synthetic source with every "
-            f"transition and emission row mixed {rho} of the way toward another seeded source (docs/regimes.md); "
-            "KL(P′‖p) and KL(p‖P′) are exact, to that shifted source P′; in brackets the difference from MLE, "
-            "paired by seed (Holm within this table's family).\n\n"
+            f"### Out of distribution: {title}\n\n{about}; in brackets the difference from MLE, paired by seed (Holm "
+            "within the shifted tables' family).\n\n"
             + markdown_table(["objective", *[h for _, h, _ in columns]], table)
         )
     return tables

@@ -268,6 +268,11 @@ def check_across_groups(p: Plan) -> None:
     p.objective.check_fits(limit)
     p.objective.check_steps(p.trainer.max_steps)
     check_mauve(p)
+    if p.eval.ood_files and p.synthetic:
+        raise ConfigError(
+            f"eval.ood_files={p.eval.ood_files} on the synthetic source: its pseudo-words are not a text file's; "
+            "out-of-distribution tests of the synthetic source are eval.ood_shifts"
+        )
     if p.init_from is not None:
         p.init_from.check_model(asdict(p.model))
 

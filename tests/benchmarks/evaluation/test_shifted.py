@@ -21,7 +21,7 @@ def test_a_run_is_evaluated_on_each_shifted_source(tmp_path, run_tiny):
     datamodule.setup("fit")
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     system.model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    blocks, source = datamodule.shifted_splits([0.5, 1.0], 400)["shift1"]
+    blocks, source = datamodule.ood_splits([0.5, 1.0], [], 400)["shift1"]
     assert blocks.shape == (4, 97)  # 400 tokens: 4 whole rows of block_size + 1
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         h = system.model.hidden(blocks[:, :-1])

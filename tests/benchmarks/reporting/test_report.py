@@ -244,3 +244,14 @@ def test_memorisation_tables_by_insertions_are_their_own_holm_family(tmp_path, f
     assert "| objective | ×2 | ×16 |" in body  # insertion counts ascending
     assert "| label_smoothing | 1.500 ± 0.000 (+0.000 ± 0.000) | **14.000 ± 2.484** (-8.000 ± 0.000 †) |" in body
     assert with_canaries.notes == without.notes and "Memorisation" not in without.body
+
+
+def test_another_corpus_gets_its_own_out_of_distribution_table(tmp_path, fake_run):
+    for seed in (1, 2, 3):
+        for objective, ood in (("mle", 6.0), ("label_smoothing", 5.8)):
+            metrics = {"ood/markdown_docs/nll": ood + seed / 10, "ood/markdown_docs/entropy": 5.0}
+            fake_run(tmp_path, objective, seed, 3.5 + seed / 10, metrics=metrics)
+    body = build(collect(tmp_path)).body
+    assert "### Out of distribution: markdown_docs (another corpus)" in body
+    assert "| objective | NLL | entropy |" in body and "*shifted source*" not in body
+    assert "| label_smoothing | 6.000 ± 0.248 (-0.200 ± 0.000 †) | 5.000 ± 0.000 (+0.000 ± 0.000) |" in body

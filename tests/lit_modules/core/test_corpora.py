@@ -1,6 +1,6 @@
-"""The Shakespeare corpus's documents: a play's scenes, a poem's chunks."""
+"""The corpora's documents: a play's scenes, a poem's chunks, a Markdown page's sections."""
 
-from lit_modules.core.corpora import POEM_LINES, documents
+from lit_modules.core.corpora import POEM_LINES, documents, sections
 
 
 def test_corpus_splits_plays_into_scenes_and_poems_into_chunks():
@@ -15,3 +15,12 @@ def test_corpus_splits_plays_into_scenes_and_poems_into_chunks():
     ]
     poem = "\n".join(f"line {i}" for i in range(POEM_LINES + 5))
     assert [len(d.split(" line ")) for d in documents(poem)] == [POEM_LINES, 5]
+
+
+def test_markdown_pages_are_cut_at_their_headings():
+    page = "---\ntitle: Tables\n---\n\nIntro text\nmore.\n\n# Tables\n\nA table:\n\n| a | b |\n\n## Syntax\n\nPipes.\n"
+    assert sections(page) == [
+        "--- title: Tables --- Intro text more.",
+        "# Tables A table: | a | b |",
+        "## Syntax Pipes.",
+    ]
