@@ -90,6 +90,7 @@ def mle_loss_tensor(model, batch):
     return MLE()(model, batch, 0).loss
 
 
+@pytest.mark.slow  # two 40-step runs: 11 s
 def test_nce_full_softmax_nll_is_close_to_mle_after_a_short_run(tmp_path):
     """Validation is the full softmax whatever the objective; NCE at its defaults (k = 1024 shared noise
     words, the output bias from the log unigram) ends within 0.10 nats of MLE after 40 steps on a tiny

@@ -5,13 +5,16 @@ import json
 import pytest
 
 
-def test_score_malformed_line_names_its_number(tmp_path, cli):
+def test_score_malformed_line_names_its_number(tmp_path, capsys):
+    from benchmarks.score import main
+
     path = tmp_path / "samples.jsonl"
     good = json.dumps({"decoding": "greedy", "continuation": [1, 2, 3]})
     path.write_text(f"{good}\n{good}\n{{not json\n")
-    proc = cli("score", str(path))
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
         f'error: {path}:3: malformed sample; expected a JSON object with "decoding" (a name), "continuation" (a '
         "list of at least 2 token ids, integers in [0, 2^31)) and numbers for entropy, sample_nll, copy_rate_8 "
         "where present"

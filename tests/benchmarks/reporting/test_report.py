@@ -11,13 +11,13 @@ from benchmarks.reporting.runs import collect
 from lit_modules.core.errors import DataError
 
 
-def test_report_compares_on_common_seeds_and_names_missing_jobs(tmp_path, fake_run, cli):
+def test_report_compares_on_common_seeds_and_names_missing_jobs(tmp_path, fake_run, report_cli):
     for seed, nll in ((1, 3.50), (2, 3.52), (3, 3.51)):
         fake_run(tmp_path, "mle", seed, nll)
     for seed, nll in ((1, 3.60), (2, 3.63)):  # seed 3 of nce never ran
         fake_run(tmp_path, "nce", seed, nll)
-    proc = cli("report", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
+    code, stderr = report_cli(str(tmp_path))
+    assert code == 0, stderr
     report = (tmp_path / "report.md").read_text()
     assert (
         "**Not every job finished**: compared on the common seeds only (1, 2); missing: nce seed 3 (absent)." in report
@@ -26,26 +26,26 @@ def test_report_compares_on_common_seeds_and_names_missing_jobs(tmp_path, fake_r
     assert "| nce | +0.105 ± 0.064 † |" in report  # paired: differences 0.10 and 0.11; t(1) = 21, p = 0.03
 
 
-def test_report_refuses_runs_of_different_budgets(tmp_path, fake_run, cli):
+def test_report_refuses_runs_of_different_budgets(tmp_path, fake_run, report_cli):
     fake_run(tmp_path / "a", "mle", 1, 3.5, max_steps=500)
     fake_run(tmp_path / "b", "mle", 2, 3.4, max_steps=600)
-    proc = cli("report", str(tmp_path))
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert proc.stderr.startswith(
+    code, stderr = report_cli(str(tmp_path))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith(
         f"error: {tmp_path / 'a' / 'mle' / 'seed_1'} and {tmp_path / 'b' / 'mle' / 'seed_2'} "
         "were run with different configs (trainer.max_steps: 500 vs 600)"
     )
     assert not (tmp_path / "report.md").exists()
 
 
-def test_report_refuses_a_metric_that_is_not_a_number(tmp_path, fake_run, cli):
+def test_report_refuses_a_metric_that_is_not_a_number(tmp_path, fake_run, report_cli):
     fake_run(tmp_path, "mle", 1, 3.5)
     path = tmp_path / "mle" / "seed_1" / "results.json"
     path.write_text(path.read_text().replace('"tf/nll": 3.5', '"tf/nll": "high"'))
-    proc = cli("report", str(tmp_path))
-    assert proc.returncode == 2
+    code, stderr = report_cli(str(tmp_path))
+    assert code == 2
     assert (
-        proc.stderr.strip() == f"error: {path} is not a valid results file (metric 'tf/nll' is 'high', not a number); "
+        stderr.strip() == f"error: {path} is not a valid results file (metric 'tf/nll' is 'high', not a number); "
         "delete it or rerun that job"
     )
 
@@ -101,7 +101,7 @@ def test_report_shows_mauve_highest_bold_and_plots_it_against_distinct_4(tmp_pat
     assert (tmp_path / "plots" / "quality_vs_diversity.png").stat().st_size > 10_000
 
 
-def test_unfinished_stale_and_odd_jobs_count_as_failed(tmp_path, fake_run, cli):
+def test_unfinished_stale_and_odd_jobs_count_as_failed(tmp_path, fake_run, report_cli):
     """A job killed mid-training (a checkpoint, no results.json, no failed.json) is unfinished, not absent from
     the count; a failed.json newer than the job's results.json is its outcome; a failed.json holding a JSON list
     is read as a failure, not a traceback. --strict then exits 1."""
@@ -130,17 +130,17 @@ def test_unfinished_stale_and_odd_jobs_count_as_failed(tmp_path, fake_run, cli):
         ("nce", "unfinished: a checkpoint but no results.json (killed, or still running)"),
         ("tailr", "failed (failed.json holds no JSON object)"),
     ]
-    proc = cli("report", str(tmp_path), "--strict")
-    assert proc.returncode == 1, proc.stderr
+    code, stderr = report_cli(str(tmp_path), "--strict")
+    assert code == 1, stderr
 
 
-def test_report_into_a_read_only_directory_is_one_line(tmp_path, fake_run, read_only_dir, cli):
+def test_report_into_a_read_only_directory_is_one_line(tmp_path, fake_run, read_only_dir, report_cli):
     """--out on a read-only disk: one line and exit 2 before any work (was: an OSError from the plot writer)."""
     fake_run(tmp_path / "runs", "mle", 1, 3.5)
-    proc = cli("report", str(tmp_path / "runs"), "--out", str(read_only_dir / "report"))
-    assert proc.returncode == 2, proc.stderr
+    code, stderr = report_cli(str(tmp_path / "runs"), "--out", str(read_only_dir / "report"))
+    assert code == 2, stderr
     target = read_only_dir / "report"
-    assert proc.stderr.strip().splitlines() == [
+    assert stderr.strip().splitlines() == [
         f"error: --out: cannot make '{target}': {read_only_dir} is read-only or not writable by this user"
     ]
 

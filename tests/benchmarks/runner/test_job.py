@@ -4,8 +4,6 @@ one run at a time in a directory."""
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ import torch
 from benchmarks.reporting.runs import collect
 from benchmarks.runner.config import available, compose, load_option, plan
 from benchmarks.runner.job import build
+from lit_modules.core.errors import ConfigError
 from lit_modules.data import StepBatches
 from objectives.registry import objective_class
 
@@ -120,16 +119,14 @@ def test_auxiliary_terms_name_the_run_and_its_report_row(tmp_path, run_tiny):
     assert [r.objective for r in collect(tmp_path)] == ["label_smoothing+z_loss(0.001)"]
 
 
-def test_two_runs_into_one_directory_the_second_is_one_line(tmp_path, root):
-    """While a run holds its directory another process cannot run there; after it, one can."""
+def test_two_runs_into_one_directory_the_second_is_one_line(tmp_path):
+    """While a run holds its directory another cannot run there; after it, one can. (flock locks belong to an
+    open file, so a second open in this process conflicts as another process's would, without the seconds a
+    process spends importing.)"""
     from benchmarks.runner.job import run_dir_lock
 
-    def other_process() -> subprocess.CompletedProcess:
-        code = f"from benchmarks.runner.job import run_dir_lock\nwith run_dir_lock({str(tmp_path)!r}): pass"
-        return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
-
-    with run_dir_lock(tmp_path):  # this process runs there
-        busy = other_process()
-    assert busy.returncode != 0
-    assert f"{tmp_path} is in use by another run (its .lock is held)" in busy.stderr
-    assert other_process().returncode == 0
+    busy = pytest.raises(ConfigError, match=f"{tmp_path} is in use by another run \\(its .lock is held\\)")
+    with run_dir_lock(tmp_path), busy, run_dir_lock(tmp_path):  # a run holds it; a second one is refused
+        pass
+    with run_dir_lock(tmp_path):  # free again
+        pass
