@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from benchmarks.evaluation import mauve
-from benchmarks.evaluation.generation import generate_all
+from benchmarks.evaluation.generation import continuation_stats, decode_all, generate_all
 from benchmarks.evaluation.memorisation import canary_metrics
-from benchmarks.evaluation.metrics import NgramIndex
+from benchmarks.evaluation.metrics import NgramIndex, seq_rep_n
 from benchmarks.evaluation.teacher_forced import teacher_forced
 from lit_modules.core.configs import positive_int, require
 from lit_modules.core.decoding import DecodingConfig
@@ -32,6 +34,8 @@ class EvalConfig:
     ood_shifts: list[float] = field(default_factory=lambda: [0.25, 1.0])  # synthetic: ρ of the shifted sources
     ood_tokens: int = 8192  # test tokens of each shifted source or OOD file (at most)
     ood_files: list[str] = field(default_factory=list)  # real text: UTF-8 files of another corpus, one doc a line
+    ood_prompts: int = 16  # prompts of each OOD split continued by sampling (0: none)
+    ood_cont_len: int = 32  # tokens of each of those continuations
     val_calibration: bool = False  # every validation also measures entropy and ECE (the history keeps them)
     at_best: bool = False  # also evaluate the weights of the lowest val/nll (early stopping): results' at_best
 
@@ -49,6 +53,9 @@ class EvalConfig:
         )
         require("eval.ood_shifts", self.ood_shifts, ok, "use a list of shifts ρ in (0, 1], e.g. [0.25,1.0], or []")
         positive_int("eval.ood_tokens", self.ood_tokens)
+        ok = isinstance(self.ood_prompts, int) and not isinstance(self.ood_prompts, bool) and self.ood_prompts >= 0
+        require("eval.ood_prompts", self.ood_prompts, ok, "use an integer >= 0 (0: no continuations)")
+        positive_int("eval.ood_cont_len", self.ood_cont_len)
         if isinstance(self.ood_files, str):
             self.ood_files = [self.ood_files]
         ok = isinstance(self.ood_files, list) and all(isinstance(f, str) for f in self.ood_files)
@@ -94,6 +101,26 @@ def shifted_metrics(model: GPT, datamodule, config: EvalConfig, bf16: bool) -> d
             metric = key.split("/", 1)[1]
             if metric in OOD_KEYS:
                 out[f"ood/{name}/{metric}"] = value
+        out.update({f"ood/{name}/{k}": v for k, v in ood_continuations(model, blocks, source, config, bf16).items()})
+    return out
+
+
+def ood_continuations(model: GPT, blocks: torch.Tensor, source, config: EvalConfig, bf16: bool) -> dict[str, float]:
+    """The first eval.prefix_len tokens of the first eval.ood_prompts OOD blocks continued by sampling (T = 1,
+    eval.ood_cont_len tokens, a generator of its own): the model's mean entropy along them (``cont_entropy``), their
+    repetition (``cont_seq_rep_4``) and, where the truth is known, their NLL under it (``cont_true_nll``: a
+    calibrated model's continuations have a true NLL near its entropy; above it, the model is over-confident)."""
+    n = min(config.ood_prompts, blocks.shape[0])
+    length = min(config.ood_cont_len, blocks.shape[1] - config.prefix_len)
+    if n == 0 or length < 1:
+        return {}
+    prompts = blocks[:n, : config.prefix_len]
+    sample = {"sample": DecodingConfig(name="sample", strategy="sample")}
+    conts = decode_all(model, prompts, sample, length, config.batch_size, bf16, seed=0)["sample"]
+    stats = continuation_stats(model, prompts, conts, config.batch_size, bf16, source)
+    out = {"cont_entropy": stats["entropy"].mean().item(), "cont_seq_rep_4": seq_rep_n(conts, 4)}
+    if "sample_nll" in stats:
+        out["cont_true_nll"] = stats["sample_nll"].mean().item()
     return out
 
 

@@ -38,6 +38,9 @@ OOD_COLUMNS = [
     ("brier", "Brier", "min"),
     ("forward_kl", "KL(P′‖p)", "min"),
     ("reverse_kl", "KL(p‖P′)", "min"),
+    ("cont_entropy", "cont. entropy", "source"),  # sampled continuations of the split's prompts (evaluate.py)
+    ("cont_true_nll", "cont. true NLL", "source"),
+    ("cont_seq_rep_4", "cont. seq-rep-4", "min"),
 ]
 # the train split's canaries (mem/<measure>_x<insertions>): exposure in bits, the share greedy decoding extracts
 MEMORISATION_MEASURES = [("exposure", "exposure (bits)"), ("extracted", "extracted")]
@@ -167,6 +170,7 @@ def shifted_tables(done: dict[str, Row], differences: Differences) -> list[str]:
         table = [[label, *with_deltas(label, row, columns, best, differences)] for label, row in done.items()]
         if rate is not None:
             reference = {"nll": fmt(rate), "entropy": fmt(rate), "forward_kl": "0", "reverse_kl": "0"}
+            reference |= {"cont_true_nll": fmt(rate), "cont_entropy": fmt(rate)}
             table.append(["*shifted source*", *[reference.get(key.split("/")[2], "–") for key, _, _ in columns]])
         if split.startswith("shift"):
             rho = split.removeprefix("shift")
@@ -174,13 +178,15 @@ def shifted_tables(done: dict[str, Row], differences: Differences) -> list[str]:
             about = (
                 f"Test text of the synthetic source with every transition and emission row mixed {rho} of the way "
                 "toward another seeded source (docs/regimes.md); KL(P′‖p) and KL(p‖P′) are exact, to that shifted "
-                "source P′"
+                "source P′; cont.: the model's sampled continuations of the split's prompts, its entropy along them "
+                "and their NLL under P′ (a calibrated model's two are equal)"
             )
         else:
             title = f"{split} (another corpus)"
             about = (
                 f"Text of another kind than the training corpus (eval.ood_files: {split}), in the run's tokenizer; "
-                "a calibrated model's entropy equals its NLL there too"
+                "a calibrated model's entropy equals its NLL there too; cont.: the model's sampled continuations of "
+                "the file's prompts"
             )
         tables.append(
             f"### Out of distribution: {title}\n\n{about}; in brackets the difference from MLE, paired by seed (Holm "

@@ -39,3 +39,28 @@ def test_no_shifts_no_shifted_metrics_and_bad_shifts_are_one_line(tmp_path, run_
         line = cli_error([f"eval.ood_shifts={bad}"], tmp_path / f"bad{i}")
         assert "eval.ood_shifts=" in line and "(0, 1]" in line
     assert "eval.ood_tokens=0" in cli_error(["eval.ood_tokens=0"], tmp_path / "tokens")
+    assert "eval.ood_prompts=-1" in cli_error(["eval.ood_prompts=-1"], tmp_path / "prompts")
+
+
+def test_sampled_continuations_of_shifted_prompts_against_a_direct_computation(tmp_path, run_tiny):
+    from benchmarks.evaluation.evaluate import EvalConfig, ood_continuations
+    from lit_modules.core.decoding import DecodingConfig, generate
+
+    settings = ["eval.ood_shifts=[1.0]", "eval.ood_tokens=400", "eval.ood_prompts=3", "eval.ood_cont_len=10"]
+    metrics = run_tiny(settings, tmp_path)["metrics"]
+    assert {"ood/shift1/cont_entropy", "ood/shift1/cont_true_nll", "ood/shift1/cont_seq_rep_4"} <= set(metrics)
+    datamodule, system = build(plan(compose(["debug=tiny", *settings]), "mle"))
+    datamodule.setup("fit")
+    blocks, source = datamodule.ood_splits([1.0], [], 400)["shift1"]
+    model = system.model  # random weights: the wiring, not the values, is what is checked here
+    got = ood_continuations(model, blocks, source, EvalConfig(prefix_len=8, ood_prompts=3, ood_cont_len=10), False)
+    conts = generate(model, blocks[:3, :8], 10, DecodingConfig(strategy="sample"), torch.Generator().manual_seed(0))
+    seqs = torch.cat([blocks[:3, :8], conts], 1)
+    true_nll = -source.log_conditionals(seqs)[:, 8:].gather(-1, conts[..., None]).double().mean()
+    assert abs(got["cont_true_nll"] - true_nll.item()) < 1e-4
+    with torch.no_grad():
+        logp = model(seqs[:, :-1])[:, 7:].float().log_softmax(-1)
+    entropy = -(logp.exp() * logp).sum(-1).mean().item()
+    assert abs(got["cont_entropy"] - entropy) < 1e-3
+    none = run_tiny(["eval.ood_prompts=0"], tmp_path / "none")["metrics"]
+    assert not any("/cont_" in key for key in none) and "ood/shift1/nll" in none
