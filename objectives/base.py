@@ -82,6 +82,15 @@ def check_prefix_fits(prefix_len: int, cont_len: int, length: int) -> None:
     check_knob("prefix_len + cont_len", prefix_len + cont_len, prefix_len + cont_len <= length, allowed)
 
 
+def check_batch_room(prefix_len: int, cont_len: int, batch: torch.Tensor) -> None:
+    """At a step: a (prefix, continuation) pair must fit the batch's rows."""
+    if batch.shape[1] < prefix_len + cont_len:
+        raise ValueError(
+            f"objective.prefix_len + cont_len = {prefix_len + cont_len} is longer than the blocks "
+            f"({batch.shape[1]} tokens)"
+        )
+
+
 def split_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T+1) -> inputs (B, T), targets (B, T)."""
     return batch[:, :-1], batch[:, 1:]

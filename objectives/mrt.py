@@ -19,7 +19,15 @@ import torch
 from torch import nn
 
 from lit_modules.core.decoding import DecodingConfig, generate
-from objectives.base import FineTuning, LossOutput, ObjectiveContext, check_knob, check_prefix_fits, split_batch
+from objectives.base import (
+    FineTuning,
+    LossOutput,
+    ObjectiveContext,
+    check_batch_room,
+    check_knob,
+    check_prefix_fits,
+    split_batch,
+)
 
 COSTS = ("bleu", "oracle_nll")
 BLEU_ORDER = 4
@@ -144,11 +152,7 @@ class MinimumRisk(FineTuning):
         return risk, {"risk": risk.detach(), "cost": cost.mean(), "cost_min": cost.min(-1).values.mean()}
 
     def fine_tune(self, model: nn.Module, batch: torch.Tensor, step: int, terms: tuple = ()) -> LossOutput:
-        if batch.shape[1] < self.prefix_len + self.cont_len:
-            raise ValueError(
-                f"objective.prefix_len + cont_len = {self.prefix_len + self.cont_len} is longer than the blocks "
-                f"({batch.shape[1]} tokens)"
-            )
+        check_batch_room(self.prefix_len, self.cont_len, batch)
         prefix = batch[:, : self.prefix_len]
         reference = batch[:, self.prefix_len : self.prefix_len + self.cont_len]
         candidates = self.sample_candidates(model, prefix)

@@ -22,6 +22,7 @@ from objectives.base import (
     FineTuning,
     LossOutput,
     ObjectiveContext,
+    check_batch_room,
     check_knob,
     check_prefix_fits,
     mle_step,
@@ -75,11 +76,7 @@ class Preference(FineTuning):
     # ---- pairs ----
     def make_pairs(self, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """batch (B, T+1) -> prefix (B, P), chosen (B, C), rejected (B, C)."""
-        if batch.shape[1] < self.prefix_len + self.cont_len:
-            raise ValueError(
-                f"objective.prefix_len + cont_len = {self.prefix_len + self.cont_len} is longer than the blocks "
-                f"({batch.shape[1]} tokens)"
-            )
+        check_batch_room(self.prefix_len, self.cont_len, batch)
         prefix = batch[:, : self.prefix_len]
         chosen = batch[:, self.prefix_len : self.prefix_len + self.cont_len]
         if self.rejected == "repeat":

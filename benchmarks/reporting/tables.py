@@ -166,8 +166,7 @@ def shifted_tables(done: dict[str, Row], differences: Differences) -> list[str]:
         columns = present([(f"ood/{split}/{m}", h, rule) for m, h, rule in OOD_COLUMNS], done)
         key = f"ood/{split}/entropy_rate"  # the shifted source's, the same in every run
         rate = next((r.metrics[key] for row in done.values() for r in row.runs.values() if key in r.metrics), None)
-        best = {key: _bold_best(done, key, rule, rate) for key, _, rule in columns}
-        table = [[label, *with_deltas(label, row, columns, best, differences)] for label, row in done.items()]
+        table = delta_rows(done, columns, differences, rate)
         if rate is not None:
             reference = {"nll": fmt(rate), "entropy": fmt(rate), "forward_kl": "0", "reverse_kl": "0"}
             reference |= {"cont_true_nll": fmt(rate), "cont_entropy": fmt(rate)}
@@ -190,10 +189,22 @@ def shifted_tables(done: dict[str, Row], differences: Differences) -> list[str]:
             )
         tables.append(
             f"### Out of distribution: {title}\n\n{about}; in brackets the difference from MLE, paired by seed (Holm "
-            "within the shifted tables' family).\n\n"
-            + markdown_table(["objective", *[h for _, h, _ in columns]], table)
+            "within the shifted tables' family).\n\n" + with_headers(table, columns)
         )
     return tables
+
+
+def delta_rows(
+    done: dict[str, Row], columns: list[tuple[str, str, str]], differences: Differences, rate: float | None = None
+) -> list[list[str]]:
+    """A row per objective: its cells with the best of each column in bold (``rate``: the entropy rate a "source"
+    column is judged against), each followed by its difference from MLE."""
+    best = {key: _bold_best(done, key, rule, rate) for key, _, rule in columns}
+    return [[label, *with_deltas(label, row, columns, best, differences)] for label, row in done.items()]
+
+
+def with_headers(table: list[list[str]], columns: list[tuple[str, str, str]]) -> str:
+    return markdown_table(["objective", *[h for _, h, _ in columns]], table)
 
 
 def with_deltas(
@@ -211,13 +222,11 @@ def frequency_table(done: dict[str, Row], differences: Differences) -> str | Non
     columns = present(FREQUENCY_COLUMNS, done)
     if not columns:
         return None
-    best = {key: _bold_best(done, key, rule, None) for key, _, rule in columns}
-    table = [[label, *with_deltas(label, row, columns, best, differences)] for label, row in done.items()]
-    header = ["objective", *[h for _, h, _ in columns]]
     return (
         "### By the gold token's frequency in the train split\n\nThe test tokens whose gold token is frequent (the "
         "most frequent types, covering half of the train tokens), middle (the next 40%) or rare (the last 10%, and "
-        "types never seen); in brackets the difference from MLE, paired by seed.\n\n" + markdown_table(header, table)
+        "types never seen); in brackets the difference from MLE, paired by seed.\n\n"
+        + with_headers(delta_rows(done, columns, differences), columns)
     )
 
 
@@ -238,8 +247,6 @@ def memorisation_tables(done: dict[str, Row], differences: Differences) -> list[
         columns = present(columns, done)
         if not columns:
             continue
-        best = {key: _bold_best(done, key, rule, None) for key, _, rule in columns}
-        table = [[label, *with_deltas(label, row, columns, best, differences)] for label, row in done.items()]
         about = (
             "exposure of the canaries inserted that many times into the train split (Carlini et al. 2019; bits, "
             "extrapolated from a skew-normal fit to never-inserted reference sequences; about 1.4 for a sequence "
@@ -251,7 +258,7 @@ def memorisation_tables(done: dict[str, Row], differences: Differences) -> list[
         tables.append(
             f"### Memorisation: {title}\n\nBy insertions: the {about}; in brackets the difference from MLE, paired "
             "by seed (Holm within the memorisation family).\n\n"
-            + markdown_table(["objective", *[h for _, h, _ in columns]], table)
+            + with_headers(delta_rows(done, columns, differences), columns)
         )
     return tables
 
