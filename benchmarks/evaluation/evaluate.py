@@ -14,6 +14,8 @@ from benchmarks.evaluation.generation import continuation_stats, decode_all, gen
 from benchmarks.evaluation.memorisation import canary_metrics
 from benchmarks.evaluation.metrics import NgramIndex, seq_rep_n
 from benchmarks.evaluation.teacher_forced import teacher_forced
+from benchmarks.evaluation.temperature import DEFAULT_TEMPERATURES, check_temperatures
+from benchmarks.evaluation.temperature_scaling import fit_temperature
 from lit_modules.core.configs import positive_int, require
 from lit_modules.core.decoding import DecodingConfig
 from lit_modules.core.model import GPT
@@ -38,13 +40,16 @@ class EvalConfig:
     ood_cont_len: int = 32  # tokens of each of those continuations
     val_calibration: bool = False  # every validation also measures entropy and ECE (the history keeps them)
     at_best: bool = False  # also evaluate the weights of the lowest val/nll (early stopping): results' at_best
+    temperatures: list[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES))  # temp/<T>/ metrics
+    temperature_scaling: bool = True  # fit T on the validation split's NLL, its test metrics under ts/
+    temperature_tokens: int = 16384  # test tokens of the temp/ and ts/ metrics, validation tokens of the fit
 
     def __post_init__(self) -> None:
         ok = isinstance(self.decodings, list) and all(isinstance(d, str) for d in self.decodings)
         require(
             "eval.decodings", self.decodings, ok, "use a list of decoding names, e.g. eval.decodings=[greedy,top_p]"
         )
-        for key in ("num_prompts", "prefix_len", "cont_len", "batch_size"):
+        for key in ("num_prompts", "prefix_len", "cont_len", "batch_size", "temperature_tokens"):
             positive_int(f"eval.{key}", getattr(self, key))
         if self.max_batches is not None:
             positive_int("eval.max_batches", self.max_batches)
@@ -64,7 +69,8 @@ class EvalConfig:
         stems = [Path(f).stem for f in self.ood_files]
         ok = len(set(stems)) == len(stems) and not any(s.startswith("shift") for s in stems)
         require("eval.ood_files", self.ood_files, ok, "give files of distinct names, none starting with 'shift'")
-        for key in ("val_calibration", "at_best"):
+        self.temperatures = check_temperatures("eval.temperatures", self.temperatures)
+        for key in ("val_calibration", "at_best", "temperature_scaling"):
             require(f"eval.{key}", getattr(self, key), isinstance(getattr(self, key), bool), "use true or false")
         ok = isinstance(self.mauve, bool) or self.mauve == "auto"
         require("eval.mauve", self.mauve, ok, "use auto, true or false")
@@ -130,14 +136,22 @@ def evaluate_run(
     """tf/, gt/ and gen/ metrics of a trained model on the datamodule's test split; the samples; the
     reliability bins and per-token entropies."""
     source = getattr(datamodule, "source", None)  # exact conditionals: synthetic data only
+    test, val = datamodule.blocks["test"], datamodule.blocks["val"]
+    tempered_rows = -(-config.temperature_tokens // (test.shape[1] - 1))  # whole blocks
+    fitted = None
+    if config.temperature_scaling:
+        fitted = fit_temperature(model, val[:tempered_rows], config.batch_size, bf16)
     tf = teacher_forced(
         model,
-        datamodule.blocks["test"],
+        test,
         config.batch_size,
         bf16,
         config.max_batches,
         source,
         train_counts=datamodule.unigram_counts(),
+        temperatures=tuple(config.temperatures),
+        fitted_temperature=fitted,
+        tempered_batches=-(-tempered_rows // config.batch_size),
     )
     generations = generate_all(
         model,

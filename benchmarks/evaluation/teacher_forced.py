@@ -6,12 +6,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torchmetrics
 
 from benchmarks.evaluation.metrics import in_previous_targets
 from benchmarks.evaluation.names import REP_WINDOW
+from benchmarks.evaluation.temperature import (
+    TEMPERED_COLUMNS,
+    TEMPERED_TRUTH_COLUMNS,
+    temperature_name,
+    tempered_stats,
+)
 from lit_modules.core.head import log_softmax_nll_
 from lit_modules.core.model import GPT
 
@@ -58,12 +65,15 @@ STAT_COLUMNS = ("nll", "entropy", "brier", "confidence", "argmax", "abs_log_z")
 TRUTH_COLUMNS = ("gt_entropy", "forward_kl", "reverse_kl")
 
 
-def token_stats(z: torch.Tensor, targets: torch.Tensor, true_logp: torch.Tensor | None = None) -> torch.Tensor:
+def token_stats(
+    z: torch.Tensor, targets: torch.Tensor, true_logp: torch.Tensor | None = None, temperatures: tuple[float, ...] = ()
+) -> torch.Tensor:
     """Per token, from fp32 logits z (r, V) (overwritten), targets (r,) and the source's log P(· | x_<=t) (r, V)
-    where known -> (r, k): the columns of ``STAT_COLUMNS`` (and ``TRUTH_COLUMNS``). Each sum over the vocabulary
-    is one dot product of two rows: entropy −Σ p log p, Brier (1950) Σ_v (p_v − 1[v = y])² = Σ p² − 2 p_y + 1,
-    |log Σ_v exp z_v| (0: self-normalised), and the exact H(P), KL(P‖Q) = Σ P log P − Σ P log Q and
-    KL(Q‖P) = Σ Q log Q − Σ Q log P of the model Q against the source P."""
+    where known -> (r, k): the columns of ``STAT_COLUMNS`` (and ``TRUTH_COLUMNS``), then those of
+    ``tempered_stats`` at each of ``temperatures``. Each sum over the vocabulary is one dot product of two rows:
+    entropy −Σ p log p, Brier (1950) Σ_v (p_v − 1[v = y])² = Σ p² − 2 p_y + 1, |log Σ_v exp z_v| (0:
+    self-normalised), and the exact H(P), KL(P‖Q) = Σ P log P − Σ P log Q and KL(Q‖P) = Σ Q log Q − Σ Q log P of
+    the model Q against the source P."""
     first = z[:, 0].clone()
     logp, nll = log_softmax_nll_(z, targets)  # log Q in z's memory
     probs = logp.exp()
@@ -79,7 +89,11 @@ def token_stats(z: torch.Tensor, targets: torch.Tensor, true_logp: torch.Tensor 
             neg_true_entropy + cross_entropy,
             neg_entropy - torch.linalg.vecdot(probs, true_logp),
         ]
-    return torch.stack(columns, dim=-1)
+    stats = torch.stack(columns, dim=-1)
+    if not temperatures:
+        return stats
+    truth = () if true_logp is None else (true_logp, -cross_entropy, neg_true_entropy)
+    return torch.cat([stats, tempered_stats(logp, nll, temperatures, *truth)], dim=-1)
 
 
 @dataclass
@@ -94,12 +108,19 @@ class _Tokens:
     correct: list[torch.Tensor] = field(default_factory=list)
     nlls: list[torch.Tensor] = field(default_factory=list)
     buckets: list[torch.Tensor] = field(default_factory=list)  # the gold token's frequency bucket, where known
+    with_truth: bool = False
+    temperatures: tuple[float, ...] = ()  # token_stats' tempered columns follow, in this order
+    tempered_sums: dict[tuple[int, str], float] = field(default_factory=dict)  # (index of T, column): sum
+    tempered_confidences: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    tempered_correct: list[torch.Tensor] = field(default_factory=list)  # of the tokens with tempered columns
+    tempered_count: int = 0
+    fitted: float | None = None  # the last of ``temperatures`` is this run's fitted one (ts/), not the grid's
 
     def add(self, stats: torch.Tensor, targets: torch.Tensor, bucket_of: torch.Tensor | None = None) -> None:
         """One batch's ``token_stats`` (B, T, k) and targets (B, T); ``bucket_of`` (V,): each type's frequency
         bucket."""
-        names = STAT_COLUMNS + (TRUTH_COLUMNS if stats.shape[-1] > len(STAT_COLUMNS) else ())
-        column = dict(zip(names, stats.unbind(-1), strict=True))
+        names = STAT_COLUMNS + (TRUTH_COLUMNS if self.with_truth else ())
+        column = dict(zip(names, stats[..., : len(names)].unbind(-1), strict=True))
         argmax = column["argmax"].long()
         hit = argmax == targets
         repeat = in_previous_targets(argmax, targets, REP_WINDOW)
@@ -109,6 +130,8 @@ class _Tokens:
         self.sums["acc"] += hit.sum().item()
         self.sums["rep"] += repeat.sum().item()
         self.sums["wrep"] += (repeat & ~hit).sum().item()
+        if stats.shape[-1] > len(names):
+            self.add_tempered(stats[..., len(names) :], hit)
         self.predicted_ids.append(argmax.unique())
         self.entropies.append(column["entropy"].flatten().cpu())
         self.confidences.append(column["confidence"].flatten().cpu())
@@ -118,7 +141,33 @@ class _Tokens:
             self.buckets.append(bucket_of[targets.flatten().cpu()])
         self.count += targets.numel()
 
-    def metrics(self, with_truth: bool) -> dict[str, float]:
+    def add_tempered(self, stats: torch.Tensor, hit: torch.Tensor) -> None:
+        """The columns of ``tempered_stats`` (B, T, k · len(temperatures)); whether each token's argmax is right
+        (B, T) (the same at every temperature)."""
+        self.tempered_correct.append(hit.flatten().cpu())
+        self.tempered_count += hit.numel()
+        per_t = TEMPERED_COLUMNS + (TEMPERED_TRUTH_COLUMNS if self.with_truth else ())
+        names = [(i, name) for i in range(len(self.temperatures)) for name in per_t]
+        for (i, name), values in zip(names, stats.unbind(-1), strict=True):
+            if name == "confidence":
+                self.tempered_confidences.setdefault(i, []).append(values.flatten().cpu())
+            else:
+                self.tempered_sums[i, name] = self.tempered_sums.get((i, name), 0.0) + values.double().sum().item()
+
+    def tempered(self, i: int, battery: bool) -> dict[str, float]:
+        """The metrics at the i-th temperature: mean NLL, entropy, Brier (and exact KLs); its ECE, or with
+        ``battery`` every calibration error of ``calibration_errors``."""
+        out = {name: total / self.tempered_count for (j, name), total in self.tempered_sums.items() if j == i}
+        confidence, correct = torch.cat(self.tempered_confidences[i]), torch.cat(self.tempered_correct)
+        if battery:
+            out.update({k.split("/", 1)[1]: v for k, v in calibration_errors(confidence, correct).items()})
+        else:
+            out["ece"] = torchmetrics.functional.classification.binary_calibration_error(
+                confidence.double(), correct.long(), n_bins=ECE_BINS, norm="l1"
+            ).item()
+        return out
+
+    def metrics(self) -> dict[str, float]:
         sums, count = self.sums, self.count
         confidence, correct = torch.cat(self.confidences), torch.cat(self.correct)
         metrics = {
@@ -135,10 +184,18 @@ class _Tokens:
         }
         if self.buckets:
             metrics.update(self.by_frequency(confidence, correct))
-        if with_truth:
+        if self.with_truth:
             metrics["gt/entropy_rate"] = sums["gt_entropy"] / count
             metrics["gt/forward_kl"] = sums["forward_kl"] / count
             metrics["gt/reverse_kl"] = sums["reverse_kl"] / count
+        if not self.tempered_count:
+            return metrics
+        grid = self.temperatures[:-1] if self.fitted is not None else self.temperatures
+        for i, t in enumerate(grid):
+            metrics.update({f"temp/{temperature_name(t)}/{k}": v for k, v in self.tempered(i, False).items()})
+        if self.fitted is not None:
+            metrics["ts/temperature"] = self.fitted
+            metrics.update({f"ts/{k}": v for k, v in self.tempered(len(grid), True).items()})
         return metrics
 
     def by_frequency(self, confidence: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
@@ -165,12 +222,20 @@ def teacher_forced(
     max_batches: int | None = None,
     source=None,
     train_counts: torch.Tensor | None = None,
+    temperatures: tuple[float, ...] = (),
+    fitted_temperature: float | None = None,
+    tempered_batches: int | None = None,
 ) -> TeacherForced:
     """tf/ metrics over test blocks (N, T+1); gt/ ones too when ``source`` gives exact conditionals; NLL and ECE
-    by the gold token's frequency bucket (tf/nll_rare, ...) when ``train_counts`` (V,) gives the train split's."""
+    by the gold token's frequency bucket (tf/nll_rare, ...) when ``train_counts`` (V,) gives the train split's;
+    the metrics of the tempered predictions at each of ``temperatures`` (temp/<T>/...) and at the run's
+    ``fitted_temperature`` (ts/...), over the first ``tempered_batches`` batches (None: all)."""
     model.eval()
     device = next(model.parameters()).device
-    tokens = _Tokens()
+    fitted = () if fitted_temperature is None else (fitted_temperature,)
+    temps = (*temperatures, *fitted)
+    tokens = _Tokens(with_truth=source is not None, temperatures=temps, fitted=fitted_temperature)
+    stats_fn = partial(token_stats, temperatures=temps) if temps else token_stats
     bucket_of = frequency_buckets(train_counts) if train_counts is not None else None
     truth = true_log_conditionals(source, blocks, batch_size, max_batches) if source is not None else None
     for i, batch in enumerate(batches(blocks, batch_size, max_batches)):
@@ -179,11 +244,12 @@ def teacher_forced(
         per_token = (targets,) if truth is None else (targets, truth[i].to(device))  # P(x_{t+1} | x_<=t)
         with autocast_context(model, bf16):
             h = model.hidden(inputs)
-            stats = model.map_logits(h, token_stats, *per_token, rows=EVAL_ROWS)  # the head's fp32 logits
+            fn = stats_fn if tempered_batches is None or i < tempered_batches else token_stats
+            stats = model.map_logits(h, fn, *per_token, rows=EVAL_ROWS)  # the head's fp32 logits
         tokens.add(stats, targets, bucket_of)
     confidence, correct = torch.cat(tokens.confidences), torch.cat(tokens.correct)
     return TeacherForced(
-        tokens.metrics(with_truth=source is not None),
+        tokens.metrics(),
         torch.cat(tokens.entropies),
         reliability_bins(confidence, correct),
     )

@@ -317,6 +317,67 @@ def forward_vs_reverse_kl(runs, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _tempered_point(r, t: float, synthetic: bool) -> tuple[float | None, float | None]:
+    """A row's point at temperature t in the temperature plot's plane."""
+    m = r.metrics
+    if synthetic:
+        return m.get(f"temp/{t:g}/forward_kl"), m.get(f"temp/{t:g}/reverse_kl")
+    nll, entropy = m.get(f"temp/{t:g}/nll"), m.get(f"temp/{t:g}/entropy")
+    return nll, (abs(entropy - nll) if _finite(nll, entropy) else None)
+
+
+def _positive(point) -> bool:
+    return _finite(*point) and min(point) > 0
+
+
+def temperature_frontier(runs, path: Path) -> Path | None:
+    """MLE's temperature curve (p_T ∝ p^(1/T) over the grid of eval.temperatures, means over seeds) with every
+    objective's point at T = 1 (95% intervals over seeds) and, thin, its own curve: a point on or above-right of
+    MLE's curve is one a temperature gives MLE too. The plane: the exact (KL(P‖p), KL(p‖P)) on the synthetic
+    source, (NLL, |entropy − NLL|) on real text (both log scale)."""
+    from matplotlib.lines import Line2D
+
+    grid = sorted(
+        {float(k.split("/")[1]) for r in runs for k in r.metrics if k.startswith("temp/") and k.count("/") == 2}
+    )
+    points = [(*_tempered_point(r, 1.0, True), r.objective) for r in runs]
+    synthetic = any(_positive(p[:2]) for p in points)
+    points = [(*_tempered_point(r, 1.0, synthetic), r.objective) for r in runs]
+    points = [p for p in points if _positive(p[:2])]
+    if len(grid) < 2 or not any(name == "mle" for *_, name in points):
+        return None
+    colors = _colors(runs)
+    fig, ax = plt.subplots(figsize=(8, 5.4))
+    for r in runs:
+        mle = r.objective == "mle"
+        curve = [(t, p) for t in grid if _positive(p := _tempered_point(r, t, synthetic))]
+        if len(curve) > 1:
+            style = (
+                {"color": "black", "linewidth": 1.8, "alpha": 1.0, "zorder": 4}
+                if mle
+                else {"color": colors[r.objective]}
+            )
+            ax.plot(*zip(*[p for _, p in curve], strict=True), **({"linewidth": 0.7, "alpha": 0.45} | style))
+        for t, (x, y) in curve if mle else ():
+            if t in (grid[0], 1.0, grid[-1]):
+                ax.annotate(f"T={t:g}", (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7)
+    keys = ("temp/1/forward_kl", "temp/1/reverse_kl") if synthetic else ("temp/1/nll", None)
+    errors = {r.objective: tuple(getattr(r, "half", {}).get(k) if k else None for k in keys) for r in runs}
+    _scatter(ax, points, colors, "o", errors=errors)
+    for x, y, name in points:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(min(p[0] for p in points) / 1.3, max(p[0] for p in points) * 1.3)
+    ax.set_ylim(min(p[1] for p in points) / 1.5, max(p[1] for p in points) * 1.5)
+    names = ("forward KL(P ‖ p_T)", "reverse KL(p_T ‖ P)") if synthetic else ("test NLL at T", "|entropy − NLL| at T")
+    ax.set_xlabel(f"{names[0]}, nats/token")
+    ax.set_ylabel(f"{names[1]}, nats/token")
+    ax.set_title("Each objective at T = 1 against MLE at every temperature (thin: its own curve)", fontsize=10)
+    _legends(ax, colors, {}, [Line2D([], [], color="black", linewidth=1.8, label="MLE over temperature")])
+    return _save(fig, path)
+
+
 def quality_vs_diversity(runs, path: Path) -> Path | None:
     """Per decoding and objective: distinct-4 (diversity) against MAUVE (real text, with the mauve extra) or
     the continuation's NLL under the source (synthetic): the quality-diversity trade-off across decodings."""
@@ -417,6 +478,7 @@ def make_plots(runs, out_dir: Path) -> list[Path]:
         calibration_curves(runs, out_dir / "validation_calibration.png"),
         coverage_vs_quality(runs, out_dir / "coverage_vs_quality.png"),
         forward_vs_reverse_kl(runs, out_dir / "forward_vs_reverse_kl.png"),
+        temperature_frontier(runs, out_dir / "temperature_frontier.png"),
         quality_vs_diversity(runs, out_dir / "quality_vs_diversity.png"),
         reliability(runs, out_dir / "reliability.png"),
     ]

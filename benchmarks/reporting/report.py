@@ -33,6 +33,7 @@ from benchmarks.reporting.tables import (
     model_table,
     shifted_tables,
 )
+from benchmarks.reporting.temperature import temperature_keys, temperature_section
 from lit_modules.core.errors import DataError
 from lit_modules.core.files import atomic_write
 
@@ -74,6 +75,7 @@ def fill_intervals(done: dict[str, Row], seeds: list[int], decodings: list[str])
             *shifted_keys(done),
             *memorisation_keys(done),
             *generation_keys([*decodings, "human"]),
+            *temperature_keys(done),
         ]
         for key in [*keys, "tf/ppl", "val/nll"]:
             values = metric_values(row, key, seeds) if seeds else None
@@ -245,6 +247,7 @@ def build(runs: list) -> Report:
         generation_table(done, decodings),
     ]
     parts += difference_tables(done, decodings, differences)
+    parts.append(temperature_section(done, seeds, differences.cell))
     body = "\n\n".join(p for p in parts if p) + "\n"
     notes = report_notes(done, seeds, missing, entropy_rate, differences.families["main"])
     headline = headline_table(done, differences, entropy_rate)

@@ -4,7 +4,8 @@ Every strategy runs the prompt once (prefill), then feeds only the newest token 
 LM head on the last position only. Strategies (``DecodingConfig.strategy``):
 - ``greedy``: argmax;
 - ``sample``: ancestral sampling with temperature and optional filters, top-k (Fan et al. 2018),
-  top-p / nucleus (Holtzman et al. 2020), typical (Meister et al. 2023);
+  top-p / nucleus (Holtzman et al. 2020), typical (Meister et al. 2023), ε- and η-sampling (Hewitt et al.
+  2022), min-p (Nguyen et al. 2024), top-nσ (Tang et al. 2025);
 - ``beam``: beam search, fixed length, the most probable beam is returned;
 - ``contrastive``: contrastive search (Su et al. 2022): among the top-k tokens pick
   argmax (1−α)·p(v) − α·max_j cos(h_v, h_j), h the final hidden states of the context.
@@ -13,6 +14,7 @@ No early stop: every row gets exactly ``max_new_tokens`` tokens.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,7 @@ from lit_modules.core.errors import ConfigError
 from lit_modules.core.model import GPT
 
 STRATEGIES = ("greedy", "sample", "beam", "contrastive")
+THRESHOLDS = ("min_p", "epsilon", "eta", "top_nsigma")  # the truncations that cut at a per-row threshold
 
 
 @dataclass
@@ -33,6 +36,10 @@ class DecodingConfig:
     top_k: int | None = None  # sample: keep the k most probable tokens; contrastive: candidates
     top_p: float | None = None  # keep the smallest set with cumulative probability >= top_p
     typical_p: float | None = None  # keep the most typical tokens up to this mass
+    min_p: float | None = None  # keep tokens of probability >= min_p · the top token's
+    epsilon: float | None = None  # ε-sampling: keep tokens of probability >= ε (and the top one)
+    eta: float | None = None  # η-sampling: keep tokens of probability >= min(η, √η · exp(−entropy)) (and the top)
+    top_nsigma: float | None = None  # keep tokens whose logit >= max − n · std of the logits
     beam_size: int = 4
     penalty_alpha: float = 0.6  # contrastive search's degeneration penalty weight
 
@@ -50,6 +57,13 @@ class DecodingConfig:
             raise bad("top_p", "use 0 < top_p <= 1")
         if self.typical_p is not None and not 0.0 < self.typical_p <= 1.0:
             raise bad("typical_p", "use 0 < typical_p <= 1")
+        if self.min_p is not None and not 0.0 < self.min_p <= 1.0:
+            raise bad("min_p", "use 0 < min_p <= 1")
+        for knob in ("epsilon", "eta"):
+            if getattr(self, knob) is not None and not 0.0 < getattr(self, knob) < 1.0:
+                raise bad(knob, f"use 0 < {knob} < 1")
+        if self.top_nsigma is not None and not self.top_nsigma > 0.0:
+            raise bad("top_nsigma", "use top_nsigma > 0")
         if not (isinstance(self.beam_size, int) and self.beam_size >= 1):
             raise bad("beam_size", "use an integer >= 1")
         if not 0.0 <= self.penalty_alpha <= 1.0:
@@ -71,7 +85,38 @@ def filter_logits(logits: torch.Tensor, cfg: DecodingConfig) -> torch.Tensor:
         logp = logits.log_softmax(-1)
         entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)
         logits = _keep_mass(logits, (-logp - entropy).abs(), cfg.typical_p)  # most typical first
+    if cfg.min_p is not None:  # transformers' MinPLogitsWarper: below min_p · max p (the top token stays)
+        probs = logits.softmax(-1)
+        logits = logits.masked_fill(probs < cfg.min_p * probs.amax(-1, keepdim=True), float("-inf"))
+    if cfg.epsilon is not None:  # transformers' EpsilonLogitsWarper
+        logits = _drop_below(logits, logits.softmax(-1), cfg.epsilon)
+    if cfg.eta is not None:  # transformers' EtaLogitsWarper: η = min(ε, √ε · e^(−H)), H the entropy of the row
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)
+        cutoff = torch.clamp(math.sqrt(cfg.eta) * torch.exp(-entropy), max=cfg.eta)
+        logits = _drop_below(logits, logp.exp(), cutoff)
+    if cfg.top_nsigma is not None:
+        logits = _top_nsigma(logits, cfg.top_nsigma)
     return logits
+
+
+def _drop_below(logits: torch.Tensor, probs: torch.Tensor, cutoff: float | torch.Tensor) -> torch.Tensor:
+    """Tokens of probability below ``cutoff`` get −inf, except those tied with the row's top logit."""
+    drop = (probs < cutoff) & (logits < logits.amax(-1, keepdim=True))
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def _top_nsigma(logits: torch.Tensor, n: float) -> torch.Tensor:
+    """Top-nσ (Tang et al. 2025): logits below max − n·σ get −inf, the max, mean and population standard deviation
+    over the row's finite logits, as llama.cpp's ``llama_sampler_top_n_sigma_apply`` (src/llama-sampling.cpp)
+    computes them; a row of one finite logit is left as it is."""
+    finite = torch.isfinite(logits)
+    count = finite.sum(-1, keepdim=True)
+    values = logits.masked_fill(~finite, 0.0)
+    mean = values.sum(-1, keepdim=True) / count
+    std = (((values - mean) * finite).square().sum(-1, keepdim=True) / count).sqrt()
+    cut = logits.masked_fill(~finite, float("-inf")).amax(-1, keepdim=True) - n * std
+    return logits.masked_fill((logits < cut) & (count > 1), float("-inf"))
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -98,7 +143,7 @@ def sample_token(logits: torch.Tensor, cfg: DecodingConfig, generator: torch.Gen
     boundary are all kept). A round is accepted with probability >= top_p.
     """
     logits = logits.float()
-    if cfg.typical_p is not None:
+    if any(getattr(cfg, knob) is not None for knob in ("typical_p", *THRESHOLDS)):
         return draw(filter_logits(logits, cfg).softmax(-1), generator)
     probs = filter_logits(logits, DecodingConfig(temperature=cfg.temperature, top_k=cfg.top_k)).softmax(-1)
     token = draw(probs, generator)

@@ -75,8 +75,11 @@ def test_bad_decoding_config():
         (DecodingConfig(strategy="sample", top_p=0.6), 0),  # the exact sort-based fallback
         (DecodingConfig(strategy="sample", top_k=20, top_p=0.7, temperature=0.8), 32),
         (DecodingConfig(strategy="sample", typical_p=0.5), 32),
+        (DecodingConfig(strategy="sample", min_p=0.1), 32),
+        (DecodingConfig(strategy="sample", eta=0.02, temperature=1.3), 32),
+        (DecodingConfig(strategy="sample", top_nsigma=1.0), 32),
     ],
-    ids=["plain", "top_p", "top_p-fallback", "top_k-top_p-temperature", "typical"],
+    ids=["plain", "top_p", "top_p-fallback", "top_k-top_p-temperature", "typical", "min_p", "eta", "top_nsigma"],
 )
 def test_sample_token_follows_the_filtered_distribution(cfg, tries, monkeypatch):
     """Frequencies of sample_token's draws match filter_logits's distribution (chi-square)."""
