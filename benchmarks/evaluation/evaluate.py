@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.evaluation import mauve
+from benchmarks.evaluation.frontier import FRONTIERS, frontier_metrics
 from benchmarks.evaluation.generation import continuation_stats, decode_all, generate_all
 from benchmarks.evaluation.memorisation import canary_metrics
 from benchmarks.evaluation.metrics import NgramIndex, seq_rep_n
-from benchmarks.evaluation.teacher_forced import teacher_forced
+from benchmarks.evaluation.teacher_forced import TeacherForced, teacher_forced
 from benchmarks.evaluation.temperature import DEFAULT_TEMPERATURES, check_temperatures
 from benchmarks.evaluation.temperature_scaling import fit_temperature
 from lit_modules.core.configs import positive_int, require
@@ -43,6 +44,7 @@ class EvalConfig:
     temperatures: list[float] = field(default_factory=lambda: list(DEFAULT_TEMPERATURES))  # temp/<T>/ metrics
     temperature_scaling: bool = True  # fit T on the validation split's NLL, its test metrics under ts/
     temperature_tokens: int = 16384  # test tokens of the temp/ and ts/ metrics, validation tokens of the fit
+    frontier: str = "default"  # quality-diversity points sampled at: off, default or full (frontier.FRONTIERS)
 
     def __post_init__(self) -> None:
         ok = isinstance(self.decodings, list) and all(isinstance(d, str) for d in self.decodings)
@@ -72,6 +74,8 @@ class EvalConfig:
         self.temperatures = check_temperatures("eval.temperatures", self.temperatures)
         for key in ("val_calibration", "at_best", "temperature_scaling"):
             require(f"eval.{key}", getattr(self, key), isinstance(getattr(self, key), bool), "use true or false")
+        presets = ", ".join(FRONTIERS)
+        require("eval.frontier", self.frontier, self.frontier in FRONTIERS, f"choose one of {presets}")
         ok = isinstance(self.mauve, bool) or self.mauve == "auto"
         require("eval.mauve", self.mauve, ok, "use auto, true or false")
         if self.mauve is True:
@@ -130,32 +134,42 @@ def ood_continuations(model: GPT, blocks: torch.Tensor, source, config: EvalConf
     return out
 
 
-def evaluate_run(
-    model: GPT, datamodule, decodings: dict[str, DecodingConfig], config: EvalConfig, seed: int, bf16: bool
-) -> dict:
-    """tf/, gt/ and gen/ metrics of a trained model on the datamodule's test split; the samples; the
-    reliability bins and per-token entropies."""
-    source = getattr(datamodule, "source", None)  # exact conditionals: synthetic data only
+def test_split_metrics(model: GPT, datamodule, config: EvalConfig, bf16: bool) -> TeacherForced:
+    """The teacher-forced pass over the test split: tf/ and gt/ metrics, and over its first eval.temperature_tokens
+    the tempered ones (temp/) and, with temperature scaling, those at the temperature fitted on as many validation
+    tokens (ts/)."""
     test, val = datamodule.blocks["test"], datamodule.blocks["val"]
     tempered_rows = -(-config.temperature_tokens // (test.shape[1] - 1))  # whole blocks
     fitted = None
     if config.temperature_scaling:
         fitted = fit_temperature(model, val[:tempered_rows], config.batch_size, bf16)
-    tf = teacher_forced(
+    return teacher_forced(
         model,
         test,
         config.batch_size,
         bf16,
         config.max_batches,
-        source,
+        getattr(datamodule, "source", None),
         train_counts=datamodule.unigram_counts(),
         temperatures=tuple(config.temperatures),
         fitted_temperature=fitted,
         tempered_batches=-(-tempered_rows // config.batch_size),
     )
+
+
+def evaluate_run(
+    model: GPT, datamodule, decodings: dict[str, DecodingConfig], config: EvalConfig, seed: int, bf16: bool
+) -> dict:
+    """tf/, gt/, temp/, ts/ metrics of a trained model on the datamodule's test split, ood/ on the shifted ones,
+    mem/ of the canaries, gen/ and frontier/ of its continuations of held-out prompts; the samples; the
+    reliability bins and per-token entropies."""
+    source = getattr(datamodule, "source", None)  # exact conditionals: synthetic data only
+    tf = test_split_metrics(model, datamodule, config, bf16)
+    held_out = datamodule.prompt_blocks(config.num_prompts, config.prefix_len + config.cont_len)
+    with_mauve = use_mauve(config.mauve, synthetic=source is not None)
     generations = generate_all(
         model,
-        datamodule.prompt_blocks(config.num_prompts, config.prefix_len + config.cont_len),
+        held_out,
         decodings,
         config.prefix_len,
         config.cont_len,
@@ -165,7 +179,20 @@ def evaluate_run(
         datamodule.decode,
         source,
         NgramIndex.of(datamodule.blocks["train"], COPY_NGRAM),
-        mauve=use_mauve(config.mauve, synthetic=source is not None),
+        mauve=with_mauve,
+    )
+    prompts, human = held_out[:, : config.prefix_len], held_out[:, config.prefix_len :] if with_mauve else None
+    frontier = frontier_metrics(
+        model,
+        prompts,
+        config.frontier,
+        config.cont_len,
+        config.batch_size,
+        bf16,
+        seed,
+        source,
+        human,
+        datamodule.decode,
     )
     canaries = getattr(datamodule, "canaries", None)
     memorised = canary_metrics(model, canaries, config.batch_size, bf16) if canaries is not None else {}
@@ -175,6 +202,7 @@ def evaluate_run(
             **shifted_metrics(model, datamodule, config, bf16),
             **memorised,
             **generations.metrics,
+            **frontier,
         },
         "samples": generations.records,
         "entropies": tf.entropies,

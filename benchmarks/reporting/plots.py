@@ -378,6 +378,42 @@ def temperature_frontier(runs, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def sampled_frontier(runs, path: Path) -> Path | None:
+    """The sampled quality-diversity frontier (Caccia et al. 2020): MLE's points at every temperature and
+    truncation threshold of eval.frontier (one marker per decoding, joined in threshold order) and their lower
+    envelope, with every objective's temperature curve; self-BLEU-4 (lower: more diverse) against quality (lower
+    better). Means over seeds."""
+    from matplotlib.lines import Line2D
+
+    from benchmarks.reporting.frontier import envelope, frontier_points, quality_measure
+
+    mle = next((r for r in runs if r.objective == "mle"), None)
+    measure = quality_measure(mle) if mle is not None else None
+    if measure is None or not frontier_points(mle):
+        return None
+    colors = _colors(runs)
+    fig, ax = plt.subplots(figsize=(8, 5.4))
+    markers = {}
+    for i, (family, points) in enumerate(sorted(frontier_points(mle).items())):
+        markers[family] = "os^Dv<>P*X"[i % 10]
+        xs, ys = zip(*[points[t] for t in sorted(points)], strict=True)
+        ax.plot(xs, ys, color="black", marker=markers[family], markersize=5, linewidth=0.8, zorder=4)
+    diversity, best = envelope(frontier_points(mle))
+    ax.step(diversity, best, where="post", color="grey", linewidth=2.5, alpha=0.4, zorder=2)
+    for r in runs:
+        points = frontier_points(r).get("T", {})
+        if r.objective != "mle" and len(points) > 1:
+            xs, ys = zip(*[points[t] for t in sorted(points)], strict=True)
+            ax.plot(xs, ys, color=colors[r.objective], marker="o", markersize=3, linewidth=0.9, zorder=3)
+    ax.set_xlabel("self-BLEU-4 (lower: more diverse)")
+    ax.set_ylabel(f"{measure[1]} (lower: better)")
+    ax.set_title("MLE's decodings (black) and each objective's temperatures", fontsize=10)
+    handles = [Line2D([], [], color="black", marker=m, linestyle="-", label=f"MLE, {f}") for f, m in markers.items()]
+    handles.append(Line2D([], [], color="grey", linewidth=2.5, alpha=0.4, label="MLE's frontier"))
+    _legends(ax, {k: v for k, v in colors.items() if k != "mle"}, {}, handles)
+    return _save(fig, path)
+
+
 def quality_vs_diversity(runs, path: Path) -> Path | None:
     """Per decoding and objective: distinct-4 (diversity) against MAUVE (real text, with the mauve extra) or
     the continuation's NLL under the source (synthetic): the quality-diversity trade-off across decodings."""
@@ -479,6 +515,7 @@ def make_plots(runs, out_dir: Path) -> list[Path]:
         coverage_vs_quality(runs, out_dir / "coverage_vs_quality.png"),
         forward_vs_reverse_kl(runs, out_dir / "forward_vs_reverse_kl.png"),
         temperature_frontier(runs, out_dir / "temperature_frontier.png"),
+        sampled_frontier(runs, out_dir / "sampled_frontier.png"),
         quality_vs_diversity(runs, out_dir / "quality_vs_diversity.png"),
         reliability(runs, out_dir / "reliability.png"),
     ]

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.reporting.frontier import frontier_keys, frontier_section
 from benchmarks.reporting.runs import Row, check_comparable, collect, common_seeds, group, metric_values
 from benchmarks.reporting.stats import holm, mean_interval, paired_difference
 from benchmarks.reporting.tables import (
@@ -47,11 +48,16 @@ class Report:
     csv_rows: list[dict]
     rows: dict[str, Row]
     headline: str = ""  # one compact table for a README, with the line that says how to read it
+    temperature: str = ""  # the temperature and frontier tables (also in the body)
 
     def blocks(self, name: str) -> dict[str, str]:
         """What a Markdown file's blocks receive: ``<name>-tables`` every table, ``<name>-headline`` the
-        compact one."""
-        return {f"{name}-tables": self.notes + "\n" + self.body, f"{name}-headline": self.headline}
+        compact one, ``<name>-temperature`` the comparisons along temperature and the sampled frontier."""
+        return {
+            f"{name}-tables": self.notes + "\n" + self.body,
+            f"{name}-headline": self.headline,
+            f"{name}-temperature": self.temperature,
+        }
 
 
 def model_keys() -> list[str]:
@@ -76,6 +82,7 @@ def fill_intervals(done: dict[str, Row], seeds: list[int], decodings: list[str])
             *memorisation_keys(done),
             *generation_keys([*decodings, "human"]),
             *temperature_keys(done),
+            *frontier_keys(done),
         ]
         for key in [*keys, "tf/ppl", "val/nll"]:
             values = metric_values(row, key, seeds) if seeds else None
@@ -247,7 +254,10 @@ def build(runs: list) -> Report:
         generation_table(done, decodings),
     ]
     parts += difference_tables(done, decodings, differences)
-    parts.append(temperature_section(done, seeds, differences.cell))
+    along_temperature = [
+        p for p in (temperature_section(done, seeds, differences.cell), frontier_section(done, seeds)) if p
+    ]
+    parts += along_temperature
     body = "\n\n".join(p for p in parts if p) + "\n"
     notes = report_notes(done, seeds, missing, entropy_rate, differences.families["main"])
     headline = headline_table(done, differences, entropy_rate)
@@ -257,7 +267,8 @@ def build(runs: list) -> Report:
             f"seed (and prompt), † significant after Holm's correction over all {differences.families['main']} Δ "
             "cells of the full report's main tables.\n\n" + headline + "\n"
         )
-    return Report(body, notes, csv_rows(rows, differences), rows, headline or "")
+    temperature = "\n\n".join(along_temperature) + "\n" if along_temperature else ""
+    return Report(body, notes, csv_rows(rows, differences), rows, headline or "", temperature)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -1,0 +1,179 @@
+"""The sampled quality-diversity frontier (Caccia et al. 2020): does any decoding of an objective reach text that no
+decoding of MLE reaches?
+
+Every run samples the same prompts at the points of eval.frontier (temperatures and thresholds of truncation
+decodings, ``frontier/<point>/``). Diversity is self-BLEU-4 (lower: more diverse); quality is the continuations'
+NLL under the true source on synthetic data, else 1 − MAUVE where it was measured, else their NLL under the
+model itself (all lower-better). MLE's frontier at a seed is the lower envelope of all its points, each family's
+points joined by straight lines (a temperature or a threshold between two sampled ones lies near the segment):
+q*(s) = the best quality of MLE at self-BLEU-4 s or lower. An objective's quality gap at a point is
+q − q*(s): below 0, that point is beyond MLE's frontier (better text at the same diversity). MLE's own points
+have gaps of 0 or more by construction.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from benchmarks.reporting.runs import Row, Run
+from benchmarks.reporting.stats import Interval, mean_interval
+from benchmarks.reporting.tables import BASELINE, fmt_interval, markdown_table
+
+DIVERSITY = "self_bleu_4"
+SEGMENT_POINTS = 50  # points of each straight segment between two sampled points of a family
+POINT = re.compile(r"^(?P<family>[A-Za-z_]+?)(?P<value>[0-9.e+-]+)$")
+
+
+def quality_measure(run: Run | Row) -> tuple[str, str] | None:
+    """(metric, how it reads) of the frontier's quality in this run (or report row)."""
+    names = {k.rsplit("/", 1)[1] for k in run.metrics if k.startswith("frontier/")}
+    for metric, reads in (
+        ("true_nll", "NLL under the true source"),
+        ("mauve", "1 − MAUVE"),
+        ("model_nll", "NLL under the model itself"),
+    ):
+        if metric in names:
+            return metric, reads
+    return None
+
+
+def frontier_points(run: Run | Row) -> dict[str, dict[float, tuple[float, float]]]:
+    """{family: {threshold: (diversity, quality)}} of a run's frontier points, quality lower-better."""
+    measure = quality_measure(run)
+    if measure is None:
+        return {}
+    out: dict[str, dict[float, tuple[float, float]]] = {}
+    for key, value in run.metrics.items():
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != "frontier" or parts[2] != DIVERSITY:
+            continue
+        match = POINT.match(parts[1])
+        quality = run.metrics.get(f"frontier/{parts[1]}/{measure[0]}")
+        if match is None or quality is None or not (math.isfinite(value) and math.isfinite(quality)):
+            continue
+        quality = 1.0 - quality if measure[0] == "mauve" else quality
+        out.setdefault(match["family"], {})[float(match["value"])] = (value, quality)
+    return out
+
+
+def frontier_keys(rows: dict[str, Row]) -> list[str]:
+    """Every frontier/ metric some run has (their means over seeds feed the plot)."""
+    return sorted(
+        {k for row in rows.values() for r in row.runs.values() for k in r.metrics if k.startswith("frontier/")}
+    )
+
+
+def envelope(points: dict[str, dict[float, tuple[float, float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """MLE's frontier: (diversities ascending, the best quality at that diversity or lower), from every family's
+    points joined in threshold order."""
+    dense = []
+    for family in points.values():
+        ordered = np.array([family[t] for t in sorted(family)])  # (n, 2)
+        if len(ordered) == 1:
+            dense.append(ordered)
+            continue
+        for a, b in zip(ordered[:-1], ordered[1:], strict=True):
+            w = np.linspace(0.0, 1.0, SEGMENT_POINTS)[:, None]
+            dense.append(a + w * (b - a))
+    cloud = np.concatenate(dense)
+    order = np.argsort(cloud[:, 0], kind="stable")
+    diversity, quality = cloud[order, 0], np.minimum.accumulate(cloud[order, 1])
+    return diversity, quality
+
+
+def quality_gap(frontier: tuple[np.ndarray, np.ndarray], point: tuple[float, float]) -> float | None:
+    """q − q*(s) of a point (s, q) against an envelope; None when the point is more diverse than every point of
+    the envelope (no MLE decoding reaches that diversity)."""
+    diversity, best = frontier
+    i = np.searchsorted(diversity, point[0], side="right") - 1
+    return None if i < 0 else float(point[1] - best[i])
+
+
+@dataclass
+class FrontierComparison:
+    quality: str = ""
+    at_sample: dict[str, Interval] = field(default_factory=dict)  # the gap of T = 1 sampling
+    best: dict[str, Interval] = field(default_factory=dict)  # the lowest gap of its points
+    best_point: dict[str, str] = field(default_factory=dict)  # the point that gives it at most seeds
+    beyond_range: dict[str, int] = field(default_factory=dict)  # seeds with a point more diverse than all of MLE's
+
+
+def compare_frontiers(rows: dict[str, Row], seeds: list[int]) -> FrontierComparison | None:
+    """Every objective's frontier points against MLE's frontier at the same seed."""
+    baseline = rows.get(BASELINE)
+    if baseline is None or not seeds:
+        return None
+    measure = quality_measure(baseline.runs[seeds[0]])
+    if measure is None:
+        return None
+    out = FrontierComparison(quality=measure[1])
+    for label, row in rows.items():
+        at_sample, best, names, beyond = [], [], [], 0
+        for s in seeds:
+            mle = envelope(frontier_points(baseline.runs[s]))
+            gaps = {}
+            for family, by_threshold in frontier_points(row.runs[s]).items():
+                for t, point in by_threshold.items():
+                    gap = quality_gap(mle, point)
+                    if gap is None:
+                        beyond += 1
+                    else:
+                        gaps[f"{family}{t:g}"] = gap
+            if "T1" in gaps:
+                at_sample.append(gaps["T1"])
+            if gaps:
+                name = min(gaps, key=gaps.get)
+                best.append(gaps[name])
+                names.append(name)
+        if len(at_sample) == len(seeds):
+            out.at_sample[label] = mean_interval(at_sample)
+        if len(best) == len(seeds):
+            out.best[label] = mean_interval(best)
+            out.best_point[label] = max(set(names), key=names.count)
+        out.beyond_range[label] = beyond
+    return out
+
+
+def frontier_verdict(gap: Interval) -> str:
+    if gap.n_seeds >= 2 and math.isfinite(gap.high) and gap.high < 0:
+        return "beyond MLE's frontier"
+    if gap.n_seeds >= 2 and math.isfinite(gap.low) and gap.low > 0:
+        return "behind it"
+    return "on it (within the interval)"
+
+
+def frontier_section(rows: dict[str, Row], seeds: list[int]) -> str | None:
+    comparison = compare_frontiers(rows, seeds)
+    if comparison is None or not comparison.best:
+        return None
+    table = []
+    for label in rows:
+        if label not in comparison.best:
+            continue
+        sample = comparison.at_sample.get(label)
+        best = comparison.best[label]
+        beyond = comparison.beyond_range.get(label, 0)
+        table.append(
+            [
+                label,
+                fmt_interval(sample, signed=True) if sample else "–",
+                f"{fmt_interval(best, signed=True)} ({comparison.best_point[label]})",
+                frontier_verdict(best) if label != BASELINE else "(the frontier)",
+                str(beyond),
+            ]
+        )
+    header = ["objective", "gap at T = 1", "best gap (point)", "verdict", "points more diverse than all MLE's"]
+    return (
+        "### The sampled quality-diversity frontier\n\nEvery run samples the evaluation's prompts at several "
+        "temperatures and truncation thresholds (eval.frontier). Quality: "
+        f"{comparison.quality} (lower better); diversity: self-BLEU-4 (lower more diverse). Gap: the quality of an "
+        "objective's point minus the best quality any of MLE's points (joined along each decoding's threshold) "
+        "reaches at the same or more diversity, at the same seed; below 0 the point lies beyond MLE's frontier. "
+        "Best gap: the lowest over the objective's points (a minimum over points: MLE's own is 0 by "
+        "construction, and noise pulls every objective's a little below its true value).\n\n"
+        + markdown_table(header, table)
+    )
