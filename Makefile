@@ -35,14 +35,17 @@ bench: venv
 		$(BIN)/python benchmarks/report.py $(SUITE_DIR) --strict && exit $$jobs
 
 # the README's Results: make bench's runs plus seeds 4 and 5 (finished jobs are skipped), the report's headline
-# into the README, its tables into docs/results.md and its plots into benchmarks/results/
+# into the README, its tables into docs/results.md, the temperature comparisons into docs/temperature.md and its
+# plots into benchmarks/results/
 results: bench
 	$(SUITE) 'suite.seeds=$(RESULTS_SEEDS)' hydra.sweep.dir=$(SUITE_DIR)
-	$(BIN)/python benchmarks/report.py $(SUITE_DIR) --readme README.md --readme docs/results.md --strict
+	$(BIN)/python benchmarks/report.py $(SUITE_DIR) --readme README.md --readme docs/results.md \
+		--readme docs/temperature.md --strict
 	mkdir -p benchmarks/results
 	cp $(SUITE_DIR)/report.md benchmarks/results/default_suite.md
 	cp $(SUITE_DIR)/plots/ppl_vs_repetition.png $(SUITE_DIR)/plots/coverage_vs_quality.png \
-		$(SUITE_DIR)/plots/quality_vs_diversity.png $(SUITE_DIR)/plots/forward_vs_reverse_kl.png benchmarks/results/
+		$(SUITE_DIR)/plots/quality_vs_diversity.png $(SUITE_DIR)/plots/forward_vs_reverse_kl.png \
+		$(SUITE_DIR)/plots/temperature_frontier.png $(SUITE_DIR)/plots/sampled_frontier.png benchmarks/results/
 
 # the fine-tuning regime (docs/regimes.md): per seed one MLE model trained for 3000 steps (suite=finetune_base, into
 # runs/finetune_base), then every objective fine-tunes it for 200 steps (suite=finetune, into runs/finetune); a

@@ -5,7 +5,10 @@ every point with its quality and its diversity (``frontier/<point>/<metric>``).
 Quality: on the synthetic source the continuations' NLL under the true source (``true_nll``, nats a token, lower
 better); on real text their NLL under the model itself (``model_nll``), and MAUVE against the human continuations
 where the mauve extra is on (``mauve``). Diversity: distinct-4 (higher more diverse) and self-BLEU-4 (lower more
-diverse). Lowering the temperature or truncating harder buys quality with diversity; an objective helps only if
+diverse). The NLL and self-BLEU-4 of the first and the second half of the prompts are kept too (``_a``, ``_b``):
+the report draws MLE's frontier from one half and places every run's points with the other, so that the noise of
+the points that make the frontier does not count in a point's favour or against it.
+Lowering the temperature or truncating harder buys quality with diversity; an objective helps only if
 its points lie beyond MLE's whole frontier (the report's test), not merely elsewhere on it.
 """
 
@@ -63,23 +66,23 @@ def _nll_of_targets(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quality(
+def continuation_nll(
     model: GPT, prompts: torch.Tensor, conts: torch.Tensor, batch_size: int, bf16: bool, source=None
-) -> dict[str, float]:
-    """The continuations' mean NLL a token under the true source (``true_nll``) where it is known, else under the
-    model itself (``model_nll``)."""
+) -> torch.Tensor:
+    """Each continuation's mean NLL a token (N,) under the true source where it is known, else under the model."""
     seqs = torch.cat([prompts, conts], dim=1)
-    P, total = prompts.shape[1], 0.0
+    P, out = prompts.shape[1], []
     device = next(model.parameters()).device
     for batch in batches(seqs, batch_size):
         targets = batch[:, P:]
         if source is not None:
-            total += -at_targets(source.log_conditionals(batch)[:, P:], targets).double().sum().item()
+            out.append(-at_targets(source.log_conditionals(batch)[:, P:], targets).double().mean(-1))
         else:
             with autocast_context(model, bf16):
                 h = model.hidden(batch[:, :-1].to(device))[:, P - 1 :]
-                total += model.map_logits(h, _nll_of_targets, targets.to(device), rows=EVAL_ROWS).double().sum().item()
-    return {"true_nll" if source is not None else "model_nll": total / conts.numel()}
+                nll = model.map_logits(h, _nll_of_targets, targets.to(device), rows=EVAL_ROWS)
+            out.append(nll.double().mean(-1).cpu())
+    return torch.cat(out)
 
 
 def frontier_metrics(
@@ -107,9 +110,14 @@ def frontier_metrics(
 
         human_features = features([decode(row) for row in human.tolist()])
     out = {}
+    quality = "true_nll" if source is not None else "model_nll"
+    half = prompts.shape[0] // 2
     for name, conts in outputs.items():
-        values = quality(model, prompts, conts, batch_size, bf16, source)
-        values |= {"distinct_4": distinct_n(conts, 4), "self_bleu_4": self_bleu(conts)}
+        nll = continuation_nll(model, prompts, conts, batch_size, bf16, source)
+        values = {quality: nll.mean().item(), "distinct_4": distinct_n(conts, 4), "self_bleu_4": self_bleu(conts)}
+        for suffix, rows in (("a", slice(0, half)), ("b", slice(half, None))):  # the report's split halves
+            values[f"{quality}_{suffix}"] = nll[rows].mean().item()
+            values[f"self_bleu_4_{suffix}"] = self_bleu(conts[rows])
         if human_features is not None:
             from benchmarks.evaluation.mauve import features, mauve_score
 

@@ -34,7 +34,7 @@ from benchmarks.reporting.tables import (
     model_table,
     shifted_tables,
 )
-from benchmarks.reporting.temperature import temperature_keys, temperature_section
+from benchmarks.reporting.temperature import temperature_headline, temperature_keys, temperature_section
 from lit_modules.core.errors import DataError
 from lit_modules.core.files import atomic_write
 
@@ -49,6 +49,7 @@ class Report:
     rows: dict[str, Row]
     headline: str = ""  # one compact table for a README, with the line that says how to read it
     temperature: str = ""  # the temperature and frontier tables (also in the body)
+    temperature_headline: str = ""  # their compact table for a README
 
     def blocks(self, name: str) -> dict[str, str]:
         """What a Markdown file's blocks receive: ``<name>-tables`` every table, ``<name>-headline`` the
@@ -57,6 +58,7 @@ class Report:
             f"{name}-tables": self.notes + "\n" + self.body,
             f"{name}-headline": self.headline,
             f"{name}-temperature": self.temperature,
+            f"{name}-temperature-headline": self.temperature_headline,
         }
 
 
@@ -254,9 +256,7 @@ def build(runs: list) -> Report:
         generation_table(done, decodings),
     ]
     parts += difference_tables(done, decodings, differences)
-    along_temperature = [
-        p for p in (temperature_section(done, seeds, differences.cell), frontier_section(done, seeds)) if p
-    ]
+    along_temperature = [p for p in (temperature_section(done, seeds), frontier_section(done, seeds)) if p]
     parts += along_temperature
     body = "\n\n".join(p for p in parts if p) + "\n"
     notes = report_notes(done, seeds, missing, entropy_rate, differences.families["main"])
@@ -268,7 +268,15 @@ def build(runs: list) -> Report:
             "cells of the full report's main tables.\n\n" + headline + "\n"
         )
     temperature = "\n\n".join(along_temperature) + "\n" if along_temperature else ""
-    return Report(body, notes, csv_rows(rows, differences), rows, headline or "", temperature)
+    compact = temperature_headline(done, seeds)
+    if compact:
+        compact = (
+            f"Mean ± half-width of the 95% interval over seeds {', '.join(map(str, seeds))}, differences from MLE "
+            "paired by seed on the same test tokens (docs/temperature.md: how each column is computed).\n\n"
+            + compact
+            + "\n"
+        )
+    return Report(body, notes, csv_rows(rows, differences), rows, headline or "", temperature, compact or "")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

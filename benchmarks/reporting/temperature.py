@@ -26,7 +26,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 
 from benchmarks.reporting.runs import Row, Run
-from benchmarks.reporting.stats import Interval, mean_interval, paired_difference
+from benchmarks.reporting.stats import Interval, holm, mean_interval, paired_difference
 from benchmarks.reporting.tables import BASELINE, fmt, fmt_interval, markdown_table
 
 MATCHED_METRICS = [
@@ -38,6 +38,7 @@ MATCHED_METRICS = [
 ]
 SCALED_COLUMNS = [("nll", "NLL"), ("ece", "ECE"), ("rms_ce", "RMS-CE"), ("brier", "Brier")]
 DENSE = 2001  # points of an interpolated curve
+ALPHA = 0.05  # family-wise error rate of the † marks (Holm, over the matched table's cells)
 
 
 def temperature_grid(run: Run) -> list[float]:
@@ -136,7 +137,9 @@ class TemperatureComparison:
 
     matched_t: dict[str, Interval] = field(default_factory=dict)
     outside: dict[str, int] = field(default_factory=dict)  # seeds whose entropy MLE's grid does not reach
-    matched: dict[tuple[str, str], Interval] = field(default_factory=dict)  # (objective, metric) -> Δ
+    matched: dict[tuple[str, str], Interval] = field(default_factory=dict)  # (objective, metric) -> Δ at T*
+    at_one: dict[tuple[str, str], Interval] = field(default_factory=dict)  # (objective, metric) -> Δ at T = 1
+    significant: set[tuple[str, str, str]] = field(default_factory=set)  # ("matched" | "at_one", objective, metric)
     margin: dict[str, Interval] = field(default_factory=dict)
     plane: tuple[str, str, str] | None = None
 
@@ -151,12 +154,17 @@ def compare(rows: dict[str, Row], seeds: list[int]) -> TemperatureComparison | N
     for label, row in rows.items():
         if label == BASELINE:
             continue
-        temps, deltas, margins, outside = [], {m: [] for m, _ in MATCHED_METRICS}, [], 0
+        temps, margins, outside = [], [], 0
+        deltas, at_one = {m: [] for m, _ in MATCHED_METRICS}, {m: [] for m, _ in MATCHED_METRICS}
         for s in seeds:
             mle, run = baseline.runs[s], row.runs[s]
             entropy, own = curve(mle, "entropy"), as_trained(run, "entropy")
             if entropy is None or own is None:
                 return None
+            for metric in at_one:
+                value, mle_value = as_trained(run, metric), as_trained(mle, metric)
+                if value is not None and mle_value is not None:
+                    at_one[metric].append(value - mle_value)
             t = matched_temperature(*entropy, own)
             if t is None:
                 outside += 1
@@ -176,8 +184,14 @@ def compare(rows: dict[str, Row], seeds: list[int]) -> TemperatureComparison | N
             for metric, values in deltas.items():
                 if len(values) == len(seeds):
                     out.matched[label, metric] = mean_interval(values)
+        for metric, values in at_one.items():
+            if len(values) == len(seeds):
+                out.at_one[label, metric] = mean_interval(values)
         if len(margins) == len(seeds):
             out.margin[label] = mean_interval(margins)
+    cells = {("matched", *k): v for k, v in out.matched.items()} | {("at_one", *k): v for k, v in out.at_one.items()}
+    adjusted = holm([c.p for c in cells.values()])
+    out.significant = {cell for cell, p in zip(cells, adjusted, strict=True) if math.isfinite(p) and p < ALPHA}
     return out
 
 
@@ -193,9 +207,14 @@ def verdict(margin: Interval) -> str:
     return "undecided"
 
 
-def matched_table(rows: dict[str, Row], comparison: TemperatureComparison, at_one) -> str:
-    """Δ from MLE at T = 1 beside Δ from MLE at the temperature of the objective's entropy; ``at_one(label,
-    key)`` gives the report's cell of the former."""
+def matched_table(rows: dict[str, Row], comparison: TemperatureComparison) -> str:
+    """Δ from MLE at T = 1 beside Δ from MLE at the temperature of the objective's entropy."""
+
+    def cell(kind: str, label: str, metric: str) -> str:
+        delta = getattr(comparison, kind).get((label, metric))
+        mark = " †" if (kind, label, metric) in comparison.significant else ""
+        return fmt_interval(delta, signed=True) + mark if delta else "–"
+
     columns = [m for m in MATCHED_METRICS if any((label, m[0]) in comparison.matched for label in rows)]
     header = ["objective", "T matching its entropy"]
     for _, name in columns:
@@ -208,9 +227,7 @@ def matched_table(rows: dict[str, Row], comparison: TemperatureComparison, at_on
         matched_t = comparison.matched_t.get(label)
         cells = [label, fmt_interval(matched_t) if matched_t else f"outside the grid ({outside} seeds)"]
         for metric, _ in columns:
-            key = f"gt/{metric}" if metric in ("forward_kl", "reverse_kl") else f"tf/{metric}"
-            delta = comparison.matched.get((label, metric))
-            cells += [at_one(label, key), fmt_interval(delta, signed=True) if delta else "–"]
+            cells += [cell("at_one", label, metric), cell("matched", label, metric)]
         table.append(cells)
     return markdown_table(header, table)
 
@@ -247,7 +264,7 @@ def scaled_table(rows: dict[str, Row], seeds: list[int]) -> str | None:
     return markdown_table(header, table)
 
 
-def temperature_section(rows: dict[str, Row], seeds: list[int], at_one) -> str | None:
+def temperature_section(rows: dict[str, Row], seeds: list[int]) -> str | None:
     """The report's section: the matched-temperature table, the dominance table, the temperature-scaled one."""
     comparison = compare(rows, seeds)
     parts = []
@@ -257,9 +274,10 @@ def temperature_section(rows: dict[str, Row], seeds: list[int], at_one) -> str |
             "### Against MLE at the temperature of equal entropy\n\nMLE's teacher-forced metrics at every "
             f"temperature of the grid ({', '.join(fmt(t, 2) for t in grid)}), interpolated in log T; at each seed "
             "the temperature T at which MLE's entropy equals the objective's, and the objective's difference from "
-            "MLE at T = 1 (the report's Δ, † after Holm) beside its difference from MLE at that T (paired by seed). "
+            "MLE at T = 1 beside its difference from MLE at that T, paired by seed, on the same "
+            "eval.temperature_tokens test tokens († significant after Holm's correction over this table's cells). "
             "A difference that vanishes at the matched temperature is one a temperature gives MLE too.\n\n"
-            + matched_table(rows, comparison, at_one)
+            + matched_table(rows, comparison)
         )
     if comparison is not None and comparison.margin:
         x, y, title = comparison.plane
@@ -279,3 +297,58 @@ def temperature_section(rows: dict[str, Row], seeds: list[int], at_one) -> str |
             "the objective calibrates better than MLE with the one-parameter fix.\n\n" + scaled
         )
     return "\n\n".join(parts) if parts else None
+
+
+def temperature_headline(rows: dict[str, Row], seeds: list[int]) -> str | None:
+    """One compact table for a README: per objective its matched temperature, its NLL and ECE differences from
+    MLE at T = 1 and at that temperature, the dominance verdict, its ECE as trained against temperature-scaled
+    MLE's, and its best quality gap to MLE's sampled frontier."""
+    from benchmarks.reporting.frontier import compare_frontiers, frontier_verdict
+
+    comparison = compare(rows, seeds)
+    if comparison is None or not comparison.matched_t:
+        return None
+    frontier = compare_frontiers(rows, seeds)
+    baseline = rows[BASELINE]
+
+    def cell(kind: str, label: str, metric: str) -> str:
+        delta = getattr(comparison, kind).get((label, metric))
+        mark = " †" if (kind, label, metric) in comparison.significant else ""
+        return fmt_interval(delta, signed=True) + mark if delta else "–"
+
+    table = []
+    for label, row in rows.items():
+        if label == BASELINE:
+            continue
+        matched_t = comparison.matched_t.get(label)
+        margin = comparison.margin.get(label)
+        scaled = "–"
+        if all("ts/ece" in baseline.runs[s].metrics and "tf/ece" in row.runs[s].metrics for s in seeds):
+            own = [row.runs[s].metrics["tf/ece"] for s in seeds]
+            scaled = fmt_interval(paired_difference(own, [baseline.runs[s].metrics["ts/ece"] for s in seeds]), True)
+        gap = frontier.best.get(label) if frontier is not None else None
+        table.append(
+            [
+                label,
+                fmt_interval(matched_t) if matched_t else "outside the grid",
+                cell("at_one", label, "nll"),
+                cell("matched", label, "nll"),
+                cell("at_one", label, "ece"),
+                cell("matched", label, "ece"),
+                verdict(margin) if margin else "–",
+                scaled,
+                f"{fmt_interval(gap, signed=True)} ({frontier_verdict(gap)})" if gap else "–",
+            ]
+        )
+    header = [
+        "objective",
+        "T of equal entropy",
+        "Δ NLL at T = 1",
+        "Δ NLL at that T",
+        "Δ ECE at T = 1",
+        "Δ ECE at that T",
+        "MLE at some T",
+        "ECE − MLE scaled",
+        "sampled frontier gap",
+    ]
+    return markdown_table(header, table)

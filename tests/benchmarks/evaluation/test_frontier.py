@@ -17,6 +17,10 @@ def test_every_point_of_the_preset_is_sampled_and_its_t1_point_is_plain_sampling
     # the same prompts and generator seed as eval.decodings' plain sampling: the same continuations
     assert metrics["frontier/T1/true_nll"] == pytest.approx(metrics["gt/sample/sample_nll"], rel=1e-9)
     assert metrics["frontier/T1/self_bleu_4"] == pytest.approx(metrics["gen/sample/self_bleu_4"], rel=1e-9)
+    # the two halves of the prompts, kept apart for the report's split test: their mean is the whole
+    halves = (metrics["frontier/T1/true_nll_a"] + metrics["frontier/T1/true_nll_b"]) / 2
+    assert halves == pytest.approx(metrics["frontier/T1/true_nll"], rel=1e-9)
+    assert {"frontier/T1/self_bleu_4_a", "frontier/T1/self_bleu_4_b"} <= set(metrics)
     # colder sampling: continuations more probable under the true source
     assert metrics["frontier/T0.5/true_nll"] < metrics["frontier/T1/true_nll"] < metrics["frontier/T1.5/true_nll"]
     off = run_tiny(["eval.frontier=off"], tmp_path / "off")["metrics"]
