@@ -34,7 +34,8 @@ from benchmarks.reporting.tables import (
     model_table,
     shifted_tables,
 )
-from benchmarks.reporting.temperature import temperature_headline, temperature_keys, temperature_section
+from benchmarks.reporting.temperature import temperature_keys, temperature_section
+from benchmarks.reporting.temperature_summary import temperature_headline
 from lit_modules.core.errors import DataError
 from lit_modules.core.files import atomic_write
 

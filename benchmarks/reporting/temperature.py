@@ -73,6 +73,12 @@ def as_trained(run: Run, metric: str) -> float | None:
     return float(values[1][exact[0]]) if exact.size else at_temperature(*values, 1.0)
 
 
+def trained_ece(run: Run) -> float:
+    """A run's ECE as trained on the tokens its ts/ metrics are measured on (temp/1/ece; tf/ece without a grid
+    point at 1)."""
+    return run.metrics.get("temp/1/ece", run.metrics.get("tf/ece", math.nan))
+
+
 def temperature_keys(rows: dict[str, Row]) -> list[str]:
     """Every temp/ and ts/ metric some run has (their means over seeds feed the plots)."""
     keys = {k for row in rows.values() for r in row.runs.values() for k in r.metrics if k.startswith(("temp/", "ts/"))}
@@ -258,7 +264,7 @@ def scaled_table(rows: dict[str, Row], seeds: list[int]) -> str | None:
                 delta = paired_difference(values(row, f"ts/{metric}"), values(baseline, f"ts/{metric}"))
                 cell += f" ({fmt_interval(delta, signed=True)})"
             cells.append(cell)
-        trained = paired_difference(values(row, "tf/ece"), values(baseline, "ts/ece"))
+        trained = paired_difference([trained_ece(row.runs[s]) for s in seeds], values(baseline, "ts/ece"))
         cells.append(fmt_interval(trained, signed=True))
         table.append(cells)
     return markdown_table(header, table)
@@ -293,62 +299,7 @@ def temperature_section(rows: dict[str, Row], seeds: list[int]) -> str | None:
         parts.append(
             "### After temperature scaling\n\nEach run's one temperature fitted on its validation NLL (Guo et al. "
             "2017), applied to the test split; in brackets the difference from temperature-scaled MLE, paired by "
-            "seed. The last column is the objective's ECE as trained against temperature-scaled MLE's: below 0, "
-            "the objective calibrates better than MLE with the one-parameter fix.\n\n" + scaled
+            "seed. The last column is the objective's ECE as trained against temperature-scaled MLE's (on the same "
+            "tokens): below 0, the objective calibrates better than MLE with the one-parameter fix.\n\n" + scaled
         )
     return "\n\n".join(parts) if parts else None
-
-
-def temperature_headline(rows: dict[str, Row], seeds: list[int]) -> str | None:
-    """One compact table for a README: per objective its matched temperature, its NLL and ECE differences from
-    MLE at T = 1 and at that temperature, the dominance verdict, its ECE as trained against temperature-scaled
-    MLE's, and its best quality gap to MLE's sampled frontier."""
-    from benchmarks.reporting.frontier import compare_frontiers, frontier_verdict
-
-    comparison = compare(rows, seeds)
-    if comparison is None or not comparison.matched_t:
-        return None
-    frontier = compare_frontiers(rows, seeds)
-    baseline = rows[BASELINE]
-
-    def cell(kind: str, label: str, metric: str) -> str:
-        delta = getattr(comparison, kind).get((label, metric))
-        mark = " †" if (kind, label, metric) in comparison.significant else ""
-        return fmt_interval(delta, signed=True) + mark if delta else "–"
-
-    table = []
-    for label, row in rows.items():
-        if label == BASELINE:
-            continue
-        matched_t = comparison.matched_t.get(label)
-        margin = comparison.margin.get(label)
-        scaled = "–"
-        if all("ts/ece" in baseline.runs[s].metrics and "tf/ece" in row.runs[s].metrics for s in seeds):
-            own = [row.runs[s].metrics["tf/ece"] for s in seeds]
-            scaled = fmt_interval(paired_difference(own, [baseline.runs[s].metrics["ts/ece"] for s in seeds]), True)
-        gap = frontier.best.get(label) if frontier is not None else None
-        table.append(
-            [
-                label,
-                fmt_interval(matched_t) if matched_t else "outside the grid",
-                cell("at_one", label, "nll"),
-                cell("matched", label, "nll"),
-                cell("at_one", label, "ece"),
-                cell("matched", label, "ece"),
-                verdict(margin) if margin else "–",
-                scaled,
-                f"{fmt_interval(gap, signed=True)} ({frontier_verdict(gap)})" if gap else "–",
-            ]
-        )
-    header = [
-        "objective",
-        "T of equal entropy",
-        "Δ NLL at T = 1",
-        "Δ NLL at that T",
-        "Δ ECE at T = 1",
-        "Δ ECE at that T",
-        "MLE at some T",
-        "ECE − MLE scaled",
-        "sampled frontier gap",
-    ]
-    return markdown_table(header, table)

@@ -62,3 +62,17 @@ def test_the_report_prints_the_frontier_table_and_plot(runs, capsys):
     assert "### The sampled quality-diversity frontier" in build(collect(runs)).body
     write_report(runs)
     assert (runs / "plots" / "sampled_frontier.png").stat().st_size > 10_000
+
+
+def test_caccia_margin_against_mle_temperature_curve():
+    """MLE's curve in (test NLL at T, true NLL of samples at T): a point on it has margin 0, one better in both
+    than every MLE temperature a negative margin, one worse in both a positive one."""
+    from benchmarks.reporting.frontier import caccia_margin
+
+    temps = np.array([0.5, 0.7, 0.9, 1.0, 1.25, 1.5])
+    test_nll = 3.6 + 0.5 * np.log(temps) ** 2  # lowest at T = 1
+    sample_nll = 2.0 + 3.0 * temps  # colder text is more probable
+    mle = (temps, test_nll, sample_nll)
+    assert caccia_margin(mle, (test_nll[2], sample_nll[2])) == pytest.approx(0.0, abs=1e-12)
+    assert caccia_margin(mle, (3.55, 4.0)) < 0  # better coverage than MLE anywhere, and probable text
+    assert caccia_margin(mle, (3.7, 5.5)) > 0  # MLE near T = 0.9-1 beats it in both

@@ -77,7 +77,10 @@ def test_matched_temperature_on_a_known_curve_and_outside_the_grid():
 
 
 def test_the_report_prints_the_temperature_tables(runs):
-    body = build(collect(runs)).body
+    report = build(collect(runs))
+    headline = report.blocks("suite")["suite-temperature-headline"]
+    assert "| hot_mle | 1.250 ± 0.00" in headline and "| dominated |" in headline
+    body = report.body
     assert "### Against MLE at the temperature of equal entropy" in body
     assert "### Does MLE at some temperature dominate it?" in body
     assert "| hot_mle | +0.000 ± 0.000 | dominated |" in body
