@@ -9,7 +9,7 @@ from benchmarks.evaluation.frontier import FRONTIERS, frontier_decodings
 
 
 def test_every_point_of_the_preset_is_sampled_and_its_t1_point_is_plain_sampling(tmp_path, run_tiny):
-    metrics = run_tiny([], tmp_path)["metrics"]
+    metrics = run_tiny(["eval.frontier=default"], tmp_path)["metrics"]
     names = frontier_decodings("default")
     assert len(names) == sum(len(v) for v in FRONTIERS["default"].values()) == 14
     for name in names:
