@@ -119,6 +119,7 @@ def test_report_has_every_row_the_csv_and_the_plots(suite_dir):
         "ppl_vs_repetition.png",
         "quality_vs_diversity.png",
         "reliability.png",
+        "temperature_frontier.png",  # debug=tiny samples no frontier: no sampled_frontier.png
         "validation_nll.png",
     ]
     assert all((out / "plots" / p).stat().st_size > 5000 for p in pngs)
