@@ -97,20 +97,29 @@ def use_mauve(setting: bool | str, synthetic: bool) -> bool:
 
 
 OOD_KEYS = ("nll", "entropy", "ece", "rms_ce", "mce", "brier", "entropy_rate", "forward_kl", "reverse_kl")
+OOD_SCALED_KEYS = ("ts/nll", "ts/entropy", "ts/ece")  # ood/<split>/ts_nll, ...: at the in-distribution fitted T
 
 
-def shifted_metrics(model: GPT, datamodule, config: EvalConfig, bf16: bool) -> dict[str, float]:
+def shifted_metrics(
+    model: GPT, datamodule, config: EvalConfig, bf16: bool, fitted: float | None = None
+) -> dict[str, float]:
     """Teacher-forced metrics on each out-of-distribution split of the data module: ``ood/<split>/<metric>``; on
     the synthetic source shifted by each ρ of eval.ood_shifts (its exact divergences included), on real text each
-    file of eval.ood_files (named by its stem)."""
+    file of eval.ood_files (named by its stem). With the temperature fitted on in-distribution validation data
+    (``fitted``), the NLL, entropy and ECE at it too (``ts_nll``, ...: does one temperature fitted in distribution
+    still calibrate out of it? Ovadia et al. 2019)."""
     out = {}
     splits = datamodule.ood_splits(config.ood_shifts, config.ood_files, config.ood_tokens)
     for name, (blocks, source) in splits.items():
-        metrics = teacher_forced(model, blocks, config.batch_size, bf16, None, source).metrics
+        metrics = teacher_forced(
+            model, blocks, config.batch_size, bf16, None, source, fitted_temperature=fitted
+        ).metrics
         for key, value in metrics.items():
             metric = key.split("/", 1)[1]
-            if metric in OOD_KEYS:
+            if metric in OOD_KEYS and key.startswith(("tf/", "gt/")):
                 out[f"ood/{name}/{metric}"] = value
+            elif key in OOD_SCALED_KEYS:
+                out[f"ood/{name}/ts_{metric}"] = value
         out.update({f"ood/{name}/{k}": v for k, v in ood_continuations(model, blocks, source, config, bf16).items()})
     return out
 
@@ -199,7 +208,7 @@ def evaluate_run(
     return {
         "metrics": {
             **tf.metrics,
-            **shifted_metrics(model, datamodule, config, bf16),
+            **shifted_metrics(model, datamodule, config, bf16, tf.metrics.get("ts/temperature")),
             **memorised,
             **generations.metrics,
             **frontier,

@@ -38,6 +38,8 @@ OOD_COLUMNS = [
     ("brier", "Brier", "min"),
     ("forward_kl", "KL(P′‖p)", "min"),
     ("reverse_kl", "KL(p‖P′)", "min"),
+    ("ts_nll", "NLL at fitted T", "min"),  # at the temperature fitted on in-distribution validation NLL
+    ("ts_ece", "ECE at fitted T", "min"),
     ("cont_entropy", "cont. entropy", "source"),  # sampled continuations of the split's prompts (evaluate.py)
     ("cont_true_nll", "cont. true NLL", "source"),
     ("cont_seq_rep_4", "cont. seq-rep-4", "min"),

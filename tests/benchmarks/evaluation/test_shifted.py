@@ -64,3 +64,13 @@ def test_sampled_continuations_of_shifted_prompts_against_a_direct_computation(t
     assert abs(got["cont_entropy"] - entropy) < 1e-3
     none = run_tiny(["eval.ood_prompts=0"], tmp_path / "none")["metrics"]
     assert not any("/cont_" in key for key in none) and "ood/shift1/nll" in none
+
+
+def test_the_in_distribution_temperature_is_applied_out_of_distribution_too(tmp_path, run_tiny):
+    """ood/<split>/ts_*: the OOD split's NLL, entropy and ECE at the temperature fitted on validation data."""
+    metrics = run_tiny(["eval.ood_shifts=[1.0]", "eval.ood_tokens=400"], tmp_path)["metrics"]
+    assert {"ood/shift1/ts_nll", "ood/shift1/ts_entropy", "ood/shift1/ts_ece"} <= set(metrics)
+    hotter = metrics["ts/temperature"] > 1.0
+    assert (metrics["ood/shift1/ts_entropy"] > metrics["ood/shift1/entropy"]) == hotter
+    off = run_tiny(["eval.ood_shifts=[1.0]", "eval.ood_tokens=400", "eval.temperature_scaling=false"], tmp_path / "b")
+    assert not any("/ts_" in k for k in off["metrics"])
