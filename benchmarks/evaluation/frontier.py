@@ -105,8 +105,8 @@ def frontier_metrics(
         return {}
     outputs = decode_all(model, prompts, decodings, cont_len, batch_size, bf16, seed)
     human_features = None
-    if human is not None:
-        from benchmarks.evaluation.mauve import features
+    if human is not None:  # the mauve extra: imported only where MAUVE is on
+        from benchmarks.evaluation.mauve import features, mauve_score
 
         human_features = features([decode(row) for row in human.tolist()])
     out = {}
@@ -119,8 +119,6 @@ def frontier_metrics(
             values[f"{quality}_{suffix}"] = nll[rows].mean().item()
             values[f"self_bleu_4_{suffix}"] = self_bleu(conts[rows])
         if human_features is not None:
-            from benchmarks.evaluation.mauve import features, mauve_score
-
             values["mauve"] = mauve_score(features([decode(row) for row in conts.tolist()]), human_features)[0]
         out |= {f"frontier/{name}/{key}": value for key, value in values.items()}
     return out

@@ -24,7 +24,6 @@ from lit_modules.core.configs import require
 DEFAULT_TEMPERATURES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0)
 TEMPERED_COLUMNS = ("nll", "entropy", "brier", "confidence")
 TEMPERED_TRUTH_COLUMNS = ("forward_kl", "reverse_kl")
-TEMPERED_METRICS = ("nll", "entropy", "ece", "brier", "forward_kl", "reverse_kl")  # temp/<T>/<metric>
 
 
 def check_temperatures(key: str, temperatures) -> list[float]:
@@ -76,9 +75,3 @@ def tempered_stats(
             reverse_kl = -entropy - torch.linalg.vecdot(e, true_logp) / z
             columns += [forward_kl, reverse_kl]
     return torch.stack(columns, dim=-1)
-
-
-def tempered_names(temperatures: tuple[float, ...], with_truth: bool) -> list[str]:
-    """The names of ``tempered_stats``' columns: '<T>/<column>'."""
-    names = TEMPERED_COLUMNS + (TEMPERED_TRUTH_COLUMNS if with_truth else ())
-    return [f"{temperature_name(t)}/{n}" for t in temperatures for n in names]
