@@ -110,11 +110,12 @@ test-slow: venv
 
 # on a CUDA machine, one command of a few minutes: a venv over the machine's own torch (no multi-GB CUDA wheel to
 # fetch where one is installed), only what the check imports, then perf.py --gpu-check: the CUDA tests, GPT-2 124M
-# through the compiled Trainer (tokens/s, MFU), every objective's step cost, a fine-tuning step; one line per
+# through the compiled Trainer (tokens/s, MFU), every objective's step cost, a fine-tuning step, a random HF GPT-2
+# saved on the fly, imported (init_from=hf:) and fine-tuned a step; one line per
 # figure as it is measured, all of them in runs/gpu_check.json (docs/performance.md)
 GPU_VENV ?= .venv-gpu
 GPU_CHECK_NEEDS := "hydra-core>=1.3,<1.4" "lightning>=2.4" "torchmetrics>=1.4" "tokenizers>=0.19" "matplotlib>=3.8" \
-	"scipy>=1.11" pytest
+	"scipy>=1.11" "transformers>=4.44" "safetensors>=0.4" pytest
 gpu-check:
 	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(GPU_VENV)
 	$(GPU_VENV)/bin/python -c "import torch" 2>/dev/null || $(GPU_VENV)/bin/pip install -q torch

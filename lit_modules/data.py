@@ -5,7 +5,8 @@ Every data module ends in the same place: three int64 tensors of blocks (N, bloc
 readable samples and ``unigram_counts`` of the train split. Real text goes through one path:
 ``datasets.load_dataset`` (a local ``text`` builder for ``data=text``, any hub dataset for
 ``data=hub``), a byte-level BPE trained with ``tokenizers`` on the train split and cached by the
-data fingerprint, tokenised with ``Dataset.map`` (Arrow cache).
+data fingerprint (or a given tokenizer, ``data.tokenizer``: a pretrained model's), tokenised with
+``Dataset.map`` (Arrow cache).
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from lit_modules.core.canaries import Canaries, CanaryConfig, plant
 from lit_modules.core.configs import is_int, is_number, positive_int, require, typed
 from lit_modules.core.errors import ConfigError, DataError
 from lit_modules.core.files import atomic_path, default_cache_dir
+from lit_modules.core.hf_gpt2 import EOS, load_tokenizer
 from lit_modules.core.synthetic import HMMSource, ShiftedSource, SourceConfig
 
 SPLITS = ("train", "val", "test")
-EOS = "<|endoftext|>"
 
 
 class Blocks(Dataset):
@@ -304,7 +305,8 @@ class TextConfig(BlockConfig):
     name: str | None = None
     files: list[str] | str | None = None
     text_field: str = "text"
-    vocab_size: int = 8192  # the byte-level BPE trained on the train split
+    vocab_size: int = 8192  # the byte-level BPE trained on the train split (with data.tokenizer: that one's size)
+    tokenizer: str | None = None  # a tokenizer.json, or a directory with one (or GPT-2's vocab.json + merges.txt)
     splits: dict | None = None  # the dataset's split names; missing held-out splits are carved from train
     val_fraction: float = 0.05
     test_fraction: float = 0.05
@@ -331,6 +333,11 @@ class TextConfig(BlockConfig):
             self.files = [check_text_file(f) for f in ([self.files] if isinstance(self.files, str) else self.files)]
             if not self.files:
                 raise DataError("data.files=[] is empty; give at least one UTF-8 text file")
+        if self.tokenizer is not None:
+            require("data.tokenizer", self.tokenizer, isinstance(self.tokenizer, str), "give a path or null")
+            if not Path(self.tokenizer).expanduser().exists():
+                raise DataError(f"data.tokenizer={self.tokenizer} does not exist; give a tokenizer.json or a directory")
+            self.vocab_size = load_tokenizer(self.tokenizer)[0].get_vocab_size()
 
 
 class TextDataModule(BlockDataModule):
@@ -342,6 +349,7 @@ class TextDataModule(BlockDataModule):
     def __init__(self, config: TextConfig | None = None, **settings) -> None:
         super().__init__(config, **settings)
         self.tokenizer = None
+        self.eos = EOS  # the end-of-text token that separates documents
         self.test_documents: list[np.ndarray] = []  # token ids of each test document (no EOS)
 
     def _load(self):
@@ -385,7 +393,12 @@ class TextDataModule(BlockDataModule):
             out["train"] = out["train"].select(range(min(self.cfg.max_train_docs, len(out["train"]))))
         return out
 
-    def _train_tokenizer(self, train):
+    def _tokenizer(self, train):
+        """data.tokenizer's, or a byte-level BPE of data.vocab_size trained on the train split (cached)."""
+        if self.cfg.tokenizer is not None:
+            tok, self.eos = load_tokenizer(self.cfg.tokenizer)
+            print(f"tokenizer: {self.cfg.tokenizer} ({tok.get_vocab_size()} tokens, end of text {self.eos!r})")
+            return tok
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         path = self.cache_dir / "tokenizers" / f"{train._fingerprint}-{self.cfg.text_field}-{self.vocab_size}.json"
@@ -421,8 +434,8 @@ class TextDataModule(BlockDataModule):
         import pyarrow.compute as pc
 
         data = self._load()
-        self.tokenizer = tok = self._train_tokenizer(data["train"])
-        eos = tok.token_to_id(EOS)
+        self.tokenizer = tok = self._tokenizer(data["train"])
+        eos = tok.token_to_id(self.eos)
         field = self.cfg.text_field
         tok_key = hashlib.sha1(tok.to_str().encode()).hexdigest()[:16]
 
@@ -456,7 +469,7 @@ class TextDataModule(BlockDataModule):
         """Per file of ``files`` (named by its stem): its documents (one a line) in the run's tokenizer, each ended
         by EOS as in training, packed into blocks; the first ``tokens`` tokens' whole blocks (at least one).
         Shifted sources need the synthetic source: ``shifts`` has nothing to act on here."""
-        eos = self.tokenizer.token_to_id(EOS)
+        eos = self.tokenizer.token_to_id(self.eos)
         length = self.block_size + 1
         out = {}
         for path in files:
@@ -494,11 +507,11 @@ class TextDataModule(BlockDataModule):
         )
 
     def special_ids(self) -> list[int]:
-        return [self.tokenizer.token_to_id(EOS)]
+        return [self.tokenizer.token_to_id(self.eos)]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of token ids; a document end (EOS) reads as a blank line, not as the literal token."""
-        eos = self.tokenizer.token_to_id(EOS)
+        eos = self.tokenizer.token_to_id(self.eos)
         parts, current = [], []
         for i in ids:
             if int(i) == eos:

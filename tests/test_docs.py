@@ -74,11 +74,13 @@ def test_a_documented_command_is_accepted(where, argv, tmp_path, monkeypatch):
             prepare(cfg, objective, base_overrides(settings))
         else:
             start = cfg.get("init_from")  # set on the command line or by a suite (suite=finetune)
-            if start is not None:  # an earlier run's weights, of the shape this command's model has
+            if start is not None and str(start).startswith("hf:"):  # a GPT-2 directory of that name, here
+                write_gpt2_directory(tmp_path / str(start).removeprefix("hf:"))
+            elif start is not None:  # an earlier run's weights, of the shape this command's model has
                 without = [o for o in settings if not o.startswith(("init_from=", "objective", "suite"))]
                 write_start_checkpoint(Path(start), plan(compose(without), "mle").model)
             plan(cfg, objective)
-    elif entry in ("report", "score", "scaling", "corpus", "tuned", "perf"):
+    elif entry in ("report", "score", "scaling", "corpus", "tuned", "perf", "export"):
         with pytest.raises(SystemExit) as exit_info:  # the entry's own argument parser accepts the line
             __import__(f"benchmarks.{entry}", fromlist=["main"]).main([*args, "--help"])
         assert exit_info.value.code == 0, where
@@ -131,3 +133,29 @@ def test_links_to_the_repository_point_at_files_that_exist():
 
 def test_the_readme_is_a_ten_minute_read():
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 350
+
+
+def write_gpt2_directory(directory: Path) -> None:
+    """A Hugging Face GPT-2 directory as save_pretrained lays it out (config.json, model.safetensors, tokenizer.json),
+    tiny but with GPT-2's 1024 positions, for commands with init_from=hf:<id> (which a local directory answers)."""
+    import json
+
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from lit_modules.core import hf_gpt2
+    from lit_modules.core.model import GPT, GPTConfig
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(special_tokens=[hf_gpt2.EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(["a first document.", "and a second one."], trainer=trainer)
+    settings = dict(vocab_size=tokenizer.get_vocab_size(), context=1024, n_layer=1, n_head=1, d_model=8)
+    model = GPT(GPTConfig(**settings, head_bias=False, activation="gelu_tanh"))
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    state = {k: v.contiguous() for k, v in hf_gpt2.to_hf_state_dict(model.state_dict(), 1).items()}
+    state.pop("lm_head.weight")  # tied: safetensors keeps one copy, as save_pretrained does
+    save_file(state, str(directory / "model.safetensors"))
+    config = {"model_type": "gpt2", **hf_gpt2.to_hf_config({**settings, "activation": "gelu_tanh"}, None)}
+    (directory / "config.json").write_text(json.dumps(config))

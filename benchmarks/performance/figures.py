@@ -272,6 +272,34 @@ def _job_figures(args: argparse.Namespace) -> None:
         atomic_write_json(args.json, figures.fig)
 
 
+def pretrained_fine_tuning(figures: Figures, bench: Bench) -> None:
+    """A random GPT2LMHeadModel of the bench's shape saved by transformers (no network), imported as
+    ``init_from=hf:DIR`` does, then one MLE fine-tuning step of it (bf16, eager): the two figures timed. Skipped
+    (said) where transformers is not installed."""
+    import tempfile
+
+    if importlib.util.find_spec("transformers") is None:
+        print("pretrained GPT-2 fine-tuning step: skipped (transformers is not installed)", flush=True)
+        return
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lit_modules.core.start_weights import read_start_weights
+    from objectives.mle import MLE
+
+    shape = bench.shape
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        config = GPT2Config(
+            vocab_size=shape.vocab_size, n_positions=shape.context, n_embd=shape.d_model, n_layer=shape.n_layer,
+            n_head=shape.n_head,
+        )  # fmt: skip
+        GPT2LMHeadModel(config).save_pretrained(directory)
+        start = read_start_weights(f"hf:{directory}")
+    figures.add("hf_save_and_import_s", time.perf_counter() - t0, "random GPT-2 saved by transformers, imported", "s")
+    seconds = timed(bench.train_step(MLE(), True, start=start), bench.warmup, bench.steps, bench.repeats, bench.sync)
+    figures.add("hf_fine_tuning_step_s", seconds, "one MLE fine-tuning step of the imported GPT-2, bf16, eager", "s")
+
+
 def fine_tuning_objective(shape: Shape) -> tuple[str, torch.nn.Module]:
     """The first fine-tuning objective (one that holds a frozen reference) whose sequences fit the shape's rows,
     at its full work: DPO (preference) at GPT-2's shape."""
@@ -343,6 +371,7 @@ def gpu_check(args: argparse.Namespace) -> Figures:
     seconds = timed(bench.train_step(tuner, True), args.warmup, args.steps, args.repeats, bench.sync)
     figures.fig["fine_tuning_objective"] = name
     figures.add("fine_tuning_step_s", seconds, f"one fine-tuning step: {name}, its frozen reference, eager", "s")
+    pretrained_fine_tuning(figures, bench)
     figures.print(f"objbench gpu-check: {device}, preset {args.preset}")
     if args.json:
         atomic_write_json(args.json, figures.fig)

@@ -125,11 +125,15 @@ class Bench:
         return timed(step, self.warmup, self.steps, self.repeats, self.sync)
 
     def train_step(
-        self, objective, bf16: bool, compile_model: bool = False, vocab_size: int | None = None
+        self, objective, bf16: bool, compile_model: bool = False, vocab_size: int | None = None, start=None
     ) -> Callable[[], None]:
-        """One optimiser step of backbone + objective on a fixed batch, as a closure."""
+        """One optimiser step of backbone + objective on a fixed batch, as a closure; ``start``: the
+        ``StartWeights`` the backbone begins from (its own shape), else random weights of the bench's shape."""
         torch.manual_seed(0)
-        model = GPT(self.shape.gpt_config(vocab_size)).to(self.device)
+        model = GPT(GPTConfig(**start.model) if start is not None else self.shape.gpt_config(vocab_size))
+        if start is not None:
+            model.load_state_dict(start.state_dict)
+        model = model.to(self.device)
         V = model.cfg.vocab_size
         objective = objective.to(self.device)
         counts = torch.ones(V, dtype=torch.float64)

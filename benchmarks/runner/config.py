@@ -8,7 +8,7 @@ nowhere else. Everything a user can get wrong is one ``ConfigError`` line before
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +189,10 @@ def plan(cfg: DictConfig, objective_name: str) -> Plan:
     overwrite = cfg.get("overwrite", False)
     require("overwrite", overwrite, isinstance(overwrite, bool), "use true or false")
     require("compile", compile_, isinstance(compile_, bool), "use true or false")
+    start = start_weights(cfg.get("init_from"), resume)
     data_settings = container(cfg.data)
     data_module = data_module_class(data_settings.pop("_target_", None))
-    data = typed(data_module.Config, data_settings, "data")
+    data = typed(data_module.Config, pretrained_tokenizer(data_module, data_settings, start), "data")
     trainer = TrainerConfig.from_settings(container(cfg.trainer))
     evaluation = typed(EvalConfig, container(cfg.eval), "eval")
     suite = typed(SuiteConfig, container(cfg.suite), "suite") if cfg.get("suite") is not None else None
@@ -202,7 +203,8 @@ def plan(cfg: DictConfig, objective_name: str) -> Plan:
             "set the objective's own knob instead, or add the term to another objective"
         )
     objective = build_objective(container(cfg.objective), terms)
-    start = start_weights(cfg.get("init_from"), resume)
+    # a pretrained checkpoint brings its architecture (config.json); an objbench run's must match the config's
+    architecture = {k: v for k, v in start.model.items() if k != "vocab_size"} if start and start.pretrained else {}
     result = Plan(
         cfg=cfg,
         objective_name=objective_name,
@@ -211,7 +213,7 @@ def plan(cfg: DictConfig, objective_name: str) -> Plan:
         resume=resume,
         overwrite=overwrite,
         compile=compile_,
-        model=typed(GPTConfig, {**container(cfg.model), "vocab_size": data.vocab_size}, "model"),
+        model=typed(GPTConfig, {**container(cfg.model), **architecture, "vocab_size": data.vocab_size}, "model"),
         data_module=data_module,
         data=data,
         trainer=trainer,
@@ -239,6 +241,27 @@ def start_weights(init_from: Any, resume: bool) -> StartWeights | None:
     return read_start_weights(init_from)
 
 
+def pretrained_tokenizer(data_module: type[BlockDataModule], data_settings: dict, start: StartWeights | None) -> dict:
+    """Real text starting from a pretrained checkpoint is tokenised with the checkpoint's tokenizer (unless
+    data.tokenizer names one: then it must be the same, checked with the data); the synthetic source's pseudo-words
+    have no ids in a pretrained vocabulary: refused."""
+    if start is None or not start.pretrained:
+        return data_settings
+    if "tokenizer" not in {f.name for f in fields(data_module.Config)}:
+        raise ConfigError(
+            f"init_from={start.source} with the synthetic source: its pseudo-words have no ids in the checkpoint's "
+            f"{start.model['vocab_size']}-token vocabulary; fine-tune it on text (data=text or data=hub)"
+        )
+    if data_settings.get("tokenizer") is None:
+        if start.tokenizer is None:
+            raise ConfigError(
+                f"init_from={start.source} brings no tokenizer (tokenizer.json, or vocab.json + merges.txt); give "
+                "the one it was trained with as data.tokenizer=PATH"
+            )
+        data_settings = {**data_settings, "tokenizer": str(start.tokenizer)}
+    return data_settings
+
+
 def data_module_class(target: str | None) -> type[BlockDataModule]:
     import hydra
 
@@ -254,6 +277,13 @@ def data_module_class(target: str | None) -> type[BlockDataModule]:
 def check_across_groups(p: Plan) -> None:
     """What no group can check alone: the rows fit the model, the prompts fit the rows, the objective's
     sequences fit the rows and its start step the run."""
+    if p.init_from is not None:
+        p.init_from.check_model(asdict(p.model))
+    if p.data.block_size > p.model.context and p.init_from is not None and p.init_from.pretrained:
+        raise ConfigError(
+            f"data.block_size={p.data.block_size} is longer than init_from={p.init_from.source}'s {p.model.context} "
+            f"positions (its n_positions); use data.block_size <= {p.model.context}"
+        )
     if p.data.block_size > p.model.context:
         raise ConfigError(
             f"data.block_size={p.data.block_size} is larger than model.context={p.model.context}; "
@@ -273,8 +303,6 @@ def check_across_groups(p: Plan) -> None:
             f"eval.ood_files={p.eval.ood_files} on the synthetic source: its pseudo-words are not a text file's; "
             "out-of-distribution tests of the synthetic source are eval.ood_shifts"
         )
-    if p.init_from is not None:
-        p.init_from.check_model(asdict(p.model))
 
 
 def check_mauve(p: Plan) -> None:

@@ -47,7 +47,14 @@ def run(plan: Plan, run_dir: Path, callbacks: Sequence[pl.Callback] = (), evalua
 
 
 # and checkpoints/, tb/
-RUN_FILES = ("results.json", "samples.jsonl", "samples_at_best.jsonl", "tokenizer.json", "failed.json")
+RUN_FILES = (
+    "results.json",
+    "samples.jsonl",
+    "samples_at_best.jsonl",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "failed.json",
+)
 
 
 def check_run_dir_free(plan: Plan, run_dir: Path) -> None:

@@ -117,10 +117,12 @@ def collect_results(
 def write_run_files(
     run_dir: Path, results: dict, samples: list | None, datamodule, more_samples: dict[str, list] | None = None
 ) -> None:
-    """tokenizer.json (so that samples.jsonl's ids can be read with it alone), samples.jsonl (and
-    ``more_samples``, {file name: records}) and, last, results.json: each written atomically."""
+    """tokenizer.json (so that samples.jsonl's ids can be read with it alone) with tokenizer_config.json (its
+    end-of-text token, as Hugging Face's tokenizers name it), samples.jsonl (and ``more_samples``, {file name:
+    records}) and, last, results.json: each written atomically."""
     if getattr(datamodule, "tokenizer", None) is not None:
         atomic_write(run_dir / "tokenizer.json", datamodule.tokenizer.to_str())
+        atomic_write_json(run_dir / "tokenizer_config.json", {"eos_token": datamodule.eos})
     if samples is not None:
         write_samples(run_dir / "samples.jsonl", samples)
     for name, records in (more_samples or {}).items():

@@ -62,6 +62,8 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     saved = without_inert_keys(hparams.get("run_config") or {"model": hparams.get("model", {})})
     wanted = training_config(cfg)
     wanted["model"] = {**wanted["model"], "vocab_size": saved.get("model", {}).get("vocab_size")}
+    if isinstance(saved.get("model"), dict):  # written before model.activation existed: the exact GELU
+        saved["model"] = {"activation": "gelu", **saved["model"]}
     different = config_differences(saved, {k: wanted.get(k) for k in saved})
     if different:
         another_objective = [d for d in different if d[0] == "objective._target_"]

@@ -25,6 +25,10 @@ from lit_modules.core.errors import ConfigError
 from lit_modules.core.head import TokenFn
 from lit_modules.core.kv_cache import KVCache
 
+# model.activation -> F.gelu's ``approximate``: the exact GELU, or GPT-2's tanh form (Hendrycks & Gimpel 2016), which
+# Hugging Face names gelu_new; a pretrained GPT-2 is imported with the form it was trained with
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
+
 
 @dataclass
 class GPTConfig:
@@ -36,6 +40,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     head_bias: bool = True  # an output bias b: logits h·Eᵀ + b, b set to the data's log unigram (init_output_bias)
+    activation: str = "gelu"  # the MLP's: "gelu" exact (erf), "gelu_tanh" GPT-2's tanh form (its checkpoints)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_layer", "n_head", "d_model"):
@@ -46,6 +51,9 @@ class GPTConfig:
             raise ConfigError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} is not allowed; use 0 <= dropout < 1")
+        if self.activation not in ACTIVATIONS:
+            allowed = ", ".join(ACTIVATIONS)
+            raise ConfigError(f"model.activation={self.activation!r} is not allowed; use one of: {allowed}")
 
 
 class CausalSelfAttention(nn.Module):
@@ -91,10 +99,12 @@ class MLP(nn.Module):
         self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.proj.is_residual_projection = True
         self.dropout = nn.Dropout(cfg.dropout)
+        # the exact (erf) GELU by default, as nanoGPT: faster than GPT-2's tanh form on CPUs
+        # (benchmarks/results/PERFORMANCE.md); the tanh form for GPT-2's own checkpoints
+        self.approximate = ACTIVATIONS[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # exact (erf) GELU, as nanoGPT: faster than GPT-2's tanh form on CPUs (benchmarks/results/PERFORMANCE.md)
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):

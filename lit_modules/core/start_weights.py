@@ -6,8 +6,10 @@ whose model begins as the earlier run's model ended: the protocol of every fine-
 then the objective). Only the model's weights are read: not the earlier objective's state (NCE's noise
 table, a reference copy), which the new objective builds for itself from the loaded model.
 
-``PATH`` is a run directory (its ``checkpoints/last.ckpt``) or a checkpoint file. The run records the file
-and a content hash of the weights (``StartWeights.record``).
+``PATH`` is a run directory (its ``checkpoints/last.ckpt``) or a checkpoint file; ``hf:<directory or hub id>`` a
+Hugging Face GPT-2 checkpoint (``lit_modules/core/hf_gpt2.py``), whose ``config.json`` then gives the model's shape
+and whose tokenizer the data uses. The run records the source, the file and a content hash of the weights
+(``StartWeights.record``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from typing import Any
 
 import torch
 
+from lit_modules.core import hf_gpt2
 from lit_modules.core.errors import ConfigError
 
-# the model settings that fix the weights' shapes (dropout does not: a fine-tuning run may change it)
-SHAPE_KEYS = ("n_layer", "n_head", "d_model", "context", "bias", "head_bias")
+# the model settings that fix the weights' shapes and function (dropout does not: a fine-tuning run may change it)
+SHAPE_KEYS = ("n_layer", "n_head", "d_model", "context", "bias", "head_bias", "activation")
+DEFAULTS = {"activation": "gelu"}  # what checkpoints written before the setting existed used
+HF_PREFIX = "hf:"
 
 
 @dataclass
@@ -37,7 +42,8 @@ class StartWeights:
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     model: dict[str, Any]
     step: int | None
-    tokenizer: Path | None  # the earlier run's tokenizer.json (real text), to check the vocabulary against
+    tokenizer: Path | None  # the earlier run's tokenizer.json (real text), or the HF checkpoint's tokenizer
+    pretrained: bool = False  # a Hugging Face checkpoint: ``model`` comes from its config.json and sets the shape
 
     @cached_property
     def sha256(self) -> str:
@@ -51,7 +57,8 @@ class StartWeights:
 
     def record(self) -> dict[str, Any]:
         """What results.json says the run started from."""
-        return {"source": self.source, "path": str(self.path), "sha256": self.sha256, "step": self.step}
+        record = {"source": self.source, "path": str(self.path), "sha256": self.sha256, "step": self.step}
+        return {**record, "model": self.model} if self.pretrained else record
 
     def check_model(self, model: dict[str, Any]) -> None:
         """A ConfigError naming both sides when ``model`` (this run's settings, with the data's vocabulary
@@ -61,7 +68,7 @@ class StartWeights:
                 f"init_from={self.source} has a vocabulary of {self.model.get('vocab_size')} tokens, this run's data "
                 f"{model.get('vocab_size')}; fine-tune on data with the vocabulary it was trained on"
             )
-        if any(model.get(k) != self.model.get(k) for k in SHAPE_KEYS):
+        if any(model.get(k, DEFAULTS.get(k)) != self.model.get(k, DEFAULTS.get(k)) for k in SHAPE_KEYS):
             raise ConfigError(
                 f"init_from={self.source} is a model of {shape(self.model)}, this config's is {shape(model)}; set "
                 "the model (model=... or model.K=...) to the shape it was trained with"
@@ -71,7 +78,8 @@ class StartWeights:
         """A ConfigError when this run's tokenizer (its JSON) is not the one the weights were trained with."""
         if tokenizer_json is None or self.tokenizer is None:
             return
-        if canonical_json(self.tokenizer.read_text(encoding="utf-8")) != canonical_json(tokenizer_json):
+        theirs = hf_gpt2.load_tokenizer(self.tokenizer, f"init_from={self.source}")[0].to_str()
+        if token_ids_part(theirs) != token_ids_part(tokenizer_json):
             raise ConfigError(
                 f"init_from={self.source} was trained with another tokenizer ({self.tokenizer}) than this run's "
                 "data has: its token ids would mean other words; fine-tune on data tokenised as it was trained"
@@ -79,14 +87,17 @@ class StartWeights:
 
 
 def shape(model: dict[str, Any]) -> str:
-    return " ".join(f"{k}={model.get(k)}" for k in SHAPE_KEYS)
+    return " ".join(f"{k}={model.get(k, DEFAULTS.get(k))}" for k in SHAPE_KEYS)
 
 
-def canonical_json(text: str) -> Any:
+def token_ids_part(text: str) -> Any:
+    """What of a tokenizer's JSON decides the ids of text: its normaliser, pre-tokeniser and model (vocabulary,
+    merges); not how it pads or which tokens it flags as special."""
     try:
-        return json.loads(text)
+        parsed = json.loads(text)
     except ValueError:
         return text
+    return {k: parsed.get(k) for k in ("normalizer", "pre_tokenizer", "model")} if isinstance(parsed, dict) else parsed
 
 
 def checkpoint_path(source: str) -> Path:
@@ -122,7 +133,11 @@ def read_start_weights(source: Any) -> StartWeights:
     """The weights of ``init_from`` (memory-mapped: read when they are loaded into the model), or a one-line
     ConfigError: a missing path, a directory without weights, a file that is not an objbench checkpoint."""
     if not isinstance(source, str) or not source.strip():
-        raise ConfigError(f"init_from={source!r} is not allowed; give a run directory or a .ckpt file (or null)")
+        raise ConfigError(
+            f"init_from={source!r} is not allowed; give a run directory, a .ckpt file or hf:<GPT-2 directory or hub id>"
+        )
+    if source.startswith(HF_PREFIX):
+        return read_pretrained(source)
     path = checkpoint_path(source)
     try:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
@@ -148,4 +163,37 @@ def read_start_weights(source: Any) -> StartWeights:
         model=model,
         step=checkpoint.get("global_step"),
         tokenizer=tokenizer if tokenizer.is_file() else None,
+    )
+
+
+def read_pretrained(source: str) -> StartWeights:
+    """``init_from=hf:<directory or hub id>``: a Hugging Face GPT-2 checkpoint's weights in objbench's names, its
+    model settings from config.json, its tokenizer (if it has one); one ConfigError line for what is not there
+    or not GPT-2."""
+    spec = source.removeprefix(HF_PREFIX).strip()
+    if not spec:
+        raise ConfigError(
+            f"init_from={source!r} names no checkpoint; give hf:<directory> or hf:<hub id> (e.g. hf:gpt2)"
+        )
+    directory = hf_gpt2.resolve_directory(source, spec)
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except OSError:
+        raise ConfigError(
+            f"init_from={source}: {directory} has no config.json; give a directory that save_pretrained wrote"
+        ) from None
+    except ValueError:
+        raise ConfigError(f"init_from={source}: {directory / 'config.json'} is not JSON") from None
+    model = hf_gpt2.model_settings(source, config if isinstance(config, dict) else {})
+    weights, path = hf_gpt2.read_weights(source, directory)
+    shift = config.get("objbench_ln_f_shift", 0.0) if isinstance(config, dict) else 0.0
+    state = hf_gpt2.from_hf_state_dict(source, weights, model["n_layer"], float(shift))
+    return StartWeights(
+        source=source,
+        path=path.resolve(),
+        state_dict=state,
+        model={**model, "head_bias": "lm_head.bias" in state},  # an objbench export's folded output bias
+        step=None,
+        tokenizer=directory.resolve() if hf_gpt2.has_tokenizer(directory) else None,
+        pretrained=True,
     )

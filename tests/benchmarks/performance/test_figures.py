@@ -173,6 +173,7 @@ def test_gpu_check_runs_end_to_end_and_writes_one_json(tmp_path, capsys):
     fig = json.loads(out.read_text())
     assert fig["cuda_tests"]["returncode"] == 0 and fig["cuda_tests"]["skipped"] > 0
     assert fig["trainer_tokens_per_s_bf16_compiled"] > 0 and fig["fine_tuning_step_s"] > 0
+    assert fig["hf_save_and_import_s"] > 0 and fig["hf_fine_tuning_step_s"] > 0
     assert "mle" in fig["objective_step_cost_vs_mle"] and fig["shape"] == perf.PRESETS["micro"]
     printed = capsys.readouterr().out
     assert "MLE through the Trainer, bf16, compiled:" in printed and "step cost nce / mle (eager):" in printed

@@ -99,13 +99,19 @@ def test_bad_init_from_is_one_line(trained_run, tmp_path, cli_error):
 
 
 def test_another_tokenizer_is_refused(trained_run, tmp_path):
+    from tokenizers import Tokenizer, models
+
     from lit_modules.core.errors import ConfigError
+
+    def word_level(vocab: dict[str, int]) -> Tokenizer:
+        return Tokenizer(models.WordLevel(vocab, unk_token="a"))
 
     start = read_start_weights(str(trained_run))
     tokenizer = tmp_path / "tokenizer.json"
-    tokenizer.write_text(json.dumps({"model": {"vocab": {"a": 0, "b": 1}}}))
+    word_level({"a": 0, "b": 1, "<|endoftext|>": 2}).save(str(tokenizer))
     start.tokenizer = tokenizer
-    start.check_tokenizer(json.dumps({"model": {"vocab": {"a": 0, "b": 1}}}, indent=2))  # the same, spelt otherwise
+    same = json.dumps(json.loads(word_level({"a": 0, "b": 1, "<|endoftext|>": 2}).to_str()), indent=2)
+    start.check_tokenizer(same)  # the same, spelt otherwise
     start.check_tokenizer(None)  # synthetic data has none
     with pytest.raises(ConfigError, match="another tokenizer"):
-        start.check_tokenizer(json.dumps({"model": {"vocab": {"b": 0, "a": 1}}}))
+        start.check_tokenizer(word_level({"b": 0, "a": 1, "<|endoftext|>": 2}).to_str())

@@ -80,3 +80,22 @@ def test_checkpoint_of_another_config_or_a_corrupt_one_is_one_line(tmp_path, cli
         f"error: {tmp_path / 'checkpoints' / 'last.ckpt'} cannot be read as a checkpoint (UnpicklingError); "
         "delete it to start fresh"
     )
+
+
+def test_a_checkpoint_from_before_model_activation_still_resumes(tmp_path, run_tiny):
+    """Checkpoints written before ``model.activation`` existed have no such key: they used the exact GELU, which is
+    the default, so they resume; one that claims another activation does not."""
+    from benchmarks.runner.config import compose
+    from benchmarks.runner.resume import resume_checkpoint
+
+    run_tiny([], tmp_path)
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    run_config = checkpoint["hyper_parameters"]["run_config"]
+    assert run_config["model"].pop("activation") == "gelu"
+    torch.save(checkpoint, path)
+    assert resume_checkpoint(compose(["debug=tiny"]), tmp_path) == str(path)
+    run_config["model"]["activation"] = "gelu_tanh"
+    torch.save(checkpoint, path)
+    with pytest.raises(ConfigError, match="model.activation"):
+        resume_checkpoint(compose(["debug=tiny"]), tmp_path)
