@@ -113,16 +113,18 @@ def test_the_weights_file_kinds_and_the_record(tmp_path, gpt2_dir):
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, gpt2_dir) -> Path:
-    """MLE fine-tunes the checkpoint for 3 steps on text, tokenised with the checkpoint's tokenizer."""
+    """GOLD (a fine-tuning objective, from its first step here) fine-tunes the checkpoint for 3 steps on text,
+    tokenised with the checkpoint's tokenizer."""
     from benchmarks.runner.job import run
 
     root = tmp_path_factory.mktemp("ft")
     (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
     overrides = [
         "debug=tiny", "data=text", f"data.files=[{root / 'corpus.txt'}]", "data.block_size=32",
-        f"init_from=hf:{gpt2_dir}", "eval.prefix_len=8", "eval.cont_len=16", "eval.num_prompts=4", "eval.mauve=false",
+        f"init_from=hf:{gpt2_dir}", "objective=gold", "eval.prefix_len=8", "eval.cont_len=16", "eval.num_prompts=4",
+        "eval.mauve=false",
     ]  # fmt: skip
-    run(plan(compose(overrides), "mle"), root / "run")
+    run(plan(compose(overrides), "gold"), root / "run")
     return root / "run"
 
 
@@ -130,7 +132,11 @@ def test_an_objective_fine_tunes_the_checkpoint_with_its_tokenizer(finetuned, gp
     results = json.loads((finetuned / "results.json").read_text())
     assert results["init_from"]["source"] == f"hf:{gpt2_dir}"
     assert results["init_from"]["sha256"] == read_start_weights(f"hf:{gpt2_dir}").sha256
-    assert results["timing"]["steps"] == 3 and results["metrics"]["tf/nll"] < 10
+    assert results["timing"]["steps"] == 3 and results["metrics"]["tf/nll"] < 10 and results["objective"] == "gold"
+    assert not torch.equal(  # it trained: the weights moved from the checkpoint's
+        read_start_weights(str(finetuned)).state_dict["wte.weight"],
+        read_start_weights(f"hf:{gpt2_dir}").state_dict["wte.weight"],
+    )
     # the data went through the checkpoint's tokenizer: the run's tokenizer encodes as transformers' does
     from tokenizers import Tokenizer
 
