@@ -112,3 +112,35 @@ def mauve_score(generated: np.ndarray, human: np.ndarray, seeds: tuple[int, ...]
             mauve.compute_mauve(p_features=generated, q_features=human, seed=s, verbose=False).mauve for s in seeds
         ]
     return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+
+
+def mauve_by_size(
+    generated: np.ndarray, human: np.ndarray, sizes: list[int], seeds: tuple[int, ...] = KMEANS_SEEDS
+) -> dict[int, float]:
+    """MAUVE (mean over k-means seeds) of the first ``n`` rows' worth of continuations for each n of ``sizes``:
+    n rows spread evenly over the (prompt-ordered, paired) generated and human features, so that every size
+    draws its prompts from the whole test split. Sizes above the number of rows are left out."""
+    rows = generated.shape[0]
+    out = {}
+    for n in sizes:
+        if n > rows or n > human.shape[0]:
+            continue
+        pick = np.linspace(0, rows - 1, n).round().astype(int)
+        out[n] = mauve_score(generated[pick], human[pick], seeds)[0]
+    return out
+
+
+def mauve_curve(runs: list[dict[str, list[str]]], sizes: list[int]) -> dict[str, dict[int, list[float]]]:
+    """{decoding: {n: [MAUVE of each run]}} for runs given as {decoding: texts in prompt order, "human": ...}:
+    how MAUVE and its spread over runs (seeds) move with the number of continuations."""
+    curve: dict[str, dict[int, list[float]]] = {}
+    for texts in runs:
+        if "human" not in texts:
+            raise ConfigError("MAUVE's curve needs the human continuations (decoding 'human') in every samples file")
+        human = features(texts["human"])
+        for name, generated in texts.items():
+            if name == "human":
+                continue
+            for n, value in mauve_by_size(features(generated), human, sizes).items():
+                curve.setdefault(name, {}).setdefault(n, []).append(value)
+    return curve

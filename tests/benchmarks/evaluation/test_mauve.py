@@ -50,3 +50,29 @@ def test_without_the_extra_the_error_names_the_install_command(monkeypatch):
     monkeypatch.setattr(mauve, "installed", lambda: False)
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[mauve\]'"):
         mauve.require()
+
+
+@needs_extra
+def test_the_curve_over_numbers_of_continuations_and_seeds(tmp_path, capsys):
+    """score.py --mauve-sizes: MAUVE at each n of each file's continuations, its mean and interval over the files;
+    a copy of the human text scores 1, another topic far less; sizes above the files' rows are left out."""
+    import json
+
+    from benchmarks.score import main
+
+    files = []
+    for seed in (1, 2):
+        rng = np.random.default_rng(seed)
+        other = [MARKETS[i] for i in rng.permutation(20)]
+        records = [*(("human", t) for t in WEATHER), *(("copy", t) for t in WEATHER), *(("other", t) for t in other)]
+        path = tmp_path / f"seed_{seed}.jsonl"
+        path.write_text(
+            "".join(json.dumps({"decoding": d, "continuation": [1, 2, 3], "text": t}) + "\n" for d, t in records)
+        )
+        files.append(str(path))
+    assert main([*files, "--mauve-sizes", "10,20,64", "--json", str(tmp_path / "curve.json")]) == 0
+    curve = json.loads((tmp_path / "curve.json").read_text())["mauve_curve"]
+    assert set(curve["copy"]) == set(curve["other"]) == {"10", "20"}  # 64 > the 20 rows: left out
+    assert curve["copy"]["20"] == pytest.approx([1.0, 1.0], abs=1e-6)  # at 10, one k-means bucket: MAUVE is coarse
+    assert all(min(curve["copy"][n]) > max(curve["other"][n]) + 0.5 for n in ("10", "20"))
+    assert "other        n=20" in capsys.readouterr().out
