@@ -27,7 +27,7 @@ from lit_modules.core.configs import is_int, is_number, positive_int, require, t
 from lit_modules.core.errors import ConfigError, DataError
 from lit_modules.core.files import atomic_path, default_cache_dir
 from lit_modules.core.hf_gpt2 import EOS, load_tokenizer
-from lit_modules.core.synthetic import HMMSource, ShiftedSource, SourceConfig
+from lit_modules.core.synthetic import HMMSource, NoiseConfig, ShiftedSource, SourceConfig, add_noise
 
 SPLITS = ("train", "val", "test")
 
@@ -231,6 +231,7 @@ class SyntheticConfig(BlockConfig):
     each split it samples."""
 
     source: SourceConfig | dict = field(default_factory=SourceConfig)
+    noise: NoiseConfig | dict | None = None  # a share of the training rows replaced by noise (None: clean)
     train_tokens: int = 5_000_000
     val_tokens: int = 65_536
     test_tokens: int = 131_072
@@ -239,6 +240,9 @@ class SyntheticConfig(BlockConfig):
         super().__post_init__()
         if isinstance(self.source, dict):
             self.source = typed(SourceConfig, self.source, "data.source")
+        if isinstance(self.noise, dict):
+            self.noise = typed(NoiseConfig, self.noise, "data.noise")
+        require("data.noise", self.noise, self.noise is None or isinstance(self.noise, NoiseConfig), "use a mapping")
         for split in SPLITS:
             n = getattr(self, f"{split}_tokens")
             allowed = f"use at least one block (block_size + 1 = {self.block_size + 1})"
@@ -259,8 +263,18 @@ class SyntheticDataModule(BlockDataModule):
         super().__init__(config, **settings)
         self.source = HMMSource(self.cfg.source)
         self.split_tokens = {split: getattr(self.cfg, f"{split}_tokens") for split in SPLITS}
+        self.noise_rows: torch.Tensor | None = None  # the training rows data.noise replaced
 
     def load_blocks(self) -> None:
+        """The clean splits (cached), then data.noise's rows of the training split (a run without noise reads
+        exactly the clean blocks)."""
+        self.load_clean_blocks()
+        noise = self.cfg.noise
+        if noise is not None and noise.share > 0:
+            seed = self.source.cfg.seed * 1000 + 50
+            self.blocks["train"], self.noise_rows = add_noise(self.blocks["train"], noise, self.source, seed)
+
+    def load_clean_blocks(self) -> None:
         key = f"{self.source.fingerprint()}-{self.block_size}-{sorted(self.split_tokens.items())}"
         path = self.cache_dir / "synthetic" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.exists():

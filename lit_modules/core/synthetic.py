@@ -243,3 +243,42 @@ def _stationary(transitions: torch.Tensor, iters: int = 10_000) -> torch.Tensor:
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-300).log()).sum(-1)
+
+
+NOISE_KINDS = ("uniform", "source")
+
+
+@dataclass
+class NoiseConfig:
+    """Noisy training data (``data.noise``): a share of the training rows replaced, validation and test left clean,
+    the exact truth still the clean source's. ``uniform``: every token drawn uniformly from the vocabulary (the
+    corruption loss truncation and error-norm truncation are tested on); ``source``: rows of another source of
+    the same settings (seed + 2: the shifted sources of the OOD tests use seed + 1), fluent but wrong text."""
+
+    share: float = 0.0  # of the training rows, in [0, 1)
+    kind: str = "uniform"
+
+    def __post_init__(self) -> None:
+        ok = isinstance(self.share, (int, float)) and not isinstance(self.share, bool) and 0.0 <= self.share < 1.0
+        if not ok:
+            raise ConfigError(f"data.noise.share={self.share!r} is not allowed; use a number in [0, 1)")
+        if self.kind not in NOISE_KINDS:
+            raise ConfigError(f"data.noise.kind={self.kind!r} is not allowed; use one of: {', '.join(NOISE_KINDS)}")
+
+
+def add_noise(
+    blocks: torch.Tensor, noise: NoiseConfig, source: HMMSource, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(blocks with round(share · rows) of their rows replaced by noise, the replaced rows' indices, sorted):
+    the rows a seeded permutation picks first, so that a higher share replaces a superset of a lower one's."""
+    n, length = blocks.shape
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(n, generator=g)[: round(noise.share * n)].sort().values
+    if noise.kind == "uniform":
+        replacement = torch.randint(source.cfg.vocab_size, (len(rows), length), generator=g)
+    else:
+        other = HMMSource(replace(source.cfg, seed=source.cfg.seed + 2))
+        replacement = other.sample(len(rows), length, seed=seed + 1)
+    out = blocks.clone()
+    out[rows] = replacement
+    return out, rows

@@ -161,3 +161,40 @@ def test_step_batches_shard_the_epoch_across_ranks_and_resume_exactly():
     assert resumed == ranks[1][3:]
     with pytest.raises(DataError, match="fewer than one batch"):
         StepBatches(10, 4, seed=0, world_size=3)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "source"])
+def test_noise_replaces_a_share_of_the_training_rows_only(kind):
+    """data.noise: round(share · rows) training rows replaced (a higher share: a superset of rows), validation and
+    test as clean; uniform rows are near-uniform tokens, source rows another source's draws; share 0 is clean."""
+    from lit_modules.core.synthetic import HMMSource, SourceConfig
+
+    clean = synthetic()
+    noisy = synthetic(noise={"share": 0.25, "kind": kind})
+    assert torch.equal(synthetic(noise={"share": 0.0}).blocks["train"], clean.blocks["train"])
+    changed = (noisy.blocks["train"] != clean.blocks["train"]).any(1).nonzero().flatten()
+    assert torch.equal(changed, noisy.noise_rows) and len(changed) == 25
+    for split in ("val", "test"):
+        assert torch.equal(noisy.blocks[split], clean.blocks[split])
+    more = synthetic(noise={"share": 0.5, "kind": kind})
+    assert set(noisy.noise_rows.tolist()) < set(more.noise_rows.tolist())
+    rows = noisy.blocks["train"][noisy.noise_rows]
+    if kind == "uniform":  # 825 draws over 128 words: no word takes more than a few percent
+        assert torch.bincount(rows.flatten(), minlength=128).max() < 0.05 * rows.numel()
+    else:
+        other = HMMSource(SourceConfig(**{**SOURCE, "seed": 2}))
+        assert torch.equal(rows, other.sample(25, 33, seed=51))
+
+
+@pytest.mark.parametrize(
+    ("noise", "message"),
+    [
+        ({"share": 1.0}, "data.noise.share=1.0 is not allowed; use a number in [0, 1)"),
+        ({"share": -0.1}, "data.noise.share=-0.1 is not allowed"),
+        ({"share": 0.1, "kind": "gaussian"}, "data.noise.kind='gaussian' is not allowed; use one of: uniform, source"),
+        ({"shares": 0.1}, "data.noise.shares is not a setting of data.noise"),
+    ],
+)
+def test_bad_noise_is_one_line(noise, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        synthetic(noise=noise)
