@@ -38,7 +38,8 @@ EOS = "<|endoftext|>"  # GPT-2's end of text, and objbench's document separator
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh", "gelu": "gelu"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
-HUB_FILES = ("config.json", "generation_config.json", *WEIGHT_FILES, "model-*.safetensors", *TOKENIZER_FILES)
+HUB_FILES = ("config.json", "generation_config.json", *TOKENIZER_FILES)  # and the weights, safetensors first
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json", "model-*.safetensors")
 # per block: HF module -> objbench module, and whether its weight is a Conv1D (stored transposed)
 BLOCK_MODULES = {
     "ln_1": ("ln_1", False),
@@ -51,7 +52,8 @@ BLOCK_MODULES = {
 
 
 def resolve_directory(source: str, spec: str) -> Path:
-    """A local directory, or a hub id downloaded (only the files the import reads) through huggingface_hub."""
+    """A local directory, or a hub id downloaded through huggingface_hub: only the files the import reads, and of
+    the weights the safetensors unless the repository has none (then pytorch_model.bin)."""
     path = Path(spec).expanduser()
     if path.is_dir():
         return path
@@ -62,7 +64,10 @@ def resolve_directory(source: str, spec: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=spec, allow_patterns=list(HUB_FILES)))
+        directory = Path(snapshot_download(repo_id=spec, allow_patterns=[*HUB_FILES, *SAFETENSORS_FILES]))
+        if not any((directory / name).is_file() for name in SAFETENSORS_FILES[:2]):  # an older repository: .bin
+            directory = Path(snapshot_download(repo_id=spec, allow_patterns=[*HUB_FILES, "pytorch_model.bin"]))
+        return directory
     except Exception as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise ConfigError(

@@ -317,3 +317,24 @@ def test_lm_evaluation_harness_scores_the_export_offline(tmp_path, finetuned):
         with torch.no_grad():
             logp = torch.log_softmax(ours(ids[:, :-1]).float(), -1).gather(-1, ids[:, 1:, None]).sum()
         assert abs(float(logp) - theirs[doc]) < 1e-3 * max(1.0, abs(theirs[doc]))
+
+
+def test_a_hub_id_downloads_only_what_the_import_reads(tmp_path, gpt2_dir, monkeypatch):
+    """hf:<owner/name> goes through huggingface_hub.snapshot_download (replaced here: no network): the config, the
+    tokenizer files and the safetensors weights, and pytorch_model.bin only where a repository has no safetensors."""
+    import huggingface_hub
+
+    calls = []
+    old_style = save_gpt2(tmp_path / "old", safe=False)
+
+    def snapshot_download(repo_id: str, allow_patterns: list[str]) -> str:
+        calls.append((repo_id, allow_patterns))
+        return str(gpt2_dir if repo_id == "someone/new" else old_style)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert read_start_weights("hf:someone/new").sha256 == read_start_weights(f"hf:{gpt2_dir}").sha256
+    assert len(calls) == 1 and "model.safetensors" in calls[0][1] and "pytorch_model.bin" not in calls[0][1]
+    assert {"config.json", "tokenizer.json", "vocab.json", "merges.txt"} <= set(calls[0][1])
+    calls.clear()
+    assert read_start_weights("hf:someone/old").path.name == "pytorch_model.bin"
+    assert [("pytorch_model.bin" in patterns) for _, patterns in calls] == [False, True]
