@@ -166,6 +166,9 @@ def from_hf_state_dict(
     if missing:
         raise ConfigError(f"init_from={source}: its weights lack {', '.join(missing[:3])}; is it a GPT-2 checkpoint?")
     out = {ours: (hf[k].t() if k in transposed else hf[k]).contiguous().float() for k, ours in names.items()}
+    bias = hf.get("lm_head.bias")  # GPT2LMHeadModel has none; a checkpoint that carries one keeps it (zero: none)
+    if bias is not None and bool(bias.any()):
+        out["lm_head.bias"] = bias.float()
     head = hf.get("lm_head.weight")
     if head is not None and not torch.equal(head, hf["wte.weight"]):  # untied: an output bias folded in, or refused
         gamma, beta = out["ln_f.weight"], out["ln_f.bias"]

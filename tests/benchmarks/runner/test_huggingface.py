@@ -338,3 +338,19 @@ def test_a_hub_id_downloads_only_what_the_import_reads(tmp_path, gpt2_dir, monke
     calls.clear()
     assert read_start_weights("hf:someone/old").path.name == "pytorch_model.bin"
     assert [("pytorch_model.bin" in patterns) for _, patterns in calls] == [False, True]
+
+
+def test_an_output_bias_in_the_checkpoint_is_kept_and_a_zero_one_dropped(tmp_path, gpt2_dir):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(gpt2_dir / "model.safetensors")
+    vocab = state["transformer.wte.weight"].shape[0]
+    for name, bias in (("zero", torch.zeros(vocab)), ("some", torch.linspace(-1, 1, vocab))):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "config.json").write_text((gpt2_dir / "config.json").read_text())
+        save_file({**state, "lm_head.bias": bias}, str(directory / "model.safetensors"))
+        start = read_start_weights(f"hf:{directory}")
+        assert start.model["head_bias"] is (name == "some")
+        if name == "some":
+            assert torch.equal(start.state_dict["lm_head.bias"], bias)
