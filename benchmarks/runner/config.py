@@ -279,15 +279,15 @@ def check_across_groups(p: Plan) -> None:
     sequences fit the rows and its start step the run."""
     if p.init_from is not None:
         p.init_from.check_model(asdict(p.model))
-    if p.data.block_size > p.model.context and p.init_from is not None and p.init_from.pretrained:
-        raise ConfigError(
-            f"data.block_size={p.data.block_size} is longer than init_from={p.init_from.source}'s {p.model.context} "
-            f"positions (its n_positions); use data.block_size <= {p.model.context}"
-        )
     if p.data.block_size > p.model.context:
+        pretrained = p.init_from is not None and p.init_from.pretrained
+        context = (
+            f"init_from={p.init_from.source}'s {p.model.context} positions (its n_positions)"
+            if pretrained
+            else f"model.context={p.model.context}"
+        )
         raise ConfigError(
-            f"data.block_size={p.data.block_size} is larger than model.context={p.model.context}; "
-            f"use data.block_size <= {p.model.context}"
+            f"data.block_size={p.data.block_size} is larger than {context}; use data.block_size <= {p.model.context}"
         )
     limit = longest_sequence(p.model.context, p.data.block_size)
     if p.eval.prefix_len + p.eval.cont_len > limit:

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_modules.core.configs import config_differences
 from lit_modules.core.errors import ConfigError
+from lit_modules.core.start_weights import DEFAULTS
 
 # What a resumed run must share with the run that wrote the checkpoint: everything that shapes training.
 TRAINING_CONFIG = (
@@ -62,8 +63,8 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     saved = without_inert_keys(hparams.get("run_config") or {"model": hparams.get("model", {})})
     wanted = training_config(cfg)
     wanted["model"] = {**wanted["model"], "vocab_size": saved.get("model", {}).get("vocab_size")}
-    if isinstance(saved.get("model"), dict):  # written before model.activation existed: the exact GELU
-        saved["model"] = {"activation": "gelu", **saved["model"]}
+    if isinstance(saved.get("model"), dict):  # a checkpoint from before some model settings existed
+        saved["model"] = {**DEFAULTS, **saved["model"]}
     different = config_differences(saved, {k: wanted.get(k) for k in saved})
     if different:
         another_objective = [d for d in different if d[0] == "objective._target_"]

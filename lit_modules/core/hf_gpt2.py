@@ -51,6 +51,15 @@ BLOCK_MODULES = {
 }
 
 
+def module_map(n_layer: int) -> dict[str, tuple[str, bool]]:
+    """Every module with a weight and a bias: HF name (without ``transformer.``) -> (objbench name, Conv1D?)."""
+    modules = {"ln_f": ("ln_f", False)}
+    for i in range(n_layer):
+        for hf_module, (ours, conv) in BLOCK_MODULES.items():
+            modules[f"h.{i}.{hf_module}"] = (f"blocks.{i}.{ours}", conv)
+    return modules
+
+
 def resolve_directory(source: str, spec: str) -> Path:
     """A local directory, or a hub id downloaded through huggingface_hub: only the files the import reads, and of
     the weights the safetensors unless the repository has none (then pytorch_model.bin)."""
@@ -149,23 +158,14 @@ def from_hf_state_dict(
     """GPT-2's tensors (HF names) -> ``GPT.state_dict()``'s, Conv1D weights transposed, the head tied (an untied
     head: an objbench export's folded output bias, with config.json's ``objbench_ln_f_shift``)."""
     hf = {k.removeprefix("transformer."): v for k, v in hf.items()}
-    names = {
-        "wte.weight": "wte.weight",
-        "wpe.weight": "wpe.weight",
-        "ln_f.weight": "ln_f.weight",
-        "ln_f.bias": "ln_f.bias",
-    }
-    transposed = set()
-    for i in range(n_layer):
-        for hf_module, (ours, conv) in BLOCK_MODULES.items():
-            for kind in ("weight", "bias"):
-                names[f"h.{i}.{hf_module}.{kind}"] = f"blocks.{i}.{ours}.{kind}"
-            if conv:
-                transposed.add(f"h.{i}.{hf_module}.weight")
+    names = {"wte.weight": ("wte.weight", False), "wpe.weight": ("wpe.weight", False)}  # HF name -> (ours, Conv1D?)
+    for hf_module, (ours, conv) in module_map(n_layer).items():
+        names[f"{hf_module}.weight"] = (f"{ours}.weight", conv)
+        names[f"{hf_module}.bias"] = (f"{ours}.bias", False)
     missing = [k for k in names if k not in hf]
     if missing:
         raise ConfigError(f"init_from={source}: its weights lack {', '.join(missing[:3])}; is it a GPT-2 checkpoint?")
-    out = {ours: (hf[k].t() if k in transposed else hf[k]).contiguous().float() for k, ours in names.items()}
+    out = {ours: (hf[k].t() if conv else hf[k]).contiguous().float() for k, (ours, conv) in names.items()}
     bias = hf.get("lm_head.bias")  # GPT2LMHeadModel has none; a checkpoint that carries one keeps it (zero: none)
     if bias is not None and bool(bias.any()):
         out["lm_head.bias"] = bias.float()
@@ -214,13 +214,8 @@ def unfold_output_bias(
 def to_hf_state_dict(state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
     """``GPT.state_dict()`` (without an output bias) -> GPT2LMHeadModel's names; missing biases (``bias=false``)
     become zeros, which is exact."""
-    d_model = state["wte.weight"].shape[1]
     out = {"transformer.wte.weight": state["wte.weight"], "transformer.wpe.weight": state["wpe.weight"]}
-    modules = {"ln_f": ("ln_f", False, d_model)}
-    for i in range(n_layer):
-        for hf_module, (ours, conv) in BLOCK_MODULES.items():
-            modules[f"h.{i}.{hf_module}"] = (f"blocks.{i}.{ours}", conv, None)
-    for hf_module, (ours, conv, _) in modules.items():
+    for hf_module, (ours, conv) in module_map(n_layer).items():
         weight = state[f"{ours}.weight"]
         out[f"transformer.{hf_module}.weight"] = weight.t().contiguous() if conv else weight
         bias = state.get(f"{ours}.bias")

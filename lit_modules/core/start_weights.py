@@ -28,7 +28,8 @@ from lit_modules.core.errors import ConfigError
 
 # the model settings that fix the weights' shapes and function (dropout does not: a fine-tuning run may change it)
 SHAPE_KEYS = ("n_layer", "n_head", "d_model", "context", "bias", "head_bias", "activation")
-DEFAULTS = {"activation": "gelu"}  # what checkpoints written before the setting existed used
+# model settings newer than some checkpoints: what those checkpoints' models used (resume reads it too)
+DEFAULTS = {"activation": "gelu"}
 HF_PREFIX = "hf:"
 
 

@@ -214,7 +214,7 @@ def test_bad_pretrained_input_is_one_line(tmp_path, gpt2_dir, cli_error, text_co
         "model.activation='relu' is not allowed; use one of: gelu, gelu_tanh": ["model.activation=relu"],
         "the hub could not give it": ["init_from=hf:someone/no-such-model", *text],  # offline here
         "pseudo-words": [f"init_from=hf:{gpt2_dir}"],
-        "data.block_size=96 is longer than init_from=hf:": [f"init_from=hf:{gpt2_dir}", *text],
+        "data.block_size=96 is larger than init_from=hf:": [f"init_from=hf:{gpt2_dir}", *text],
         "vocabulary of 300 tokens, this run's data 2": [
             f"init_from=hf:{gpt2_dir}",
             *text,
