@@ -134,8 +134,7 @@ class MinimumRisk(FineTuning):
             refs = reference.repeat_interleave(self.candidates, 0)
             return (1.0 - sentence_bleu(candidates, refs, self.vocab_size)).view(B, -1).float()
         seq = torch.cat([prefix.repeat_interleave(self.candidates, 0), candidates], 1).cpu()
-        logp = self.source.log_conditionals(seq, torch.float64)[:, prefix.shape[1] :]  # (B·K, C, V)
-        nll = -logp.gather(-1, candidates.cpu()[..., None]).squeeze(-1).mean(-1)
+        nll = -self.source.target_log_probs(seq)[:, prefix.shape[1] :].mean(-1)  # (B·K,)
         return nll.view(B, -1).float().to(prefix.device)
 
     def sequence_risk(

@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.evaluation import mauve
 from benchmarks.evaluation.frontier import FRONTIERS, frontier_metrics
-from benchmarks.evaluation.generation import continuation_stats, decode_all, generate_all
+from benchmarks.evaluation.generation import Decoded, continuation_stats, decode_all, generate_all
 from benchmarks.evaluation.memorisation import canary_metrics
 from benchmarks.evaluation.metrics import NgramIndex, seq_rep_n
 from benchmarks.evaluation.teacher_forced import TeacherForced, teacher_forced
@@ -176,6 +176,7 @@ def evaluate_run(
     tf = test_split_metrics(model, datamodule, config, bf16)
     held_out = datamodule.prompt_blocks(config.num_prompts, config.prefix_len + config.cont_len)
     with_mauve = use_mauve(config.mauve, synthetic=source is not None)
+    decoded: Decoded = {}  # the frontier's points that are also eval.decodings are not decoded twice
     generations = generate_all(
         model,
         held_out,
@@ -189,6 +190,7 @@ def evaluate_run(
         source,
         NgramIndex.of(datamodule.blocks["train"], COPY_NGRAM),
         mauve=with_mauve,
+        decoded=decoded,
     )
     prompts, human = held_out[:, : config.prefix_len], held_out[:, config.prefix_len :] if with_mauve else None
     frontier = frontier_metrics(
@@ -202,6 +204,7 @@ def evaluate_run(
         source,
         human,
         datamodule.decode,
+        decoded,
     )
     canaries = getattr(datamodule, "canaries", None)
     memorised = canary_metrics(model, canaries, config.batch_size, bf16) if canaries is not None else {}

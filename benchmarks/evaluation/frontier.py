@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.evaluation.generation import decode_all
+from benchmarks.evaluation.generation import Decoded, decode_all
 from benchmarks.evaluation.metrics import distinct_n, self_bleu
 from benchmarks.evaluation.teacher_forced import EVAL_ROWS, autocast_context, batches
 from lit_modules.core.decoding import DecodingConfig
-from lit_modules.core.head import at_targets, log_softmax_nll_
+from lit_modules.core.head import log_softmax_nll_
 from lit_modules.core.model import GPT
 
 # eval.frontier: the decodings of each preset, {knob of DecodingConfig: values}; "temperature" samples the full
@@ -76,7 +76,7 @@ def continuation_nll(
     for batch in batches(seqs, batch_size):
         targets = batch[:, P:]
         if source is not None:
-            out.append(-at_targets(source.log_conditionals(batch)[:, P:], targets).double().mean(-1))
+            out.append(-source.target_log_probs(batch)[:, P:].mean(-1))
         else:
             with autocast_context(model, bf16):
                 h = model.hidden(batch[:, :-1].to(device))[:, P - 1 :]
@@ -96,14 +96,15 @@ def frontier_metrics(
     source=None,
     human: torch.Tensor | None = None,
     decode=None,
+    decoded: Decoded | None = None,
 ) -> dict[str, float]:
     """frontier/<point>/<metric> of every point of eval.frontier's preset: the prompts (N, P) continued by
     ``cont_len`` tokens, each point's draws from a generator seeded ``seed``; MAUVE against ``human``
-    continuations (N, cont_len) when given (their text by ``decode``)."""
+    continuations (N, cont_len) when given (their text by ``decode``); ``decoded``: as ``decode_all``."""
     decodings = frontier_decodings(preset)
     if not decodings:
         return {}
-    outputs = decode_all(model, prompts, decodings, cont_len, batch_size, bf16, seed)
+    outputs = decode_all(model, prompts, decodings, cont_len, batch_size, bf16, seed, decoded)
     human_features = None
     if human is not None:  # the mauve extra: imported only where MAUVE is on
         from benchmarks.evaluation.mauve import features, mauve_score

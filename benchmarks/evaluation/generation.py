@@ -4,7 +4,7 @@ the real continuations), ``gt/<decoding>/sample_nll`` (their NLL under the true 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, replace
 
 import torch
 
@@ -12,7 +12,6 @@ from benchmarks.evaluation.metrics import NgramIndex, copy_share, generation_met
 from benchmarks.evaluation.names import metric_key
 from benchmarks.evaluation.teacher_forced import EVAL_ROWS, STAT_COLUMNS, autocast_context, batches, token_stats
 from lit_modules.core.decoding import DecodingConfig, generate
-from lit_modules.core.head import at_targets
 from lit_modules.core.model import GPT
 
 
@@ -20,6 +19,10 @@ from lit_modules.core.model import GPT
 class Generations:
     metrics: dict[str, float]
     records: list[dict]  # one per (decoding, prompt)
+
+
+# decode_all's memo: (settings, length, batch, bf16, seed) -> (prompts, continuations)
+Decoded = dict[tuple, tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -31,17 +34,27 @@ def decode_all(
     batch_size: int,
     bf16: bool,
     seed: int,
+    decoded: Decoded | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Continuations (N, cont_len) of prompts (N, P) by every decoding, each from a generator seeded ``seed``."""
+    """Continuations (N, cont_len) of prompts (N, P) by every decoding, each from a generator seeded ``seed``.
+
+    ``decoded``: continuations decoded before, reused where a decoding has the same settings under another name
+    (the frontier's T = 1 is eval.decodings' ``sample``) and the same prompts; new ones are added to it."""
     device = next(model.parameters()).device
     outputs = {}
     for name, cfg in decodings.items():
+        key = (*astuple(replace(cfg, name="")), cont_len, batch_size, bf16, seed)
+        if decoded is not None and key in decoded and torch.equal(decoded[key][0], prompts):
+            outputs[name] = decoded[key][1]
+            continue
         generator = torch.Generator(device=device).manual_seed(seed)
         parts = []
         for batch in batches(prompts, batch_size):
             with autocast_context(model, bf16):
                 parts.append(generate(model, batch.to(device), cont_len, cfg, generator).cpu())
         outputs[name] = torch.cat(parts)
+        if decoded is not None:
+            decoded[key] = (prompts, outputs[name])
     return outputs
 
 
@@ -60,8 +73,7 @@ def continuation_stats(
             stats = model.map_logits(h, token_stats, batch[:, P:].to(device), rows=EVAL_ROWS)  # the head's fp32 logits
         entropy.append(stats[..., STAT_COLUMNS.index("entropy")].double().mean(-1).cpu())
         if source is not None:
-            true_logp = source.log_conditionals(batch)[:, P:]  # (b, C, V)
-            sample_nll.append(-at_targets(true_logp, batch[:, P:]).double().mean(-1))
+            sample_nll.append(-source.target_log_probs(batch)[:, P:].mean(-1))
     out = {"entropy": torch.cat(entropy)}
     if source is not None:
         out["sample_nll"] = torch.cat(sample_nll)
@@ -133,11 +145,13 @@ def generate_all(
     source=None,
     train_index: NgramIndex | None = None,
     mauve: bool = False,
+    decoded: Decoded | None = None,
 ) -> Generations:
     """Continue the first ``prefix_len`` tokens of held-out windows with every decoding, the rest of each
-    window being the human continuation -> gen/ (and gt/.../sample_nll) metrics and sample records."""
+    window being the human continuation -> gen/ (and gt/.../sample_nll) metrics and sample records; ``decoded``:
+    as ``decode_all``."""
     prompts = held_out[:, :prefix_len]
-    outputs = decode_all(model, prompts, decodings, cont_len, batch_size, bf16, seed)
+    outputs = decode_all(model, prompts, decodings, cont_len, batch_size, bf16, seed, decoded)
     outputs["human"] = held_out[:, prefix_len : prefix_len + cont_len]
     generations = score_continuations(model, prompts, outputs, batch_size, bf16, decode, source, train_index)
     if mauve:

@@ -40,14 +40,15 @@ PHASES = {
     ),
     "validation (3 x 8 batches)": ("lightning/pytorch/loops/evaluation_loop.py", "run"),
     "checkpoints": ("lit_modules/callbacks.py", "save_checkpoint"),
-    "evaluation: teacher-forced (tf/, gt/)": ("benchmarks/evaluation/teacher_forced.py", "teacher_forced"),
-    "evaluation: decoding (3 x 64 prompts x 96 tokens)": ("benchmarks/evaluation/generation.py", "decode_all"),
-    "evaluation: generation metrics (gen/, gt/ sample_nll)": (
-        "benchmarks/evaluation/generation.py",
-        "score_continuations",
-    ),
+    "evaluation: test split (tf/, gt/, temp/, ts/)": ("benchmarks/evaluation/evaluate.py", "test_split_metrics"),
+    "evaluation: shifted sources (ood/)": ("benchmarks/evaluation/evaluate.py", "shifted_metrics"),
+    "evaluation: canaries (mem/)": ("benchmarks/evaluation/memorisation.py", "canary_metrics"),
+    "evaluation: 3 decodings x 64 prompts x 96 tokens (gen/)": ("benchmarks/evaluation/generation.py", "generate_all"),
+    "evaluation: the sampled frontier (frontier/)": ("benchmarks/evaluation/frontier.py", "frontier_metrics"),
     "results, samples, TensorBoard": ("benchmarks/runner/results.py", "write_run_files"),
 }
+EVALUATION = ("benchmarks/runner/job.py", "evaluate_and_write")  # every evaluation phase above and the files'
+
 STEP_PARTS = {  # inside the training steps
     "forward + loss": ("lit_modules/system.py", "training_step"),
     "backward": ("torch/_tensor.py", "backward"),
@@ -185,6 +186,8 @@ def profile_job(objective: str, overrides: list[str]) -> str:
     lines.append(
         f"| the rest (compose, build, data, Trainer set-up, logging) | {rest:.2f} | {rest / timed.wall_s:.1%} |"
     )
+    evaluation = cumulative(stats, EVALUATION)
+    lines.append(f"| *the evaluation, all of it* | {evaluation:.2f} | {evaluation / timed.wall_s:.1%} |")
     steps = cumulative(stats, PHASES["training steps (forward, loss, backward, optimiser)"])
     lines += ["", "| inside the training steps | s | share of the steps |", "|---|---|---|"]
     parts = {name: cumulative(stats, where) for name, where in STEP_PARTS.items()}

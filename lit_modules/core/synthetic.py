@@ -134,21 +134,32 @@ class HMMSource:
         probs = torch.stack(list(self._filter(tokens)), dim=1)
         return probs.clamp_min_(1e-300).log().to(dtype)
 
+    def target_log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> log P(x_t | x_<t) of the tokens themselves (B, T), float64: the normaliser of each
+        filtering update, without the (B, T, V) table of ``log_conditionals`` (what scoring a text needs)."""
+        likelihoods = torch.stack([likelihood for _, likelihood in self._beliefs(tokens)], dim=1)
+        return likelihoods.clamp_min_(1e-300).log_()
+
     def conditional_entropy(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) true entropy H(P(· | x_<t)) in nats."""
         return torch.stack([_entropy(pred) for pred in self._filter(tokens)], dim=1)
 
     def _filter(self, tokens: torch.Tensor):
         """Yield the predictive distribution (B, V) at each position of tokens (B, T)."""
-        tokens = tokens.cpu()
-        B, T = tokens.shape
-        belief = self.initial.expand(B, -1)  # (B, K)
-        emissions_t = self.emissions.T  # (V, K)
-        for t in range(T):
+        for belief, _ in self._beliefs(tokens):
             yield belief @ self.emissions  # (B, V)
+
+    def _beliefs(self, tokens: torch.Tensor):
+        """Yield, at each position of tokens (B, T), the state distribution given x_<t (B, K) and the probability
+        P(x_t | x_<t) of the token there (B,): the forward algorithm, normalised at every step."""
+        tokens = tokens.cpu()
+        belief = self.initial.expand(tokens.shape[0], -1)  # (B, K)
+        emissions_t = self.emissions.T  # (V, K)
+        for t in range(tokens.shape[1]):
             post = belief * emissions_t[tokens[:, t]]  # (B, K)
-            post = post / post.sum(1, keepdim=True)
-            belief = post @ self.transitions
+            likelihood = post.sum(1, keepdim=True)  # (B, 1)
+            yield belief, likelihood.squeeze(1)
+            belief = (post / likelihood) @ self.transitions
 
     # ---- rendering ------------------------------------------------------------------------
     def render(self, ids: list[int] | torch.Tensor) -> str:

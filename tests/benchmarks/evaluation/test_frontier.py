@@ -33,3 +33,33 @@ def test_frontier_presets_are_valid_decodings_and_an_unknown_one_is_one_line(tmp
     assert len(frontier_decodings("full")) == 11 + 7 * 4
     line = cli_error(["eval.frontier=fast"], tmp_path)
     assert "eval.frontier='fast'" in line and "off, default, full" in line
+
+
+def test_a_decoding_already_decoded_under_another_name_is_reused_not_decoded_again(monkeypatch):
+    import torch
+
+    from benchmarks.evaluation import generation
+    from lit_modules.core.decoding import DecodingConfig
+    from lit_modules.core.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=32, context=24, n_layer=1, n_head=2, d_model=16))
+    prompts = torch.randint(0, 32, (6, 4), generator=torch.Generator().manual_seed(0))
+    calls = []
+    real = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    decoded: generation.Decoded = {}
+    sample = DecodingConfig(name="sample", strategy="sample")
+    first = generation.decode_all(model, prompts, {"sample": sample}, 8, 4, False, 3, decoded)["sample"]
+    assert len(calls) == 2  # two batches of at most 4 prompts
+    again = generation.decode_all(
+        model, prompts, {"T1": DecodingConfig(name="T1", strategy="sample")}, 8, 4, False, 3, decoded
+    )
+    assert len(calls) == 2 and torch.equal(again["T1"], first)
+    # other settings, another seed or other prompts are decoded
+    hot = DecodingConfig(name="T2", strategy="sample", temperature=2.0)
+    generation.decode_all(model, prompts, {"T2": hot}, 8, 4, False, 3, decoded)
+    generation.decode_all(model, prompts, {"T1": sample}, 8, 4, False, 4, decoded)
+    generation.decode_all(model, prompts.flip(0), {"T1": sample}, 8, 4, False, 3, decoded)
+    assert len(calls) == 8
+    fresh = generation.decode_all(model, prompts, {"T1": sample}, 8, 4, False, 3)["T1"]
+    assert torch.equal(fresh, first)  # what reuse returns is what decoding again gives

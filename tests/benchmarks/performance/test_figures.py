@@ -141,8 +141,15 @@ def test_perf_profiles_a_suite_job_by_phase_and_by_op(capsys):
     """--job --profile: the job's phases (cProfile) and its ops (torch.profiler), in training and evaluation."""
     assert perf.main(["--job", "--profile", "--job-override", "debug=tiny"]) == 0
     table = capsys.readouterr().out
-    for row in ("| validation", "| evaluation: teacher-forced", "| backward", "| attention", "| LM head + loss"):
+    for row in ("| validation", "| evaluation: test split", "| backward", "| attention", "| LM head + loss"):
         assert row in table, row
+    seconds = {
+        line.split("|")[1].strip(): float(line.split("|")[2])
+        for line in table.splitlines()
+        if line.startswith("| evaluation: ") or line.startswith("| *the evaluation")
+    }
+    parts = [v for k, v in seconds.items() if k.startswith("evaluation: ")]
+    assert len(parts) == 5 and 0 < sum(parts) <= seconds["*the evaluation, all of it*"] + 0.02  # rounding
     assert "ops of the evaluation" in table and "matrix products" in table
 
 

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from lit_modules.core.synthetic import HMMSource, SourceConfig, word
+from lit_modules.core.synthetic import HMMSource, ShiftedSource, SourceConfig, word
 
 SMALL = SourceConfig(vocab_size=6, n_states=3, succ=2, emit=3, zipf_s=1.0, smoothing=0.01, seed=3)
 
@@ -82,7 +82,6 @@ def test_a_shifted_source_mixes_every_row_and_samples_what_it_predicts():
     import pytest
 
     from lit_modules.core.errors import ConfigError
-    from lit_modules.core.synthetic import ShiftedSource
 
     config = SourceConfig(vocab_size=256, n_states=32, emit=12, seed=2)
     base, other = HMMSource(config), HMMSource(SourceConfig(vocab_size=256, n_states=32, emit=12, seed=3))
@@ -105,3 +104,15 @@ def test_a_shifted_source_mixes_every_row_and_samples_what_it_predicts():
     for bad in (-0.1, 1.5, "half"):
         with pytest.raises(ConfigError, match="rho"):
             ShiftedSource(base, bad, other_seed=3)
+
+
+def test_target_log_probs_are_the_conditionals_at_the_tokens():
+    # the filter's normaliser, without the (B, T, V) table: what the frontier, the continuations' true NLL and
+    # MRT's oracle cost read; the same values on a shifted source, whose tables are its own
+    src = HMMSource(SourceConfig(vocab_size=128, n_states=16, emit=8, seed=1))
+    for source in (src, ShiftedSource(src, 0.5, other_seed=2)):
+        tokens = source.sample(5, 30, seed=3)
+        table = source.log_conditionals(tokens, dtype=torch.float64)
+        got = source.target_log_probs(tokens)
+        assert got.dtype == torch.float64 and got.shape == (5, 30)
+        torch.testing.assert_close(got, table.gather(-1, tokens[..., None]).squeeze(-1), rtol=0, atol=1e-12)
