@@ -184,6 +184,10 @@ class TokenObjective(Objective):
     # The objective's penalty alone, (logits, targets) -> TokenLoss, when it offers one as an auxiliary
     # term that any objective can add (aux={name: weight}); None when it offers none.
     term: Callable[[torch.Tensor, torch.Tensor], TokenLoss] | None = None
+    # The stat that holds per-token weights w_t (no gradient) when the loss ℓ_t = w_t·(...) is normalised over the
+    # batch, Σ_t ℓ_t / Σ_t w_t, instead of averaged: focal-style reweightings, which keep the NLL's scale so.
+    # Auxiliary terms stay plain means. None: the mean.
+    normalising_weight: ClassVar[str | None] = None
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor, *per_token: torch.Tensor) -> TokenLoss:
         raise NotImplementedError
@@ -209,7 +213,11 @@ class TokenObjective(Objective):
         if terms:  # autograd of the sum: the terms have no closed form of their own
             loss_fn, grad_fn = with_terms(self.token_loss, terms), None
         losses, stats = model.token_losses(h, loss_fn, targets, *extra, grad_fn=grad_fn)
-        return LossOutput(losses.mean(), {key: value.mean() for key, value in stats.items()})
+        loss, logs = losses.mean(), {key: value.mean() for key, value in stats.items()}
+        if self.normalising_weight is not None:
+            terms_part = sum((term.weight * logs[term.name] for term in terms), 0.0)
+            loss = (loss - terms_part) / logs[self.normalising_weight].detach() + terms_part
+        return LossOutput(loss, logs)
 
 
 class FineTuning(Objective):

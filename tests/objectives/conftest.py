@@ -49,3 +49,16 @@ def train() -> Callable[..., torch.nn.Module]:
         return model
 
     return train
+
+
+@pytest.fixture
+def assert_same_gradients() -> Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], None]:
+    """assert_same_gradients(model, loss, expected): the two losses' gradients on every parameter agree."""
+
+    def assert_same_gradients(model, loss, expected, rtol=1e-4, atol=1e-6):
+        params = list(model.parameters())
+        got = torch.autograd.grad(loss, params, retain_graph=True)
+        for g, w in zip(got, torch.autograd.grad(expected, params, retain_graph=True), strict=True):
+            torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
+
+    return assert_same_gradients

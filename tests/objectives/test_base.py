@@ -13,8 +13,11 @@ from objectives.contrastive_token import ContrastiveToken
 from objectives.ditto import DITTO
 from objectives.emo import EMO
 from objectives.entropy_penalty import EntropyPenalty
+from objectives.focal import Focal
+from objectives.gem import GEM
 from objectives.gold import GOLD
 from objectives.label_smoothing import LabelSmoothing
+from objectives.mile import MiLe
 from objectives.mixce import MixCE
 from objectives.mle import MLE
 from objectives.nce import NCE
@@ -164,6 +167,9 @@ def token_objectives():
         "emo": [with_cost_embedding(EMO(lam=0.7))],
         "gold": [with_reference(GOLD(reward=r, iw_min=0.3, suffix=2)) for r in ("sump", "logp", "delta")],
         "contrastive_token": [ContrastiveToken(ct_length=0.7, window=3)],
+        "gem": [GEM(beta=0.5, h="linear"), GEM(beta=1.3, h="logsigmoid")],
+        "focal": [Focal(gamma=2.0), Focal(gamma=0.5)],
+        "mile": [MiLe(gamma=1.5)],
     }
     found, stack = [], [TokenObjective]
     while stack:
@@ -211,6 +217,9 @@ def test_every_closed_form_is_tested():
         "contrastive_token",
         "emo",
         "gold",
+        "gem",
+        "focal",
+        "mile",
     }
 
 

@@ -1,0 +1,48 @@
+"""MiLe (Su et al., NAACL 2024 Findings, "MiLe Loss: a New Loss for Mitigating the Bias of Learning Difficulties in
+Generative Language Models"; released code ``InfoEntropyLoss``): Σ_t w_t·ℓ_t / Σ_t w_t, ℓ_t = −log p_t(y_t),
+w_t = (1 + H_t)^γ, H_t the entropy of the detached prediction (probabilities clamped to [1e-8, 1], as released).
+
+Where the model is unsure (a high-entropy prediction) the token weighs more; unlike the focal loss the weight does
+not depend on the gold token. The batch's weights are normalised to mean 1 (the released α = 1 / mean_t w_t).
+γ = 0 is MLE.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lit_modules.core.head import TokenLoss, at_targets, minus_onehot_, softmax_nll_
+from objectives.base import TokenObjective, check_knob
+
+PROB_FLOOR = 1e-8  # the released code clamps the probabilities to [1e-8, 1] before H = −Σ p log p
+
+
+def clamped_entropy(p: torch.Tensor) -> torch.Tensor:
+    """H = −Σ_v c_v log c_v of probabilities (r, V) clamped to [1e-8, 1] -> (r,)."""
+    clamped = p.clamp(PROB_FLOOR, 1.0)
+    return -torch.linalg.vecdot(clamped, clamped.log())  # a copy: p itself is the gradient's
+
+
+class MiLe(TokenObjective):
+    name = "mile"
+    normalising_weight = "weight"
+
+    def __init__(self, gamma: float = 1.0) -> None:
+        super().__init__()
+        check_knob("gamma", gamma, gamma >= 0, "use gamma >= 0 (0 is MLE)")
+        self.gamma = gamma
+
+    def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        logp = logits.log_softmax(-1)
+        nll = -at_targets(logp, targets)
+        entropy = clamped_entropy(logp.detach().exp())
+        weight = (1 + entropy) ** self.gamma
+        return TokenLoss(weight * nll, {"nll": nll, "weight": weight, "entropy": entropy})
+
+    def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
+        """∂/∂z = w_t·(p − onehot(y)) (the batch normalisation is a constant factor, applied after)."""
+        p, nll = softmax_nll_(logits, targets)
+        entropy = clamped_entropy(p)
+        weight = (1 + entropy) ** self.gamma
+        grad = minus_onehot_(p, targets).mul_(weight[:, None])
+        return TokenLoss(weight * nll, {"nll": nll, "weight": weight, "entropy": entropy}, grad)
