@@ -33,9 +33,9 @@ class GEM(FineTuning, TokenObjective):
 
     def matching_weights(self, z: torch.Tensor, z_gold: torch.Tensor) -> torch.Tensor:
         """c = softmax(z/β) ⊙ w (r, V) of logits z (r, V) (no gradient)."""
-        c = (z / self.beta).softmax(-1)
+        c = torch.softmax(z / self.beta, -1) if self.beta != 1 else torch.softmax(z, -1)
         if self.h == "logsigmoid":
-            c.mul_(torch.sigmoid((z - z_gold[:, None]) * LOGSIGMOID_SLOPE))
+            c.mul_(torch.sub(z, z_gold[:, None]).mul_(LOGSIGMOID_SLOPE).sigmoid_())
         return c
 
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:

@@ -9,18 +9,26 @@ not depend on the gold token. The batch's weights are normalised to mean 1 (the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from lit_modules.core.head import TokenLoss, at_targets, minus_onehot_, softmax_nll_
+from lit_modules.core.head import TokenLoss, at_targets, log_softmax_nll_, minus_onehot_
 from objectives.base import TokenObjective, check_knob
 
 PROB_FLOOR = 1e-8  # the released code clamps the probabilities to [1e-8, 1] before H = −Σ p log p
+LOG_FLOOR = math.log(PROB_FLOOR)
 
 
 def clamped_entropy(p: torch.Tensor) -> torch.Tensor:
     """H = −Σ_v c_v log c_v of probabilities (r, V) clamped to [1e-8, 1] -> (r,)."""
     clamped = p.clamp(PROB_FLOOR, 1.0)
-    return -torch.linalg.vecdot(clamped, clamped.log())  # a copy: p itself is the gradient's
+    return -torch.linalg.vecdot(clamped, clamped.log())
+
+
+def clamped_entropy_(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """``clamped_entropy`` from p and log p (r, V), log p clamped in place: no log of its own (p ≤ 1 already)."""
+    return -torch.linalg.vecdot(p.clamp_min(PROB_FLOOR), logp.clamp_min_(LOG_FLOOR))
 
 
 class MiLe(TokenObjective):
@@ -41,8 +49,9 @@ class MiLe(TokenObjective):
 
     def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         """∂/∂z = w_t·(p − onehot(y)) (the batch normalisation is a constant factor, applied after)."""
-        p, nll = softmax_nll_(logits, targets)
-        entropy = clamped_entropy(p)
+        logp, nll = log_softmax_nll_(logits, targets)  # log p in the logits' memory
+        p = logp.exp()
+        entropy = clamped_entropy_(p, logp)
         weight = (1 + entropy) ** self.gamma
         grad = minus_onehot_(p, targets).mul_(weight[:, None])
         return TokenLoss(weight * nll, {"nll": nll, "weight": weight, "entropy": entropy}, grad)
