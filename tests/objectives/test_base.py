@@ -13,6 +13,7 @@ from objectives.contrastive_token import ContrastiveToken
 from objectives.ditto import DITTO
 from objectives.emo import EMO
 from objectives.entropy_penalty import EntropyPenalty
+from objectives.error_norm_truncation import ErrorNormTruncation
 from objectives.focal import Focal
 from objectives.gem import GEM
 from objectives.gold import GOLD
@@ -170,6 +171,7 @@ def token_objectives():
         "gem": [GEM(beta=0.5, h="linear"), GEM(beta=1.3, h="logsigmoid")],
         "focal": [Focal(gamma=2.0), Focal(gamma=0.5)],
         "mile": [MiLe(gamma=1.5)],
+        "error_norm_truncation": [ErrorNormTruncation(threshold=1.0)],
     }
     found, stack = [], [TokenObjective]
     while stack:
@@ -220,6 +222,7 @@ def test_every_closed_form_is_tested():
         "gem",
         "focal",
         "mile",
+        "error_norm_truncation",
     }
 
 
