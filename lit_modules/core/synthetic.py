@@ -140,6 +140,12 @@ class HMMSource:
         likelihoods = torch.stack([likelihood for _, likelihood in self._beliefs(tokens)], dim=1)
         return likelihoods.clamp_min_(1e-300).log_()
 
+    def predictive(self, tokens: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Token ids (B, T) -> P(x_t = v | x_<t) (B, T, V) in ``dtype``: the filter's beliefs in float64, then one
+        product with the emissions for every position (``log_conditionals`` makes one per position, in float64)."""
+        beliefs = torch.stack([belief for belief, _ in self._beliefs(tokens)], dim=1)  # (B, T, K)
+        return beliefs.to(dtype) @ self.emissions.to(dtype)
+
     def conditional_entropy(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) true entropy H(P(· | x_<t)) in nats."""
         return torch.stack([_entropy(pred) for pred in self._filter(tokens)], dim=1)

@@ -22,6 +22,8 @@ from objectives.mile import MiLe
 from objectives.mixce import MixCE
 from objectives.mle import MLE
 from objectives.nce import NCE
+from objectives.oracle_js import OracleJS
+from objectives.oracle_kl import OracleKL
 from objectives.preference import Preference
 from objectives.registry import build_objective, offers_term
 from objectives.scheduled_sampling import ScheduledSampling
@@ -150,6 +152,15 @@ def with_reference(objective: GOLD) -> GOLD:
     return objective
 
 
+def with_source(objective):
+    """The oracle divergences read the synthetic source's conditionals: one over 37 tokens."""
+    from lit_modules.core.synthetic import HMMSource, SourceConfig
+
+    source = HMMSource(SourceConfig(vocab_size=37, n_states=4, emit=5, seed=2))
+    objective.setup(None, ObjectiveContext(vocab_size=37, context=8, source=source))
+    return objective
+
+
 def token_objectives():
     """An instance of every TokenObjective subclass, at knobs where every branch of its formula acts."""
     import importlib
@@ -172,6 +183,8 @@ def token_objectives():
         "focal": [Focal(gamma=2.0), Focal(gamma=0.5)],
         "mile": [MiLe(gamma=1.5)],
         "error_norm_truncation": [ErrorNormTruncation(threshold=1.0)],
+        "oracle_kl": [with_source(OracleKL(eta=e)) for e in (0.0, 0.3, 1.0)],
+        "oracle_js": [with_source(OracleJS())],
     }
     found, stack = [], [TokenObjective]
     while stack:
@@ -223,6 +236,8 @@ def test_every_closed_form_is_tested():
         "focal",
         "mile",
         "error_norm_truncation",
+        "oracle_kl",
+        "oracle_js",
     }
 
 
