@@ -9,6 +9,13 @@ sampled, KV-cache decoding) or a repetition-corrupted copy of the real one (its 
 - simpo (Meng et al. 2024): −log σ(β·(mean log π(y_w) − mean log π(y_l)) − γ), no reference
 - orpo (Hong et al. 2024): −log σ(log odds(y_w) − log odds(y_l)), odds = P/(1−P), P = exp(mean log π)
 π_ref is a frozen snapshot of the backbone taken when the pairwise term starts.
+
+``divergence`` generalises the reverse KL that DPO (and IPO) regularise with to an f-divergence (Wang et al.,
+ICLR 2024, "Beyond Reverse KL"), with u = π/π_ref of the chosen (w) and the rejected (l) continuation, as TRL's
+``DPOTrainer.dpo_loss`` computes the logit h that the loss reads: ``reverse_kl`` h = log u_w − log u_l (DPO);
+``js_divergence`` h − (softplus(log u_w) − softplus(log u_l)); ``alpha_divergence``
+h = (u_l^−α − u_w^−α)/α, the exponents capped below float32's overflow as TRL caps them; ``forward_kl`` the
+α-divergence at α = 1 (f(u) = −log u: f'(u) = −1/u).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from objectives.base import (
 )
 
 LOSSES = ("dpo", "ipo", "simpo", "orpo")
+DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+EXP_CAP = 88.7228  # TRL's cap_exp for float32: ⌊log(float32 max)⌋ to 4 decimals
 REJECTED = ("greedy", "sample", "repeat")
 PROBABILITY_CEILING = 1 - 1e-6  # ORPO: P = exp(mean log π) is kept below 1, so that log(1 − P) is finite
 
@@ -49,9 +58,15 @@ class Preference(FineTuning):
         start_step: int = 200,
         gamma: float = 0.5,
         repeat_span: int = 4,
+        divergence: str = "reverse_kl",
+        alpha: float = 0.5,
     ) -> None:
         super().__init__()
         check_knob("loss", loss, loss in LOSSES, f"choose one of {', '.join(LOSSES)}")
+        check_knob("divergence", divergence, divergence in DIVERGENCES, f"choose one of {', '.join(DIVERGENCES)}")
+        ok = divergence == "reverse_kl" or loss in ("dpo", "ipo")
+        check_knob("divergence", divergence, ok, f"loss={loss} has no reference to diverge from; use dpo or ipo")
+        check_knob("alpha", alpha, alpha > 0, "use alpha > 0 (the α-divergence is undefined at 0; 1 is forward KL)")
         check_knob("rejected", rejected, rejected in REJECTED, f"choose one of {', '.join(REJECTED)}")
         check_knob("beta", beta, beta > 0, "use beta > 0")
         check_knob("lam", lam, lam >= 0, "use lam >= 0")
@@ -61,6 +76,7 @@ class Preference(FineTuning):
         self.init_fine_tuning(start_step)  # π_ref is the model at start_step
         self.loss_name, self.beta, self.lam, self.rejected, self.gamma = loss, beta, lam, rejected, gamma
         self.prefix_len, self.cont_len, self.repeat_span = prefix_len, cont_len, repeat_span
+        self.divergence, self.alpha = divergence, (1.0 if divergence == "forward_kl" else alpha)
 
     @property
     def uses_reference(self) -> bool:
@@ -98,7 +114,7 @@ class Preference(FineTuning):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probs (B, C) of chosen / rejected -> (loss per pair (B,), margin (B,))."""
         if self.loss_name in ("dpo", "ipo"):
-            margin = (policy_w.sum(-1) - policy_l.sum(-1)) - (ref_w.sum(-1) - ref_l.sum(-1))
+            margin = self.divergence_logit(policy_w.sum(-1) - ref_w.sum(-1), policy_l.sum(-1) - ref_l.sum(-1))
             if self.loss_name == "dpo":
                 return -F.logsigmoid(self.beta * margin), margin
             return (margin - 1.0 / (2.0 * self.beta)) ** 2, margin
@@ -111,6 +127,16 @@ class Preference(FineTuning):
         log_odds_l = mean_l - torch.log1p(-mean_l.exp().clamp_max(PROBABILITY_CEILING))
         margin = log_odds_w - log_odds_l
         return -F.logsigmoid(margin), margin
+
+    def divergence_logit(self, log_ratio_w: torch.Tensor, log_ratio_l: torch.Tensor) -> torch.Tensor:
+        """h of the pair from log u = log π − log π_ref of the chosen (w) and rejected (l) continuation (B,)."""
+        if self.divergence in ("alpha_divergence", "forward_kl"):
+            a = self.alpha
+            return ((-a * log_ratio_l).clamp_max(EXP_CAP).exp() - (-a * log_ratio_w).clamp_max(EXP_CAP).exp()) / a
+        margin = log_ratio_w - log_ratio_l
+        if self.divergence == "js_divergence":
+            margin = margin - (F.softplus(log_ratio_w) - F.softplus(log_ratio_l))
+        return margin
 
     def fine_tune(self, model: nn.Module, batch: torch.Tensor, step: int, terms: tuple = ()) -> LossOutput:
         """NLL on the real text + λ·the pairwise loss of the batch's pairs."""

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_modules.core.decoding import DecodingConfig, generate
-from objectives.base import ObjectiveContext
+from objectives.base import KnobError, ObjectiveContext
 from objectives.mle import MLE
 from objectives.preference import Preference
 
@@ -62,9 +62,9 @@ def test_rejected_sample_is_the_models_own_sampled_continuation(model, batch):
     assert not torch.equal(rejected, greedy)  # an untrained model's draws are not its argmax
 
 
-@pytest.mark.parametrize("loss_name", ["dpo", "ipo", "simpo", "orpo"])
-def test_pairwise_formulas(model, batch, loss_name):
-    objective = preference(model, loss=loss_name, beta=0.7, gamma=0.3, rejected="repeat")
+def pair_logps(model, batch, objective):
+    """The policy moved away from its reference snapshot, then every token's log-prob of the objective's pairs under
+    both, one context at a time (fp64): chosen and rejected under the policy, then under the reference."""
     with torch.no_grad():
         for p in model.parameters():  # policy differs from the reference snapshot
             p.add_(0.05 * torch.randn_like(p))
@@ -85,9 +85,19 @@ def test_pairwise_formulas(model, batch, loss_name):
         return torch.tensor(out, dtype=torch.float64)
 
     with torch.no_grad():
-        pw, pl = seq_logps(model, chosen), seq_logps(model, rejected)
         reference = objective.reference if objective.uses_reference else model
-        rw, rl = seq_logps(reference, chosen), seq_logps(reference, rejected)
+        return (
+            seq_logps(model, chosen),
+            seq_logps(model, rejected),
+            seq_logps(reference, chosen),
+            seq_logps(reference, rejected),
+        )
+
+
+@pytest.mark.parametrize("loss_name", ["dpo", "ipo", "simpo", "orpo"])
+def test_pairwise_formulas(model, batch, loss_name):
+    objective = preference(model, loss=loss_name, beta=0.7, gamma=0.3, rejected="repeat")
+    pw, pl, rw, rl = pair_logps(model, batch, objective)
     beta, gamma = 0.7, 0.3
     h = (pw.sum(1) - pl.sum(1)) - (rw.sum(1) - rl.sum(1))
     log_odds = lambda lp: lp.mean(1) - torch.log1p(-lp.mean(1).exp())  # noqa: E731
@@ -102,6 +112,31 @@ def test_pairwise_formulas(model, batch, loss_name):
         .item()
     )
     assert objective(model, batch, 0).logs["pair_loss"].item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("divergence, alpha", [("js_divergence", 0.5), ("alpha_divergence", 0.5), ("forward_kl", 0.5)])
+def test_f_divergences_are_trls_logits(model, batch, divergence, alpha):
+    """TRL's DPOTrainer.dpo_loss (restated): u = π/π_ref; JS: h − (softplus(log u_w) − softplus(log u_l)); α:
+    (u_l^−α − u_w^−α)/α; forward KL: α = 1. The sigmoid loss −log σ(β·h) of it."""
+    objective = preference(model, loss="dpo", beta=0.7, rejected="repeat", divergence=divergence, alpha=alpha)
+    pw, pl, rw, rl = pair_logps(model, batch, objective)
+    log_u_w, log_u_l = pw.sum(1) - rw.sum(1), pl.sum(1) - rl.sum(1)
+    if divergence == "js_divergence":
+        h = (log_u_w - log_u_l) - (F.softplus(log_u_w) - F.softplus(log_u_l))
+    else:
+        a = 1.0 if divergence == "forward_kl" else alpha
+        h = (torch.exp(-a * log_u_l) - torch.exp(-a * log_u_w)) / a
+    expected = -F.logsigmoid(0.7 * h).mean().item()
+    assert objective(model, batch, 0).logs["pair_loss"].item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_a_divergence_needs_a_reference_and_alpha_must_be_positive():
+    with pytest.raises(KnobError, match="objective.divergence='js_divergence'.*loss=simpo has no reference"):
+        Preference(loss="simpo", divergence="js_divergence")
+    with pytest.raises(KnobError, match="objective.alpha=0.0"):
+        Preference(divergence="alpha_divergence", alpha=0.0)
+    with pytest.raises(KnobError, match="objective.divergence='tv'"):
+        Preference(divergence="tv")
 
 
 def mle_loss(model, batch):
