@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench finetune overfit results results-text scaling scaling-gpu test test-full test-slow gpu-check lint clean
+.PHONY: venv bench finetune overfit noisy results results-text scaling scaling-gpu test test-full test-slow gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,15 @@ overfit: venv
 			--readme-block overfit --strict && \
 		$(BIN)/python benchmarks/report.py runs/overfit --at best --readme docs/regimes.md \
 			--readme docs/results-overfit.md --readme-block overfit-best --strict && exit $$jobs
+
+# noisy training data (docs/regimes.md): every objective with a fifth of its training rows uniform noise
+# (suite=noisy, into runs/noisy), paired with the default suite; the report's headline into docs/regimes.md, its
+# tables into docs/results-noisy.md
+NOISY_SEEDS ?= [1,2,3,4,5]
+noisy: venv
+	$(SWEEP) 'objective=glob(*)' suite=noisy 'suite.seeds=$(NOISY_SEEDS)'; jobs=$$?; \
+		$(BIN)/python benchmarks/report.py runs/noisy --readme docs/regimes.md --readme docs/results-noisy.md \
+			--readme-block noisy --strict && exit $$jobs
 
 # the scaling sweep: MLE and label smoothing at five model sizes (suite=scaling), then the L(N) fits
 SCALING_DIR ?= runs/scaling
