@@ -4,6 +4,7 @@ evaluation)."""
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 import lightning.pytorch as pl
 import torch
 
+from lit_modules.core.errors import ConfigError
 from lit_modules.core.model import GPT, GPTConfig
+from lit_modules.core.synthetic import HMMSource, SourceConfig
 from objectives.base import ObjectiveContext, longest_sequence
 
 PRESETS = {
@@ -25,6 +28,16 @@ PRESETS = {
 
 # bf16 dense peak of the card, for MFU (H100 SXM: 989 TFLOP/s; H200: the same chip)
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+@functools.cache
+def synthetic_source(vocab_size: int) -> HMMSource | None:
+    """A synthetic source of the bench's vocabulary, for the objectives that read the true conditionals (the
+    oracles, selective LM's default reference); None where the source cannot have that vocabulary."""
+    try:
+        return HMMSource(SourceConfig(vocab_size=vocab_size))
+    except ConfigError:
+        return None
 
 
 @dataclass
@@ -137,7 +150,7 @@ class Bench:
         V = model.cfg.vocab_size
         objective = objective.to(self.device)
         counts = torch.ones(V, dtype=torch.float64)
-        objective.setup(model, ObjectiveContext(V, self.shape.objective_length, counts))
+        objective.setup(model, ObjectiveContext(V, self.shape.objective_length, counts, synthetic_source(V)))
         if compile_model:
             model.compile_blocks()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the LightningModule

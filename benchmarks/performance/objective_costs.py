@@ -28,7 +28,8 @@ def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> tuple[d
     shape: the median ratio of ``pairs`` alternating pairs of ``steps``-step windows. A ±5% question needs
     more, shorter pairs than the other figures (MLE against itself wanders by several percent over a few long
     pairs: docs/performance.md). Also returns the objectives whose sequences do not fit the shape's rows (a
-    small preset), each with its one-line reason, as run.py would refuse them."""
+    small preset) or that need a synthetic source of a vocabulary it cannot have, each with its one-line reason,
+    as run.py would refuse them."""
     from objectives.base import KnobError
     from objectives.mle import MLE
 
@@ -36,10 +37,11 @@ def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> tuple[d
     for name, objective in objectives_at_full_work().items():
         try:
             objective.check_fits(bench.shape.objective_length)
+            this = bench.train_step(objective, bf16)  # its setup: an oracle needs the synthetic source's vocabulary
         except KnobError as e:
             skipped[name] = str(e)
             continue
-        mle, this = bench.train_step(MLE(), bf16), bench.train_step(objective, bf16)
+        mle = bench.train_step(MLE(), bf16)
         costs[name] = paired(mle, this, bench.warmup, steps, pairs, bench.sync)[2]
     return costs, skipped
 
