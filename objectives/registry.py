@@ -28,6 +28,23 @@ def knob_names(cls: type[Objective]) -> list[str]:
     return [p.name for p in parameters if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+def knob_defaults(cls: type[Objective]) -> dict[str, Any]:
+    """The constructor's knobs and their defaults (its yaml's values: a test holds them equal)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {name: parameters[name].default for name in knob_names(cls)}
+
+
+def with_knob_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """An objective config (``_target_`` + knobs) as written by an earlier version, with the knobs added since at
+    their defaults: a knob is added with the default that keeps the objective as it was, so a run made before
+    it is the same run. Unchanged when the class cannot be imported."""
+    try:
+        cls = objective_class(config["_target_"])
+    except (KnobError, KeyError, TypeError):
+        return dict(config)
+    return {**knob_defaults(cls), **config}
+
+
 def offers_term(cls: type[Objective]) -> bool:
     """Whether the objective offers its penalty as an auxiliary term (``TokenObjective.term``)."""
     return issubclass(cls, TokenObjective) and cls.term is not None

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.runner.cli import one_line, unwrap
 from lit_modules.core.files import atomic_write, atomic_write_json
+from objectives.registry import with_knob_defaults
 
 SUMMARY_KEYS = (
     "val/nll",
@@ -63,6 +64,8 @@ def finished_results(run_dir: Path, cfg: DictConfig) -> dict | None:
     # job under suite.seeds=[1,2,3,4,5] (make results adds seeds to make bench's runs)
     wanted = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "suite"}
     saved = {k: v for k, v in (results.get("config") or {}).items() if k != "suite"}
+    if isinstance(saved.get("objective"), dict):  # a run from before some of its objective's knobs existed
+        saved["objective"] = with_knob_defaults(saved["objective"])
     return results if saved == wanted else None
 
 

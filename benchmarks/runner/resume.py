@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from lit_modules.core.configs import config_differences
 from lit_modules.core.errors import ConfigError
 from lit_modules.core.start_weights import DEFAULTS
+from objectives.registry import with_knob_defaults
 
 # What a resumed run must share with the run that wrote the checkpoint: everything that shapes training.
 TRAINING_CONFIG = (
@@ -65,6 +66,8 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     wanted["model"] = {**wanted["model"], "vocab_size": saved.get("model", {}).get("vocab_size")}
     if isinstance(saved.get("model"), dict):  # a checkpoint from before some model settings existed
         saved["model"] = {**DEFAULTS, **saved["model"]}
+    if isinstance(saved.get("objective"), dict):  # ... or before some of its objective's knobs did
+        saved["objective"] = with_knob_defaults(saved["objective"])
     different = config_differences(saved, {k: wanted.get(k) for k in saved})
     if different:
         another_objective = [d for d in different if d[0] == "objective._target_"]

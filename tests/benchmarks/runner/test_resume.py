@@ -99,3 +99,30 @@ def test_a_checkpoint_from_before_model_activation_still_resumes(tmp_path, run_t
     torch.save(checkpoint, path)
     with pytest.raises(ConfigError, match="model.activation"):
         resume_checkpoint(compose(["debug=tiny"]), tmp_path)
+
+
+def test_a_run_from_before_a_knob_existed_resumes_and_is_skipped_when_finished(tmp_path, run_tiny):
+    """A knob is added with the default that keeps its objective as it was (the preference loss's ``divergence``):
+    a checkpoint or a finished run without it is the same run at that default, and at another value it is not."""
+    import json
+
+    from benchmarks.runner.config import compose
+    from benchmarks.runner.results import finished_results
+    from benchmarks.runner.resume import resume_checkpoint
+
+    settings = ["objective=preference", "objective.start_step=1"]
+    run_tiny(settings, tmp_path)
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    assert checkpoint["hyper_parameters"]["run_config"]["objective"].pop("divergence") == "reverse_kl"
+    torch.save(checkpoint, path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    del results["config"]["objective"]["divergence"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    cfg = compose(["debug=tiny", *settings])
+    assert resume_checkpoint(cfg, tmp_path) == str(path)
+    assert finished_results(tmp_path, cfg) is not None
+    other = compose(["debug=tiny", *settings, "objective.divergence=js_divergence"])
+    with pytest.raises(ConfigError, match="objective.divergence: checkpoint 'reverse_kl', config 'js_divergence'"):
+        resume_checkpoint(other, tmp_path)
+    assert finished_results(tmp_path, other) is None
