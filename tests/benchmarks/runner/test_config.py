@@ -10,7 +10,7 @@ from benchmarks.runner.config import available, compose, plan
 BAD = [
     (
         ["objective=nope"],
-        "objective=nope is not available; choose one of: contrastive_token, dft, ditto, emo, entropy_penalty",
+        "objective=nope is not available; choose one of: contrastive_token, convex, dft, ditto, emo",
     ),
     (["model=huge"], f"model=huge is not available; choose one of: {', '.join(available('model'))}"),
     (["data=imagenet"], "data=imagenet is not available"),
