@@ -37,13 +37,9 @@ class LossTruncation(Objective):
         n = values.numel()
         seen, position, since = (int(c) for c in self.counters)
         seen, since = seen + n, since + n
-        if seen < self.window:  # filling the ring for the first time
-            self.losses[seen - n : seen] = values
-            position += n
-        else:
-            for value in values:  # one at a time, wrapping around
-                self.losses[position] = value
-                position = (position + 1) % self.window
+        slots = (position + torch.arange(n)) % self.window  # in order, wrapping around: the last ``window`` win
+        self.losses[slots[-self.window :]] = values[-self.window :]
+        position = (position + n) % self.window
         self.counters.copy_(torch.tensor([seen, position, since]))
         if seen < self.hot_start:
             return torch.ones_like(sequence_losses)

@@ -20,14 +20,9 @@ PROB_FLOOR = 1e-8  # the released code clamps the probabilities to [1e-8, 1] bef
 LOG_FLOOR = math.log(PROB_FLOOR)
 
 
-def clamped_entropy(p: torch.Tensor) -> torch.Tensor:
-    """H = −Σ_v c_v log c_v of probabilities (r, V) clamped to [1e-8, 1] -> (r,)."""
-    clamped = p.clamp(PROB_FLOOR, 1.0)
-    return -torch.linalg.vecdot(clamped, clamped.log())
-
-
 def clamped_entropy_(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-    """``clamped_entropy`` from p and log p (r, V), log p clamped in place: no log of its own (p ≤ 1 already)."""
+    """H = −Σ_v c_v log c_v, c = p clamped to [1e-8, 1], from p and log p (r, V) -> (r,); log p is clamped in place
+    (no log of its own; p ≤ 1 already)."""
     return -torch.linalg.vecdot(p.clamp_min(PROB_FLOOR), logp.clamp_min_(LOG_FLOOR))
 
 
@@ -43,7 +38,7 @@ class MiLe(TokenObjective):
     def token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
         logp = logits.log_softmax(-1)
         nll = -at_targets(logp, targets)
-        entropy = clamped_entropy(logp.detach().exp())
+        entropy = clamped_entropy_(logp.detach().exp(), logp.detach().clone())
         weight = (1 + entropy) ** self.gamma
         return TokenLoss(weight * nll, {"nll": nll, "weight": weight, "entropy": entropy})
 
