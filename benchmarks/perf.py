@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="--objectives: alternating pairs of windows (12 pairs wander ±0.05, 30 ±0.02)",
     )
     parser.add_argument("--cost-steps", type=int, default=3, help="--objectives: steps per window")
+    parser.add_argument(
+        "--only", type=lambda s: s.split(","), metavar="NAMES", help="--objectives: only these (comma-separated)"
+    )
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--profile", action="store_true", help="only profile the training step (op by op) and exit")
     parser.add_argument(
@@ -72,6 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         given = set(argv if argv is not None else sys.argv[1:])
         args.preset = args.preset if "--preset" in given else "gpt2"
         args.cost_pairs = args.cost_pairs if "--cost-pairs" in given else 8
+    if args.only is not None:
+        from benchmarks.runner.config import available
+
+        unknown = sorted(set(args.only) - set(available("objective")))
+        if unknown:
+            parser.error(f"--only {','.join(unknown)}: no such objective; choose among configs/objective/")
     if args.nanogpt is not None and not args.nanogpt.is_file():
         parser.error(f"--nanogpt {args.nanogpt}: no such file; give the path of nanoGPT's model.py")
     return args

@@ -33,7 +33,8 @@ class GEM(FineTuning, TokenObjective):
 
     def matching_weights(self, z: torch.Tensor, z_gold: torch.Tensor) -> torch.Tensor:
         """c = softmax(z/β) ⊙ w (r, V) of logits z (r, V) (no gradient)."""
-        c = torch.softmax(z / self.beta, -1) if self.beta != 1 else torch.softmax(z, -1)
+        tempered = z / self.beta if self.beta != 1 else z.clone()
+        c = torch.ops.aten._softmax.out(tempered, -1, False, out=tempered)  # in its own memory, as log_softmax_nll_
         if self.h == "logsigmoid":
             c.mul_(torch.sub(z, z_gold[:, None]).mul_(LOGSIGMOID_SLOPE).sigmoid_())
         return c
@@ -52,5 +53,5 @@ class GEM(FineTuning, TokenObjective):
         nll = torch.logsumexp(logits, -1) - z_gold
         c = self.matching_weights(logits, z_gold)
         mass = c.sum(-1)
-        loss = torch.linalg.vecdot(c, logits) - z_gold * mass
+        loss = logits.mul_(c).sum(-1) - z_gold * mass  # Σ_v c_v·z_v in the logits' memory (vecdot's sums, no buffer)
         return TokenLoss(loss, {"nll": nll}, minus_onehot_(c, targets, mass))

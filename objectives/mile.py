@@ -22,8 +22,9 @@ LOG_FLOOR = math.log(PROB_FLOOR)
 
 def clamped_entropy_(p: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
     """H = −Σ_v c_v log c_v, c = p clamped to [1e-8, 1], from p and log p (r, V) -> (r,); log p is clamped in place
-    (no log of its own; p ≤ 1 already)."""
-    return -torch.linalg.vecdot(p.clamp_min(PROB_FLOOR), logp.clamp_min_(LOG_FLOOR))
+    and then holds the products (no log of its own; p ≤ 1 already; the same sums as ``torch.linalg.vecdot``, which
+    writes its products to a buffer of its own)."""
+    return logp.clamp_min_(LOG_FLOOR).mul_(p.clamp_min(PROB_FLOOR)).sum(-1).neg_()
 
 
 class MiLe(TokenObjective):

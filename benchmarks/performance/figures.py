@@ -181,7 +181,7 @@ def mfu_figures(figures: Figures, shape: Shape) -> None:
 
 def objective_figures(figures: Figures, args: argparse.Namespace, bench: Bench, bf16: bool) -> None:
     """Every objective's step time over MLE's, and NCE's at a large vocabulary."""
-    costs, skipped = objective_costs(bench, bf16, args.cost_pairs, args.cost_steps)
+    costs, skipped = objective_costs(bench, bf16, args.cost_pairs, args.cost_steps, args.only)
     figures.fig["objective_step_cost_vs_mle"] = costs
     if skipped:
         figures.fig["objective_step_cost_skipped"] = skipped
@@ -363,7 +363,7 @@ def gpu_check(args: argparse.Namespace) -> Figures:
     known = peak_seconds_per_token(shape) if args.device == "cuda" else None
     if known is not None:
         figures.add("mfu_compiled", 100 * compiled * known[1], "MFU, Trainer bf16, compiled (goal: 45%)", "%")
-    costs, skipped = objective_costs(bench, True, args.cost_pairs, args.cost_steps)
+    costs, skipped = objective_costs(bench, True, args.cost_pairs, args.cost_steps, args.only)
     figures.fig["objective_step_cost_vs_mle"], figures.fig["objective_step_cost_skipped"] = costs, skipped
     for name, ratio in costs.items():
         figures.add(None, ratio, f"step cost {name} / mle (eager)", "x")

@@ -8,33 +8,35 @@ import torch
 from benchmarks.performance.harness import Bench, Shape, paired
 
 
-def objectives_at_full_work() -> dict[str, torch.nn.Module]:
+def objectives_at_full_work(names: list[str] | None = None) -> dict[str, torch.nn.Module]:
     """Every objective of ``configs/objective/`` as its yaml builds it, with the knobs its class names in
     ``full_work_knobs`` (a pairwise term from step 0, a sequence-level step every step): a cost is that
     of the objective's dearest step, not an average over steps that skip work. A new objective's yaml
-    is timed with no change here."""
+    is timed with no change here. ``names``: only these."""
     from benchmarks.runner.config import available, load_option
     from objectives.registry import build_objective, objective_class
 
     objectives = {}
-    for name in available("objective"):
+    for name in names or available("objective"):
         config = load_option("objective", name)
         objectives[name] = build_objective({**config, **objective_class(config["_target_"]).full_work_knobs})
     return objectives
 
 
-def objective_costs(bench: Bench, bf16: bool, pairs: int, steps: int) -> tuple[dict[str, float], dict[str, str]]:
+def objective_costs(
+    bench: Bench, bf16: bool, pairs: int, steps: int, names: list[str] | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
     """Training-step time of each objective (``objectives_at_full_work``) relative to MLE's at the bench
     shape: the median ratio of ``pairs`` alternating pairs of ``steps``-step windows. A ±5% question needs
     more, shorter pairs than the other figures (MLE against itself wanders by several percent over a few long
     pairs: docs/performance.md). Also returns the objectives whose sequences do not fit the shape's rows (a
     small preset) or that need a synthetic source of a vocabulary it cannot have, each with its one-line reason,
-    as run.py would refuse them."""
+    as run.py would refuse them. ``names``: only these objectives."""
     from objectives.base import KnobError
     from objectives.mle import MLE
 
     costs, skipped = {}, {}
-    for name, objective in objectives_at_full_work().items():
+    for name, objective in objectives_at_full_work(names).items():
         try:
             objective.check_fits(bench.shape.objective_length)
             this = bench.train_step(objective, bf16)  # its setup: an oracle needs the synthetic source's vocabulary

@@ -94,6 +94,17 @@ def test_perf_refuses_a_missing_nanogpt_file(tmp_path, capsys):
     assert "nope.py" in capsys.readouterr().err
 
 
+def test_perf_refuses_an_unknown_objective_in_only(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        perf.main(["--preset", "micro", "--objectives", "--only", "mle,nope"])
+    assert exit_info.value.code == 2
+    assert "--only nope: no such objective" in capsys.readouterr().err
+
+
+def test_perf_times_only_the_objectives_named():
+    assert sorted(objectives_at_full_work(["gem", "mile"])) == ["gem", "mile"]
+
+
 def test_perf_profile_names_the_step_s_ops(capsys):
     """--profile prints torch.profiler's table of the training step (its matmuls and the chunked head among
     the rows) and times nothing else."""
