@@ -121,6 +121,12 @@ class Objective(nn.Module):
     # the report says whether a suite uses each objective as its papers do
     papers_regimes: ClassVar[tuple[str, ...]] = ("from scratch",)
 
+    def reads_true_source(self) -> bool:
+        """Whether training reads the synthetic source's exact truth (its conditionals, or its NLL as a cost): an
+        oracle, a bound on what a deployable objective can reach rather than one. The report tests such rows in
+        a Holm family of their own, so that adding a bound never takes power from the deployable objectives."""
+        return False
+
     def check_fits(self, length: int) -> None:
         """Raise KnobError when the objective's sequences cannot fit ``length`` tokens (a batch row, the model
         context). Called when the config is checked, before any work."""
@@ -282,6 +288,9 @@ class WithAuxiliaryTerms(Objective):
         self.name = run_label(objective.name, {t.name: t.weight for t in self.terms})
         self.full_work_knobs = objective.full_work_knobs
         self.start_step = objective.start_step
+
+    def reads_true_source(self) -> bool:
+        return self.objective.reads_true_source()
 
     def check_fits(self, length: int) -> None:
         self.objective.check_fits(length)

@@ -115,6 +115,9 @@ class MinimumRisk(FineTuning):
     def check_fits(self, length: int) -> None:
         check_prefix_fits(self.prefix_len, self.cont_len, length)
 
+    def reads_true_source(self) -> bool:
+        return self.cost == "oracle_nll"
+
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         self.check_fits(context.context)
         if self.cost == "oracle_nll" and context.source is None:

@@ -19,6 +19,9 @@ from objectives.base import KnobError, ObjectiveContext, TokenObjective, check_k
 class OracleDivergence(TokenObjective):
     """A divergence from the true conditionals, given to the loss as a per-token input log P (B, T, V)."""
 
+    def reads_true_source(self) -> bool:
+        return True
+
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         super().setup(model, context)
         if context.source is None:

@@ -63,6 +63,15 @@ def build_objective(config: Mapping[str, Any], terms: Sequence[AuxiliaryTerm] = 
     return WithAuxiliaryTerms(objective, terms) if terms else objective
 
 
+def reads_true_source(config: Mapping[str, Any]) -> bool:
+    """Whether the objective of a run's config (as an earlier version wrote it, too) reads the synthetic source's
+    exact truth in training (``Objective.reads_true_source``); False for a config no class builds any more."""
+    try:
+        return build_objective(with_knob_defaults(config)).reads_true_source()
+    except (KnobError, KeyError, TypeError):
+        return False
+
+
 def auxiliary_term(name: str, config: Mapping[str, Any], weight: float) -> AuxiliaryTerm:
     """The term ``name`` that the objective of ``config`` (built with its knobs) offers, at ``weight``."""
     objective = build_objective(config)

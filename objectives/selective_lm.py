@@ -38,6 +38,9 @@ class SelectiveLM(FineTuning):
         self.source = None
         self._reference_model: list[GPT] = []  # a list: the frozen reference is no part of this module's state
 
+    def reads_true_source(self) -> bool:
+        return self.reference_source == ORACLE
+
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         super().setup(model, context)
         if self.reference_source == ORACLE:

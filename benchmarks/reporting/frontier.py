@@ -143,7 +143,7 @@ def compare_frontiers(rows: dict[str, Row], seeds: list[int]) -> FrontierCompari
             out.at_sample[label] = mean_interval(at_sample)
         if len(best) == len(seeds):
             out.best[label] = mean_interval(best)
-            out.best_point[label] = max(set(names), key=names.count)
+            out.best_point[label] = max(names, key=names.count)  # ties: the first seed's (a set's order varies)
         out.beyond_range[label] = beyond
     return out
 

@@ -96,7 +96,9 @@ def fill_intervals(done: dict[str, Row], seeds: list[int], decodings: list[str])
 def paired_differences(done: dict[str, Row], seeds: list[int], decodings: list[str]) -> Differences:
     """Each row's difference from MLE, paired by seed (and prompt), Holm-corrected within its family: the main
     tables' cells (teacher-forced, ground truth, generation) together, the frequency table's, the shifted
-    splits' and the memorisation tables' each apart (so that adding a table never moves the marks of another)."""
+    splits' and the memorisation tables' each apart (so that adding a table never moves the marks of another).
+    The rows of oracles (objectives that read the true source in training: bounds, not methods) are each
+    family's second family, ``<family>/oracles``, so that adding a bound never moves a deployable row's marks."""
     families = {
         "main": [*model_keys(), *generation_keys(decodings)],
         "frequency": frequency_keys(),
@@ -106,17 +108,18 @@ def paired_differences(done: dict[str, Row], seeds: list[int], decodings: list[s
     baseline = done.get(BASELINE)
     deltas, adjusted, sizes = {}, {}, {}
     for family, keys in families.items():
-        cells = {}
-        for label, row in done.items():
-            if baseline is None or label == BASELINE:
-                continue
-            for key in keys:
-                a, b = metric_values(row, key, seeds), metric_values(baseline, key, seeds)
-                if a is not None and b is not None and a.shape == b.shape:
-                    cells[(label, key)] = paired_difference(a, b)
-        deltas.update(cells)
-        adjusted.update(zip(cells, holm([d.p for d in cells.values()]), strict=True))
-        sizes[family] = len(cells)
+        for oracles in (False, True):
+            cells = {}
+            for label, row in done.items():
+                if baseline is None or label == BASELINE or row.oracle != oracles:
+                    continue
+                for key in keys:
+                    a, b = metric_values(row, key, seeds), metric_values(baseline, key, seeds)
+                    if a is not None and b is not None and a.shape == b.shape:
+                        cells[(label, key)] = paired_difference(a, b)
+            deltas.update(cells)
+            adjusted.update(zip(cells, holm([d.p for d in cells.values()]), strict=True))
+            sizes[f"{family}/oracles" if oracles else family] = len(cells)
     significant = {cell for cell, p in adjusted.items() if math.isfinite(p) and p < ALPHA}
     return Differences(deltas, adjusted, significant, sizes)
 
@@ -139,7 +142,21 @@ def source_entropy_rate(done: dict[str, Row]) -> float | None:
     return next(rates, None)
 
 
-def report_notes(done: dict[str, Row], seeds: list[int], missing: list[str], entropy_rate, n_cells: int) -> str:
+def oracle_family(done: dict[str, Row], families: dict[str, int]) -> str:
+    """How the oracles' rows are tested, for the notes ('' when the report has none)."""
+    names = [label for label, row in done.items() if row.oracle]
+    if not names:
+        return ""
+    return (
+        f"; the oracles' rows ({', '.join(names)}: they read the true source in training, bounds rather than "
+        f"methods) are tested in families of their own ({families.get('main/oracles', 0)} cells of the main tables), "
+        "so that a bound takes no power from the others"
+    )
+
+
+def report_notes(
+    done: dict[str, Row], seeds: list[int], missing: list[str], entropy_rate, families: dict[str, int]
+) -> str:
     """The lines above the tables: budget, seeds, how to read a cell, missing jobs."""
     any_run = next((r for row in done.values() for r in row.runs.values()), None)
     notes = []
@@ -180,8 +197,8 @@ def report_notes(done: dict[str, Row], seeds: list[int], missing: list[str], ent
         "closest to the human continuations, MAUVE highest), only where its interval does not overlap the "
         "runner-up's. NLL sd: standard deviation of test NLL over seeds. "
         f"Δ: objective − MLE at the same seed (and prompt); † significant at {ALPHA} after Holm's correction "
-        f"over all {n_cells} cells of the main tables (the frequency, shifted-source and memorisation tables: "
-        "each its own family)."
+        f"over all {families['main']} cells of the main tables (the frequency, shifted-source and memorisation "
+        f"tables: each its own family{oracle_family(done, families)})."
     )
     if missing:
         notes.append(
@@ -260,13 +277,13 @@ def build(runs: list) -> Report:
     along_temperature = [p for p in (temperature_section(done, seeds), frontier_section(done, seeds)) if p]
     parts += along_temperature
     body = "\n\n".join(p for p in parts if p) + "\n"
-    notes = report_notes(done, seeds, missing, entropy_rate, differences.families["main"])
+    notes = report_notes(done, seeds, missing, entropy_rate, differences.families)
     headline = headline_table(done, differences, entropy_rate)
     if headline:
         headline = (
             f"Mean ± half-width of the 95% interval over seeds {', '.join(map(str, seeds))}; Δ: minus MLE at the same "
             f"seed (and prompt), † significant after Holm's correction over all {differences.families['main']} Δ "
-            "cells of the full report's main tables.\n\n" + headline + "\n"
+            f"cells of the full report's main tables{oracle_family(done, differences.families)}.\n\n" + headline + "\n"
         )
     temperature = "\n\n".join(along_temperature) + "\n" if along_temperature else ""
     compact = temperature_headline(done, seeds)

@@ -15,7 +15,7 @@ from benchmarks.reporting.stats import Interval
 from lit_modules.core.configs import config_differences
 from lit_modules.core.errors import DataError
 from objectives.base import objective_knobs, run_label
-from objectives.registry import objective_class
+from objectives.registry import objective_class, reads_true_source
 
 # Config parts every compared run must share (the seed, and data.seed that follows it, may differ).
 SHARED = ("data", "model", "optim", "eval", "trainer.max_steps", "trainer.precision", "trainer.gradient_clip_val")
@@ -43,6 +43,11 @@ class Run:
             return objective_class(self.config["objective"]["_target_"]).papers_regimes
         except Exception:  # a run of an objective this checkout does not have
             return ()
+
+    @property
+    def reads_true_source(self) -> bool:
+        """Whether its objective read the synthetic source's truth in training (an oracle: a bound, not a method)."""
+        return reads_true_source(self.config.get("objective") or {})
 
     @property
     def decodings(self) -> list[str]:
@@ -207,6 +212,11 @@ class Row:
     @property
     def decodings(self) -> list[str]:
         return next(iter(self.runs.values())).decodings if self.runs else []
+
+    @property
+    def oracle(self) -> bool:
+        """Whether the row's objective reads the synthetic source's truth in training (``Run.reads_true_source``)."""
+        return any(run.reads_true_source for run in self.runs.values())
 
     @property
     def as_in_papers(self) -> str:

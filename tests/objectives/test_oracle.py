@@ -63,3 +63,18 @@ def test_data_without_a_source_is_refused_in_one_line(model, cls):
 def test_an_eta_outside_zero_one_is_refused():
     with pytest.raises(KnobError, match="objective.eta=1.5"):
         OracleKL(eta=1.5)
+
+
+def test_which_objectives_read_the_true_source():
+    from objectives.base import WithAuxiliaryTerms
+    from objectives.mle import MLE
+    from objectives.mrt import MinimumRisk
+    from objectives.oracle_js import OracleJS
+    from objectives.oracle_kl import OracleKL
+    from objectives.selective_lm import SelectiveLM
+
+    assert OracleKL().reads_true_source() and OracleJS().reads_true_source()
+    assert SelectiveLM(reference="oracle").reads_true_source()
+    assert not SelectiveLM(reference="runs/suite/mle/seed_1").reads_true_source()
+    assert MinimumRisk(cost="oracle_nll").reads_true_source() and not MinimumRisk(cost="bleu").reads_true_source()
+    assert not MLE().reads_true_source() and WithAuxiliaryTerms(OracleKL(), ()).reads_true_source()

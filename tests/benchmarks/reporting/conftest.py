@@ -9,13 +9,14 @@ import pytest
 def fake_run():
     """Write a results.json as run.py does, with only what the report reads: fake_run(root, objective, seed, nll)."""
 
-    def fake_run(root, objective, seed, nll, max_steps=450, metrics=None, **config):
-        """A results.json as run.py writes it, with only what the report reads."""
+    def fake_run(root, objective, seed, nll, max_steps=450, metrics=None, objective_config=None, **config):
+        """A results.json as run.py writes it, with only what the report reads; ``objective_config`` its objective's
+        config (a class of its own name in ``objectives/`` unless given)."""
         folder = root / objective / f"seed_{seed}"
         folder.mkdir(parents=True)
         cfg = {
             "seed": seed,
-            "objective": {"_target_": f"objectives.{objective}.X"},
+            "objective": objective_config or {"_target_": f"objectives.{objective}.X"},
             "data": {"seed": seed, "block_size": 128},
             "model": {"d_model": 128},
             "optim": {"lr": 0.003},

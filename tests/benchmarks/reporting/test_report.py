@@ -226,6 +226,25 @@ def test_shifted_tables_are_their_own_holm_family(tmp_path, fake_run):
     assert "Out of distribution" not in without.body
 
 
+def test_oracles_rows_are_a_holm_family_of_their_own(tmp_path, fake_run):
+    """An objective that reads the true source in training (a bound) is tested apart: adding it moves no mark and
+    no count of the deployable rows, and its own differences are still marked."""
+    oracle = {"_target_": "objectives.oracle_kl.OracleKL", "eta": 0.5}
+    for seed in (1, 2, 3):
+        for root in ("with", "without"):
+            fake_run(tmp_path / root, "mle", seed, 3.5 + seed / 10, metrics={"tf/entropy": 3.6})
+            fake_run(tmp_path / root, "label_smoothing", seed, 3.6 + seed / 10, metrics={"tf/entropy": 3.9 + seed})
+        metrics = {"tf/entropy": 3.6}
+        fake_run(tmp_path / "with", "oracle_kl", seed, 3.4 + seed / 10, metrics=metrics, objective_config=oracle)
+    with_oracle, without = build(collect(tmp_path / "with")), build(collect(tmp_path / "without"))
+    assert "over all 2 cells of the main tables" in with_oracle.notes and "over all 2 cells" in without.notes
+    assert "the oracles' rows (oracle_kl: they read the true source in training" in with_oracle.notes
+    assert "(2 cells of the main tables)" in with_oracle.notes and "oracles" not in without.notes
+    ls_row = next(line for line in without.body.splitlines() if line.startswith("| label_smoothing |"))
+    assert ls_row in with_oracle.body  # the same cells and marks
+    assert "| oracle_kl | -0.100 ± 0.000 † |" in with_oracle.body  # its NLL difference, marked in its own family
+
+
 def test_memorisation_tables_by_insertions_are_their_own_holm_family(tmp_path, fake_run):
     for seed in (1, 2, 3):
         for objective, exposure in (("mle", 20.0), ("label_smoothing", 12.0)):
