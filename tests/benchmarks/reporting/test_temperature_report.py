@@ -3,6 +3,9 @@ that temperature and dominated; a point below MLE's curve is not dominated; the 
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -94,3 +97,20 @@ def test_the_report_draws_mle_temperature_curve_with_every_objective(runs, capsy
 
     write_report(runs)
     assert (runs / "plots" / "temperature_frontier.png").stat().st_size > 10_000
+
+
+def test_the_oracles_rows_move_no_mark_of_the_others(runs):
+    """Rows of objectives that read the true source in training (bounds) are Holm-corrected apart: adding them
+    leaves every other row's marks as they were."""
+    before = compare(group(collect(runs)), [1, 2, 3]).significant
+    for copy in ("oracle_kl", "oracle_js", "oracle_kl_eta"):
+        for seed in (1, 2, 3):
+            shutil.copytree(runs / "better" / f"seed_{seed}", runs / copy / f"seed_{seed}")
+            path = runs / copy / f"seed_{seed}" / "results.json"
+            results = json.loads(path.read_text())
+            results["objective"] = copy
+            results["config"]["objective"] = {"_target_": "objectives.oracle_kl.OracleKL", "eta": 0.5}
+            path.write_text(json.dumps(results))
+    after = compare(group(collect(runs)), [1, 2, 3]).significant
+    assert before and {cell for cell in after if not cell[1].startswith("oracle")} == before
+    assert {cell[1] for cell in after if cell[1].startswith("oracle")} == {"oracle_kl", "oracle_js", "oracle_kl_eta"}
