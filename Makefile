@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch is installed first so that pip keeps it: 2.13.0 is a CPU build; override e.g. TORCH=torch
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv bench finetune overfit noisy results results-text scaling scaling-gpu test test-full test-slow gpu-check lint clean
+.PHONY: venv bench finetune overfit noisy fdpo results results-text scaling scaling-gpu test test-full test-slow gpu-check lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,19 @@ noisy: venv
 	$(SWEEP) 'objective=glob(*)' suite=noisy 'suite.seeds=$(NOISY_SEEDS)'; jobs=$$?; \
 		$(BIN)/python benchmarks/report.py runs/noisy --readme docs/regimes.md --readme docs/results-noisy.md \
 			--readme-block noisy --strict && exit $$jobs
+
+# the preference loss under each divergence of Wang et al. (2024; objective.divergence: reverse KL is DPO) beside MLE,
+# the default suite's recipe (the pairwise term from step 200), into runs/fdpo; the report's tables into
+# docs/results-fdpo.md, its headline into docs/results.md
+FDPO_SEEDS ?= [1,2,3,4,5]
+FDPO_DIR ?= runs/fdpo
+fdpo: venv
+	$(SWEEP) objective=mle suite=default 'suite.seeds=$(FDPO_SEEDS)' hydra.sweep.dir=$(FDPO_DIR); base=$$?; \
+		$(SWEEP) objective=preference 'objective.divergence=reverse_kl,forward_kl,js_divergence,alpha_divergence' \
+			suite=default 'suite.seeds=$(FDPO_SEEDS)' hydra.sweep.dir=$(FDPO_DIR) \
+			'hydra.sweep.subdir=preference_$${objective.divergence}/seed_$${seed}'; jobs=$$?; \
+		$(BIN)/python benchmarks/report.py $(FDPO_DIR) --readme docs/results.md --readme docs/results-fdpo.md \
+			--readme-block fdpo --strict && exit $$(( base || jobs ))
 
 # the scaling sweep: MLE and label smoothing at five model sizes (suite=scaling), then the L(N) fits
 SCALING_DIR ?= runs/scaling

@@ -258,15 +258,20 @@ class Row:
 
 
 def group(runs: list[Run]) -> dict[str, Row]:
-    """Rows by label; one objective with several knob settings gets one row per setting."""
+    """Rows by label; one objective with several knob settings gets one row per setting, labelled with the knobs
+    in which its settings differ: ``preference (divergence=js_divergence)``."""
     settings: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
         if not r.failed and _knobs(r) not in settings[r.objective]:
             settings[r.objective].append(_knobs(r))
+    differing = {
+        objective: sorted({k for s in knobs for k in s if any(t.get(k) != s[k] for t in knobs)})
+        for objective, knobs in settings.items()
+    }
     rows: dict[str, Row] = {}
     for r in runs:
-        several = len(settings[r.objective]) > 1
-        label = run_label(r.objective, knobs=_knobs(r)) if several else r.objective
+        keys = differing.get(r.objective, [])
+        label = run_label(r.objective, knobs={k: _knobs(r).get(k) for k in keys}) if keys else r.objective
         row = rows.setdefault(label, Row(label, r.objective))
         seed = r.seed if isinstance(r.seed, int) else -1
         if r.failed:

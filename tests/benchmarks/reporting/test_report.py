@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks.report import main
 from benchmarks.reporting.report import build, update_readme
-from benchmarks.reporting.runs import collect
+from benchmarks.reporting.runs import collect, group
 from lit_modules.core.errors import DataError
 
 
@@ -274,3 +274,15 @@ def test_another_corpus_gets_its_own_out_of_distribution_table(tmp_path, fake_ru
     assert "### Out of distribution: markdown_docs (another corpus)" in body
     assert "| objective | NLL | entropy |" in body and "*shifted source*" not in body
     assert "| label_smoothing | 6.000 ± 0.248 (-0.200 ± 0.000 †) | 5.000 ± 0.000 (+0.000 ± 0.000) |" in body
+
+
+def test_one_objective_at_several_settings_gets_a_row_each_named_by_what_differs(tmp_path, fake_run):
+    for seed in (1, 2):
+        fake_run(tmp_path, "mle", seed, 3.5)
+        for divergence, nll in (("reverse_kl", 3.6), ("js_divergence", 3.7)):
+            config = {"_target_": "objectives.preference.Preference", "beta": 0.1, "divergence": divergence}
+            folder = tmp_path / f"preference_{divergence}"
+            fake_run(folder, "preference", seed, nll + seed / 10, objective_config=config)
+    rows = group(collect(tmp_path))
+    assert sorted(rows) == ["mle", "preference (divergence=js_divergence)", "preference (divergence=reverse_kl)"]
+    assert set(rows["preference (divergence=reverse_kl)"].runs) == {1, 2}
