@@ -4,6 +4,7 @@ grouped into rows of one objective (and knob setting) over seeds."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ class Run:
         except Exception:  # a run of an objective this checkout does not have
             return ()
 
-    @property
+    @functools.cached_property
     def reads_true_source(self) -> bool:
         """Whether its objective read the synthetic source's truth in training (an oracle: a bound, not a method)."""
         return reads_true_source(self.config.get("objective") or {})
