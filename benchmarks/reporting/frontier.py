@@ -119,6 +119,12 @@ def gaps_against(frontier: tuple[np.ndarray, np.ndarray], run: Run) -> tuple[dic
     return gaps, beyond
 
 
+def most_common(names: list[str]) -> str:
+    """The most common of ``names``; a tie goes to the one that comes first (not to a set's order, which varies
+    between processes with Python's string hashing)."""
+    return max(names, key=names.count)
+
+
 def compare_frontiers(rows: dict[str, Row], seeds: list[int]) -> FrontierComparison | None:
     """Every objective's second-half points against MLE's first-half frontier at the same seed, each minus MLE's
     own second-half points' gaps."""
@@ -143,7 +149,7 @@ def compare_frontiers(rows: dict[str, Row], seeds: list[int]) -> FrontierCompari
             out.at_sample[label] = mean_interval(at_sample)
         if len(best) == len(seeds):
             out.best[label] = mean_interval(best)
-            out.best_point[label] = max(names, key=names.count)  # ties: the first seed's (a set's order varies)
+            out.best_point[label] = most_common(names)
         out.beyond_range[label] = beyond
     return out
 

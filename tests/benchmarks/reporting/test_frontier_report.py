@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.reporting.frontier import compare_frontiers, envelope, frontier_verdict, quality_gap
+from benchmarks.reporting.frontier import compare_frontiers, envelope, frontier_verdict, most_common, quality_gap
 from benchmarks.reporting.report import build, write_report
 from benchmarks.reporting.runs import collect, group
 
@@ -76,3 +76,9 @@ def test_caccia_margin_against_mle_temperature_curve():
     assert caccia_margin(mle, (test_nll[2], sample_nll[2])) == pytest.approx(0.0, abs=1e-12)
     assert caccia_margin(mle, (3.55, 4.0)) < 0  # better coverage than MLE anywhere, and probable text
     assert caccia_margin(mle, (3.7, 5.5)) > 0  # MLE near T = 0.9-1 beats it in both
+
+
+def test_the_best_point_over_seeds_is_the_most_common_and_a_tie_goes_to_the_first_seed():
+    assert most_common(["T1.25", "top_p0.95", "top_p0.95"]) == "top_p0.95"
+    assert most_common(["top_nsigma2", "T1", "top_p0.95"]) == "top_nsigma2"
+    assert most_common(["T1", "top_nsigma2", "top_p0.95"]) == "T1"
