@@ -83,8 +83,7 @@ noisy: venv
 			--readme-block noisy --strict && exit $$jobs
 
 # the preference loss under each divergence of Wang et al. (2024; objective.divergence: reverse KL is DPO) beside MLE,
-# the default suite's recipe (the pairwise term from step 200), into runs/fdpo; the report's tables into
-# docs/results-fdpo.md, its headline into docs/results.md
+# the default suite's recipe (the pairwise term from step 200), into runs/fdpo and its report
 FDPO_SEEDS ?= [1,2,3,4,5]
 FDPO_DIR ?= runs/fdpo
 fdpo: venv
@@ -92,8 +91,7 @@ fdpo: venv
 		$(SWEEP) objective=preference 'objective.divergence=reverse_kl,forward_kl,js_divergence,alpha_divergence' \
 			suite=default 'suite.seeds=$(FDPO_SEEDS)' hydra.sweep.dir=$(FDPO_DIR) \
 			'hydra.sweep.subdir=preference_$${objective.divergence}/seed_$${seed}'; jobs=$$?; \
-		$(BIN)/python benchmarks/report.py $(FDPO_DIR) --readme docs/results.md --readme docs/results-fdpo.md \
-			--readme-block fdpo --strict && exit $$(( base || jobs ))
+		$(BIN)/python benchmarks/report.py $(FDPO_DIR) --strict && exit $$(( base || jobs ))
 
 # the scaling sweep: MLE and label smoothing at five model sizes (suite=scaling), then the L(N) fits
 SCALING_DIR ?= runs/scaling
