@@ -12,12 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.reporting.frontier import frontier_keys, frontier_section
 from benchmarks.reporting.runs import Row, check_comparable, collect, common_seeds, group, metric_values
-from benchmarks.reporting.stats import holm, mean_interval, paired_difference
+from benchmarks.reporting.stats import holm_within, mean_interval, paired_difference
 from benchmarks.reporting.tables import (
     BASELINE,
     DECODING_COLUMNS,
@@ -106,20 +107,18 @@ def paired_differences(done: dict[str, Row], seeds: list[int], decodings: list[s
         "memorisation": memorisation_keys(done),
     }
     baseline = done.get(BASELINE)
-    deltas, adjusted, sizes = {}, {}, {}
+    deltas, family_of = {}, {}
     for family, keys in families.items():
-        for oracles in (False, True):
-            cells = {}
-            for label, row in done.items():
-                if baseline is None or label == BASELINE or row.oracle != oracles:
-                    continue
-                for key in keys:
-                    a, b = metric_values(row, key, seeds), metric_values(baseline, key, seeds)
-                    if a is not None and b is not None and a.shape == b.shape:
-                        cells[(label, key)] = paired_difference(a, b)
-            deltas.update(cells)
-            adjusted.update(zip(cells, holm([d.p for d in cells.values()]), strict=True))
-            sizes[f"{family}/oracles" if oracles else family] = len(cells)
+        for label, row in done.items():
+            if baseline is None or label == BASELINE:
+                continue
+            for key in keys:
+                a, b = metric_values(row, key, seeds), metric_values(baseline, key, seeds)
+                if a is not None and b is not None and a.shape == b.shape:
+                    deltas[(label, key)] = paired_difference(a, b)
+                    family_of[(label, key)] = f"{family}/oracles" if row.oracle else family
+    adjusted = holm_within({cell: d.p for cell, d in deltas.items()}, family_of.__getitem__)
+    sizes = {name: 0 for family in families for name in (family, f"{family}/oracles")} | Counter(family_of.values())
     significant = {cell for cell, p in adjusted.items() if math.isfinite(p) and p < ALPHA}
     return Differences(deltas, adjusted, significant, sizes)
 

@@ -22,6 +22,7 @@ Holm (1979) corrects the p-values of all cells of a report at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +92,18 @@ def holm(p_values) -> np.ndarray:
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
+    return adjusted
+
+
+def holm_within(p_values: dict[Hashable, float], family_of: Callable[[Hashable], Hashable]) -> dict[Hashable, float]:
+    """Holm-adjusted p-values of cells corrected within their families (``family_of(cell)``), not all together:
+    a family's marks never move when a cell of another family is added."""
+    families: dict[Hashable, list[Hashable]] = {}
+    for cell in p_values:
+        families.setdefault(family_of(cell), []).append(cell)
+    adjusted: dict[Hashable, float] = {}
+    for cells in families.values():
+        adjusted.update(zip(cells, holm([p_values[c] for c in cells]), strict=True))
     return adjusted
 
 

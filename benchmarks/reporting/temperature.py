@@ -26,7 +26,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 
 from benchmarks.reporting.runs import Row, Run
-from benchmarks.reporting.stats import Interval, holm, mean_interval, paired_difference
+from benchmarks.reporting.stats import Interval, holm_within, mean_interval, paired_difference
 from benchmarks.reporting.tables import BASELINE, fmt, fmt_interval, markdown_table
 
 MATCHED_METRICS = [
@@ -196,10 +196,9 @@ def compare(rows: dict[str, Row], seeds: list[int]) -> TemperatureComparison | N
         if len(margins) == len(seeds):
             out.margin[label] = mean_interval(margins)
     cells = {("matched", *k): v for k, v in out.matched.items()} | {("at_one", *k): v for k, v in out.at_one.items()}
-    for oracles in (False, True):  # the oracles' rows (bounds, not methods) a family of their own, as in the report
-        family = {cell: d for cell, d in cells.items() if rows[cell[1]].oracle == oracles}
-        adjusted = holm([d.p for d in family.values()])
-        out.significant |= {c for c, p in zip(family, adjusted, strict=True) if math.isfinite(p) and p < ALPHA}
+    # the oracles' rows (bounds, not methods) a family of their own, as in the report
+    adjusted = holm_within({cell: d.p for cell, d in cells.items()}, lambda cell: rows[cell[1]].oracle)
+    out.significant |= {c for c, p in adjusted.items() if math.isfinite(p) and p < ALPHA}
     return out
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks.reporting.stats import holm, mean_interval, paired_difference
+from benchmarks.reporting.stats import holm, holm_within, mean_interval, paired_difference
 
 
 def test_one_level_interval_covers_the_mean_at_its_level():
@@ -54,6 +54,16 @@ def test_holm_matches_a_hand_computed_example():
     np.testing.assert_allclose(adjusted[:4], [0.03, 0.06, 0.06, 0.02])
     assert np.isnan(adjusted[4])
     assert holm([0.5, 0.9]).tolist() == [1.0, 1.0]
+
+
+def test_holm_within_families_corrects_each_family_alone():
+    p = {("a", "x"): 0.01, ("b", "x"): 0.04, ("a", "y"): 0.03, ("b", "y"): 0.005}
+    adjusted = holm_within(p, lambda cell: cell[1])
+    # family x: 0.01·2 = 0.02, 0.04·1 -> 0.04; family y: 0.005·2 = 0.01, 0.03·1 = 0.03
+    assert adjusted == pytest.approx({("a", "x"): 0.02, ("b", "x"): 0.04, ("a", "y"): 0.03, ("b", "y"): 0.01})
+    # one family: the same as Holm over all cells
+    together = holm_within(p, lambda cell: 0)
+    np.testing.assert_allclose([together[c] for c in p], holm(list(p.values())))
 
 
 def test_single_seed_has_no_interval_and_constant_values_a_point():
