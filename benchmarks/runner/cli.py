@@ -239,3 +239,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # val/nll is a torchmetrics MeanMetric: its compute() already reduces over every DDP process
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
+    # the training batches are a function of the global step (lit_modules.data.StepBatches), so a run resumed inside
+    # its one long epoch reads what the uninterrupted run read (tested): Lightning's warning does not apply
+    warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
