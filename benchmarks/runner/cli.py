@@ -242,3 +242,5 @@ def quiet_lightning() -> None:
     # the training batches are a function of the global step (lit_modules.data.StepBatches), so a run resumed inside
     # its one long epoch reads what the uninterrupted run read (tested): Lightning's warning does not apply
     warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
+    # the frozen models some objectives keep (a reference snapshot, selective LM's scorer) stay in eval mode
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
