@@ -83,7 +83,7 @@ noisy: venv
 			--readme-block noisy --strict && exit $$jobs
 
 # the preference loss under each divergence of Wang et al. (2024; objective.divergence: reverse KL is DPO) beside MLE,
-# the default suite's recipe (the pairwise term from step 200), into runs/fdpo and its report
+# the default suite's recipe (the pairwise term from step 200), into runs/fdpo; its tables into docs/results-fdpo.md
 FDPO_SEEDS ?= [1,2,3,4,5]
 FDPO_DIR ?= runs/fdpo
 fdpo: venv
@@ -91,7 +91,9 @@ fdpo: venv
 		$(SWEEP) objective=preference 'objective.divergence=reverse_kl,forward_kl,js_divergence,alpha_divergence' \
 			suite=default 'suite.seeds=$(FDPO_SEEDS)' hydra.sweep.dir=$(FDPO_DIR) \
 			'hydra.sweep.subdir=preference_$${objective.divergence}/seed_$${seed}'; jobs=$$?; \
-		$(BIN)/python benchmarks/report.py $(FDPO_DIR) --strict && exit $$(( base || jobs ))
+		$(BIN)/python benchmarks/report.py $(FDPO_DIR) --strict --readme docs/results-fdpo.md --readme-block fdpo && \
+		cp $(FDPO_DIR)/plots/temperature_frontier.png benchmarks/results/fdpo_temperature_frontier.png && \
+		exit $$(( base || jobs ))
 
 # the scaling sweep: MLE and label smoothing at five model sizes (suite=scaling), then the L(N) fits
 SCALING_DIR ?= runs/scaling
