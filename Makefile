@@ -132,7 +132,8 @@ results-text: venv
 
 # the over-fitting regime on real text (docs/regimes.md): 300 Shakespeare scenes (444k tokens) read for 800 steps
 # (7.4 epochs; MLE's validation NLL turns up after step 500), every deployable objective at OVERFIT_TEXT_SEEDS, each
-# evaluated at its end and at its best validation step. About 12 hours on a 2-core CPU: a GPU's job
+# evaluated at its end and at its best validation step, its tables into docs/regimes.md and
+# docs/results-overfit-text.md. About 12 hours on a 2-core CPU: a GPU's job
 OVERFIT_TEXT_DIR ?= runs/overfit_text_suite
 OVERFIT_TEXT_SEEDS ?= [1,2,3]
 OVERFIT_TEXT := $(SWEEP) suite=default data=text 'data.files=[data/shakespeare.txt]' model=small \
@@ -144,8 +145,10 @@ overfit-text: venv
 	$(BIN)/python benchmarks/corpus.py markdown_docs
 	$(OVERFIT_TEXT) 'objective=glob(*,exclude=[$(TEXT_LEAVES_OUT)])'; jobs=$$?; \
 		$(OVERFIT_TEXT) objective=selective_lm 'objective.reference=$(OVERFIT_TEXT_DIR)/mle/seed_$${seed}'; sel=$$?; \
-		$(BIN)/python benchmarks/report.py $(OVERFIT_TEXT_DIR) --strict && \
-		$(BIN)/python benchmarks/report.py $(OVERFIT_TEXT_DIR) --at best --strict && \
+		$(BIN)/python benchmarks/report.py $(OVERFIT_TEXT_DIR) --readme docs/regimes.md \
+			--readme docs/results-overfit-text.md --readme-block overfit-text --strict && \
+		$(BIN)/python benchmarks/report.py $(OVERFIT_TEXT_DIR) --at best --readme docs/regimes.md \
+			--readme docs/results-overfit-text.md --readme-block overfit-text-best --strict && \
 		exit $$(( jobs || sel ))
 
 # two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
