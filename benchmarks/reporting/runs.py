@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,9 +187,31 @@ def check_comparable(runs: list[Run]) -> None:
             )
 
 
-def _knobs(run: Run) -> dict:
-    cfg = run.config.get("objective", {})
-    return objective_knobs(cfg)
+def _knobs(run: Run, per_seed: frozenset[str] = frozenset()) -> dict:
+    """The run's objective knobs; those in ``per_seed`` with the run's seed written back as ``${seed}``."""
+    knobs = objective_knobs(run.config.get("objective", {}))
+    return {k: _seed_as_placeholder(v, run.seed) if k in per_seed else v for k, v in knobs.items()}
+
+
+def _seed_as_placeholder(value, seed):
+    """``runs/x/mle/seed_2`` at seed 2 -> ``runs/x/mle/seed_${seed}``: the value the override was before Hydra
+    resolved it (a knob that names the run's own seed, as selective LM's per-seed reference run does)."""
+    if not isinstance(value, str) or not isinstance(seed, int):
+        return value
+    return re.sub(rf"(?<![0-9]){seed}(?![0-9])", "${seed}", value)
+
+
+def _per_seed_knobs(runs: list[Run]) -> frozenset[str]:
+    """The string knobs whose values differ between one objective's runs by the seed they name: one setting run
+    at every seed (``objective.reference=runs/x/mle/seed_${seed}``), not one setting per seed. Such a knob has
+    fewer distinct values with each run's seed written as ``${seed}``; one that has not (a fixed path that happens
+    to hold a seed's digits) is left as it is."""
+    keys = {k for r in runs for k, v in _knobs(r).items() if isinstance(v, str)}
+
+    def distinct(key: str, per_seed: frozenset[str]) -> int:
+        return len({_knobs(r, per_seed).get(key) for r in runs})
+
+    return frozenset(k for k in keys if distinct(k, frozenset([k])) < distinct(k, frozenset()))
 
 
 @dataclass
@@ -261,10 +284,14 @@ class Row:
 def group(runs: list[Run]) -> dict[str, Row]:
     """Rows by label; one objective with several knob settings gets one row per setting, labelled with the knobs
     in which its settings differ: ``preference (divergence=js_divergence)``."""
+    by_objective: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        by_objective[r.objective].append(r)
+    per_seed = {objective: _per_seed_knobs(rs) for objective, rs in by_objective.items()}
     settings: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
-        if not r.failed and _knobs(r) not in settings[r.objective]:
-            settings[r.objective].append(_knobs(r))
+        if not r.failed and _knobs(r, per_seed[r.objective]) not in settings[r.objective]:
+            settings[r.objective].append(_knobs(r, per_seed[r.objective]))
     differing = {
         objective: sorted({k for s in knobs for k in s if any(t.get(k) != s[k] for t in knobs)})
         for objective, knobs in settings.items()
@@ -272,7 +299,8 @@ def group(runs: list[Run]) -> dict[str, Row]:
     rows: dict[str, Row] = {}
     for r in runs:
         keys = differing.get(r.objective, [])
-        label = run_label(r.objective, knobs={k: _knobs(r).get(k) for k in keys}) if keys else r.objective
+        knobs = _knobs(r, per_seed[r.objective])
+        label = run_label(r.objective, knobs={k: knobs.get(k) for k in keys}) if keys else r.objective
         row = rows.setdefault(label, Row(label, r.objective))
         seed = r.seed if isinstance(r.seed, int) else -1
         if r.failed:

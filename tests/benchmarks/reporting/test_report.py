@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks.report import main
 from benchmarks.reporting.report import build, update_readme
-from benchmarks.reporting.runs import collect, group
+from benchmarks.reporting.runs import collect, common_seeds, group
 from lit_modules.core.errors import DataError
 
 
@@ -286,3 +286,19 @@ def test_one_objective_at_several_settings_gets_a_row_each_named_by_what_differs
     rows = group(collect(tmp_path))
     assert sorted(rows) == ["mle", "preference (divergence=js_divergence)", "preference (divergence=reverse_kl)"]
     assert set(rows["preference (divergence=reverse_kl)"].runs) == {1, 2}
+
+
+def test_a_knob_that_names_each_runs_own_seed_is_one_setting_not_one_per_seed(tmp_path, fake_run):
+    """selective LM against each seed's own MLE run (objective.reference=runs/x/mle/seed_${seed}, resolved by
+    Hydra into the saved config) is one row over seeds; a fixed path holding a seed's digits stays one row too."""
+    for seed in (1, 2):
+        fake_run(tmp_path / "base", "mle", seed, 3.5)
+        for folder, reference in (("own", f"runs/x/mle/seed_{seed}"), ("fixed", "runs/x/mle/seed_1"), ("other", "r7")):
+            config = {"_target_": "objectives.selective_lm.SelectiveLM", "ratio": 0.6, "reference": reference}
+            fake_run(tmp_path / folder, "selective_lm", seed, 3.6, objective_config=config)
+    for folder in ("own", "fixed"):
+        rows = group(collect(tmp_path / "base") + collect(tmp_path / folder))
+        assert sorted(rows) == ["mle", "selective_lm"] and common_seeds(rows) == ([1, 2], [])
+    rows = group(collect(tmp_path / "base") + collect(tmp_path / "own") + collect(tmp_path / "other"))
+    assert sorted(rows) == ["mle", "selective_lm (reference=r7)", "selective_lm (reference=runs/x/mle/seed_${seed})"]
+    assert all(set(row.runs) == {1, 2} for row in rows.values())
