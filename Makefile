@@ -131,6 +131,8 @@ results-text: venv
 	mkdir -p benchmarks/results
 	cp $(TEXT_DIR)/report.md benchmarks/results/shakespeare_suite.md
 	cp $(TEXT_DIR)/plots/quality_vs_diversity.png benchmarks/results/shakespeare_quality_vs_diversity.png
+	cp $(TEXT_DIR)/plots/temperature_frontier.png benchmarks/results/shakespeare_temperature_frontier.png
+	cp $(TEXT_DIR)/plots/sampled_frontier.png benchmarks/results/shakespeare_sampled_frontier.png
 
 # the over-fitting regime on real text (docs/regimes.md): 300 Shakespeare scenes (444k tokens) read for 800 steps
 # (7.4 epochs; MLE's validation NLL turns up after step 500), every deployable objective at OVERFIT_TEXT_SEEDS, each
