@@ -193,7 +193,7 @@ def _knobs(run: Run, per_seed: frozenset[str] = frozenset()) -> dict:
     return {k: _seed_as_placeholder(v, run.seed) if k in per_seed else v for k, v in knobs.items()}
 
 
-def _seed_as_placeholder(value, seed):
+def _seed_as_placeholder(value: object, seed: object) -> object:
     """``runs/x/mle/seed_2`` at seed 2 -> ``runs/x/mle/seed_${seed}``: the value the override was before Hydra
     resolved it (a knob that names the run's own seed, as selective LM's per-seed reference run does)."""
     if not isinstance(value, str) or not isinstance(seed, int):
@@ -288,18 +288,18 @@ def group(runs: list[Run]) -> dict[str, Row]:
     for r in runs:
         by_objective[r.objective].append(r)
     per_seed = {objective: _per_seed_knobs(rs) for objective, rs in by_objective.items()}
+    knobs_of = [_knobs(r, per_seed[r.objective]) for r in runs]
     settings: dict[str, list[dict]] = defaultdict(list)
-    for r in runs:
-        if not r.failed and _knobs(r, per_seed[r.objective]) not in settings[r.objective]:
-            settings[r.objective].append(_knobs(r, per_seed[r.objective]))
+    for r, knobs in zip(runs, knobs_of, strict=True):
+        if not r.failed and knobs not in settings[r.objective]:
+            settings[r.objective].append(knobs)
     differing = {
         objective: sorted({k for s in knobs for k in s if any(t.get(k) != s[k] for t in knobs)})
         for objective, knobs in settings.items()
     }
     rows: dict[str, Row] = {}
-    for r in runs:
+    for r, knobs in zip(runs, knobs_of, strict=True):
         keys = differing.get(r.objective, [])
-        knobs = _knobs(r, per_seed[r.objective])
         label = run_label(r.objective, knobs={k: knobs.get(k) for k in keys}) if keys else r.objective
         row = rows.setdefault(label, Row(label, r.objective))
         seed = r.seed if isinstance(r.seed, int) else -1
