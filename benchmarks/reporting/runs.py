@@ -206,12 +206,13 @@ def _per_seed_knobs(runs: list[Run]) -> frozenset[str]:
     at every seed (``objective.reference=runs/x/mle/seed_${seed}``), not one setting per seed. Such a knob has
     fewer distinct values with each run's seed written as ``${seed}``; one that has not (a fixed path that happens
     to hold a seed's digits) is left as it is."""
-    keys = {k for r in runs for k, v in _knobs(r).items() if isinstance(v, str)}
+    knobs = [(_knobs(r), r.seed) for r in runs]
+    keys = {k for run_knobs, _ in knobs for k, v in run_knobs.items() if isinstance(v, str)}
 
-    def distinct(key: str, per_seed: frozenset[str]) -> int:
-        return len({_knobs(r, per_seed).get(key) for r in runs})
+    def distinct(key: str, placeholder: bool) -> int:
+        return len({_seed_as_placeholder(k.get(key), s) if placeholder else k.get(key) for k, s in knobs})
 
-    return frozenset(k for k in keys if distinct(k, frozenset([k])) < distinct(k, frozenset()))
+    return frozenset(k for k in keys if distinct(k, placeholder=True) < distinct(k, placeholder=False))
 
 
 @dataclass
