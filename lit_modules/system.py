@@ -157,9 +157,10 @@ class LanguageModelSystem(pl.LightningModule):
 
     # ---- training ----
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        out = self.objective(self.model, batch, self.global_step)
         every = self.trainer.log_every_n_steps
         log_step = bool(every) and (self.global_step + 1) % every == 0
+        self.objective.want_logs(log_step)
+        out = self.objective(self.model, batch, self.global_step)
         # reading the loss waits for the device: on a GPU only on logging steps and every 10th step
         check = self.device.type == "cpu" or log_step or (self.global_step + 1) % 10 == 0
         if check and not torch.isfinite(out.loss):

@@ -120,6 +120,14 @@ class Objective(nn.Module):
     # how its papers train with it: "from scratch" (random weights), "fine-tuning" (a trained model), or both;
     # the report says whether a suite uses each objective as its papers do
     papers_regimes: ClassVar[tuple[str, ...]] = ("from scratch",)
+    # whether the next training step's logs are read (``want_logs``); False lets an objective skip a statistic
+    # whose only use is a log (the training loss and its gradient are always computed)
+    logs_wanted: bool = True
+
+    def want_logs(self, wanted: bool) -> None:
+        """Say whether the next training step's ``LossOutput.logs`` will be read: the LightningModule says so before
+        every step (the steps Lightning logs on), a benchmark of training steps as often."""
+        self.logs_wanted = wanted
 
     def reads_true_source(self) -> bool:
         """Whether training reads the synthetic source's exact truth (its conditionals, or its NLL as a cost): an
@@ -297,6 +305,10 @@ class WithAuxiliaryTerms(Objective):
 
     def setup(self, model: nn.Module, context: ObjectiveContext) -> None:
         self.objective.setup(model, context)
+
+    def want_logs(self, wanted: bool) -> None:
+        super().want_logs(wanted)
+        self.objective.want_logs(wanted)
 
     def forward(self, model: nn.Module, batch: torch.Tensor, step: int) -> LossOutput:
         if isinstance(self.objective, TokenObjective):

@@ -48,10 +48,12 @@ class GEM(FineTuning, TokenObjective):
         return TokenLoss(loss, {"nll": -logp_gold})
 
     def token_loss_and_grad(self, logits: torch.Tensor, targets: torch.Tensor) -> TokenLoss:
-        """∂ℓ/∂z = c − (Σ_v c_v)·onehot(y); c from the logits, then log p in their memory for ℓ and the NLL (a
-        log-softmax in place costs half of ``torch.logsumexp`` on a CPU)."""
-        c = self.matching_weights(logits, at_targets(logits, targets))
-        logp, nll = log_softmax_nll_(logits, targets)
+        """∂ℓ/∂z = c − (Σ_v c_v)·onehot(y); ℓ = Σ_v c_v·z_v − (Σ_v c_v)·z_y (log Z cancels: no log-softmax). The
+        NLL, logged only, only on the steps whose logs are read (``logs_wanted``): its log-softmax in the logits'
+        memory is a third of this closed form's time on a CPU."""
+        z_gold = at_targets(logits, targets)
+        c = self.matching_weights(logits, z_gold)
         mass = c.sum(-1)
-        loss = logp.mul_(c).sum(-1) + nll * mass  # Σ_v c_v·log p_v in log p's memory (vecdot's sums, no buffer)
-        return TokenLoss(loss, {"nll": nll}, minus_onehot_(c, targets, mass))
+        loss = torch.linalg.vecdot(c, logits) - mass * z_gold
+        stats = {"nll": log_softmax_nll_(logits, targets)[1]} if self.logs_wanted else {}
+        return TokenLoss(loss, stats, minus_onehot_(c, targets, mass))

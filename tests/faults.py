@@ -1,6 +1,6 @@
-"""Objectives that inject faults at a known step, for the reliability tests. Tests name them by ``_target_``
-(``objective._target_=tests.faults.KilledOnce``); the repository root is on the path of the tests and of the
-subprocesses they start."""
+"""Objectives that inject faults at a known step, for the reliability tests, or record what the system tells them.
+Tests name them by ``_target_`` (``objective._target_=tests.faults.KilledOnce``); the repository root is on the path
+of the tests and of the subprocesses they start."""
 
 from __future__ import annotations
 
@@ -51,3 +51,14 @@ class KilledOnce(NCE):
             self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
         return super().forward(model, batch, step)
+
+
+class RecordsLogsWanted(MLE):
+    """MLE that records, at every training step, whether the system said the step's logs would be read."""
+
+    name = "records_logs_wanted"
+    seen: list[bool] = []  # noqa: RUF012  (one list per process: the test reads it after the run)
+
+    def forward(self, model, batch, step, terms=()):
+        RecordsLogsWanted.seen.append(self.logs_wanted)
+        return super().forward(model, batch, step, terms)

@@ -16,6 +16,7 @@ import torch
 from lit_modules.core.errors import ConfigError
 from lit_modules.core.model import GPT, GPTConfig
 from lit_modules.core.synthetic import HMMSource, SourceConfig
+from lit_modules.trainer import TrainerConfig
 from objectives.base import ObjectiveContext, longest_sequence
 
 PRESETS = {
@@ -158,6 +159,7 @@ class Bench:
         step = [0]
 
         def one():
+            objective.want_logs((step[0] + 1) % TrainerConfig.log_every_n_steps == 0)  # as the LightningModule
             with self.autocast(bf16):
                 loss = objective(model, batch, step[0]).loss
             loss.backward()

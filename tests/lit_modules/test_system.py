@@ -1,5 +1,5 @@
-"""The LightningModule (lit_modules/system.py): a NaN loss stops the run at the last good checkpoint; it clips
-gradients itself under the fused optimiser; the learning-rate schedule."""
+"""The LightningModule (lit_modules/system.py): a NaN loss stops the run at the last good checkpoint; it tells the
+objective which steps log; it clips gradients itself under the fused optimiser; the learning-rate schedule."""
 
 import pytest
 import torch
@@ -18,6 +18,18 @@ def test_non_finite_loss_stops_the_run(tmp_path):
         run(plan(cfg, "nan_at_step"), tmp_path)
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2  # last good
     assert not (tmp_path / "results.json").exists()
+
+
+def test_the_objective_is_told_which_steps_log(tmp_path):
+    """Lightning writes the logs of every log_every_n_steps-th step; the objective may skip logged-only statistics
+    on the others."""
+    from tests.faults import RecordsLogsWanted
+
+    cfg = compose(["debug=tiny", "trainer.max_steps=6", "trainer.log_every_n_steps=3"])
+    cfg.objective = {"_target_": "tests.faults.RecordsLogsWanted"}
+    RecordsLogsWanted.seen.clear()
+    run(plan(cfg, "records_logs_wanted"), tmp_path)
+    assert RecordsLogsWanted.seen == [False, False, True, False, False, True]
 
 
 def test_gradient_clipping_with_the_fused_optimiser():

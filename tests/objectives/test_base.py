@@ -299,6 +299,15 @@ def test_an_auxiliary_term_leaves_the_objective_it_is_added_to_unchanged(model, 
     assert smoothing(model, batch, 0).loss.item() == alone
 
 
+def test_the_wrapped_objective_is_told_which_steps_log():
+    gem = GEM()
+    combined = WithAuxiliaryTerms(gem, auxiliary_terms({"z_loss": 0.5}))
+    combined.want_logs(False)
+    assert not gem.logs_wanted and not combined.logs_wanted
+    combined.want_logs(True)
+    assert gem.logs_wanted
+
+
 def test_auxiliary_terms_are_validated():
     with pytest.raises(ConfigError, match="aux.zloss is not an auxiliary term; choose from: entropy_penalty, "):
         auxiliary_terms({"zloss": 1.0})
