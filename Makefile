@@ -140,6 +140,8 @@ results-text: venv
 # docs/results-overfit-text.md. About 10 hours on a 2-core CPU (75 jobs of 16 min, two at a time): a GPU's job
 OVERFIT_TEXT_DIR ?= runs/overfit_text_suite
 OVERFIT_TEXT_SEEDS ?= [1,2,3]
+# each run's results.json and per-prompt metrics (no weights), committed: report.py rebuilds the tables from them
+OVERFIT_TEXT_ARCHIVE ?= benchmarks/results/overfit_text
 # MAUVE and the sampled frontier off: each would add about a tenth to a job, MAUVE's intervals at this size span +-0.8
 OVERFIT_TEXT := $(SWEEP) $(SHAKESPEARE) data.max_train_docs=300 trainer.max_steps=800 trainer.val_check_interval=50 \
 	eval.val_calibration=true eval.at_best=true eval.mauve=false eval.frontier=off 'suite.seeds=$(OVERFIT_TEXT_SEEDS)' \
@@ -150,7 +152,7 @@ overfit-text: venv
 	$(OVERFIT_TEXT) 'objective=glob(*,exclude=[$(TEXT_LEAVES_OUT)])'; jobs=$$?; \
 		$(OVERFIT_TEXT) objective=selective_lm 'objective.reference=$(OVERFIT_TEXT_DIR)/mle/seed_$${seed}'; sel=$$?; \
 		$(BIN)/python benchmarks/report.py $(OVERFIT_TEXT_DIR) --readme docs/regimes.md \
-			--readme docs/results-overfit-text.md --readme-block overfit-text --strict && \
+			--readme docs/results-overfit-text.md --readme-block overfit-text --archive $(OVERFIT_TEXT_ARCHIVE) --strict && \
 		$(BIN)/python benchmarks/report.py $(OVERFIT_TEXT_DIR) --at best --readme docs/regimes.md \
 			--readme docs/results-overfit-text.md --readme-block overfit-text-best --strict && \
 		exit $$(( jobs || sel ))

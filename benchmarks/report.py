@@ -3,6 +3,7 @@
     python benchmarks/report.py runs/suite            # writes report.md, results.csv, plots/ there
     python benchmarks/report.py runs/suite --out docs  # somewhere else
     python benchmarks/report.py runs/suite --readme README.md --readme docs/results.md  # and into their blocks
+    python benchmarks/report.py runs/suite --archive results/suite  # and each run's results, without its weights
 
 Every value is the mean over seeds with its 95% interval; beside it the difference from MLE paired by seed (and
 by prompt), marked where significant after Holm's correction (benchmarks/reporting/report.py says how). A
@@ -16,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmarks.reporting.archive import archive_runs, check_archive_dir
 from benchmarks.reporting.report import write_report
 from benchmarks.runner.cli import check_output_dir, fail, user_errors_as_one_line
 
@@ -38,11 +40,23 @@ def main(argv: list[str] | None = None) -> int:
         "into report_at_best.md, results_at_best.csv, plots_at_best/)",
     )
     parser.add_argument(
+        "--archive",
+        type=Path,
+        help="also copy each finished run's results.json and per-prompt metrics (no weights, no text) here, in the "
+        "runs' layout: a directory this script reads back into the same tables",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a job failed (after writing everything; make bench uses it)"
     )
     args = parser.parse_args(argv)
     check_output_dir(str(args.out or args.runs), "--out" if args.out else "runs")  # before any work: one line
+    if args.archive:
+        check_output_dir(str(args.archive), "--archive")
+        user_errors_as_one_line(check_archive_dir)(args.runs, args.archive)
     report = user_errors_as_one_line(write_report)(args.runs, args.out, args.readme, args.readme_block, args.at)
+    if args.archive:
+        copied = user_errors_as_one_line(archive_runs)(args.runs, args.archive)
+        print(f"archive: {copied} runs -> {args.archive}")
     failed = [f"{row.objective} seed {s}" for row in report.rows.values() for s in sorted(row.failed)]
     if args.strict and failed:
         fail(f"{len(failed)} job(s) failed: {', '.join(failed)} (see their failed.json)", code=1)
