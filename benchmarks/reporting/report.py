@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.reporting.frontier import frontier_keys, frontier_section
-from benchmarks.reporting.runs import Row, check_comparable, collect, common_seeds, group, metric_values
+from benchmarks.reporting.runs import Row, check_comparable, collect, common_seeds, group, metric_values, outcome
 from benchmarks.reporting.stats import holm_within, mean_interval, paired_difference
 from benchmarks.reporting.tables import (
     BASELINE,
@@ -225,7 +225,7 @@ def csv_rows(rows: dict[str, Row], differences: Differences) -> list[dict]:
                 }
             )
         for seed, error in sorted(row.failed.items()):
-            out.append({"row": label, "objective": row.base, "seed": seed, "status": "failed", "error": error})
+            out.append({"row": label, "objective": row.base, "seed": seed, "status": outcome(error), "error": error})
         for key, i in row.intervals.items():
             entry = {
                 "row": label,
@@ -343,9 +343,11 @@ def write_report(
         update_readme(readme, report.blocks(block))
     plots = make_plots([row for row in report.rows.values() if row.runs], out / f"plots{suffix}")
     n_done = sum(len(row.runs) for row in report.rows.values())
-    n_failed = sum(len(row.failed) for row in report.rows.values())
+    outcomes = [outcome(error) for row in report.rows.values() for error in row.failed.values()]
+    n_failed, n_unfinished = outcomes.count("failed"), outcomes.count("unfinished")
     images = "".join(f"![{p.stem}](plots{suffix}/{p.name})\n\n" for p in plots)
-    head = f"# objbench report\n\n{n_done} runs, {n_failed} failed, from `{runs_dir}`.\n\n"
+    unfinished = f", {n_unfinished} unfinished" if n_unfinished else ""
+    head = f"# objbench report\n\n{n_done} runs, {n_failed} failed{unfinished}, from `{runs_dir}`.\n\n"
     atomic_write(out / f"report{suffix}.md", f"{head}{body}\n{images}")
     write_csv(out / f"results{suffix}.csv", report.csv_rows)
     print(body)

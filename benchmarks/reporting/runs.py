@@ -75,6 +75,7 @@ def newer(a: Path, b: Path) -> bool:
     return not b.exists() or a.stat().st_mtime > b.stat().st_mtime
 
 
+UNFINISHED = "unfinished: a checkpoint but no results.json (killed, or still running)"
 AT = ("end", "best")  # which model of each run a report compares: the final one, or the best validation step's
 
 
@@ -154,8 +155,13 @@ def unfinished_run(run_dir: Path) -> Run:
     with contextlib.suppress(Exception):  # an unreadable .hydra/ leaves the directory's own names
         config = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
         objective = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices.objective
-    error = "unfinished: a checkpoint but no results.json (killed, or still running)"
-    return Run(run_dir / "checkpoints" / "last.ckpt", {"objective": objective, "error": error, "config": config}, True)
+    data = {"objective": objective, "error": UNFINISHED, "config": config}
+    return Run(run_dir / "checkpoints" / "last.ckpt", data, failed=True)
+
+
+def outcome(error: str) -> str:
+    """What a job without results came to: "unfinished" (killed, or still running) or "failed"."""
+    return "unfinished" if error == UNFINISHED else "failed"
 
 
 def _pick(config: dict, dotted: str):
@@ -324,7 +330,7 @@ def common_seeds(rows: dict[str, Row]) -> tuple[list[int], list[str]]:
     for row in rows.values():
         for s in every:
             if s not in row.runs:
-                why = "failed" if s in row.failed else "absent"
+                why = outcome(row.failed[s]) if s in row.failed else "absent"
                 missing.append(f"{row.objective} seed {s} ({why})")
     return common, missing
 

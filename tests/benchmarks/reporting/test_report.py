@@ -104,7 +104,8 @@ def test_report_shows_mauve_highest_bold_and_plots_it_against_distinct_4(tmp_pat
 def test_unfinished_stale_and_odd_jobs_count_as_failed(tmp_path, fake_run, report_cli):
     """A job killed mid-training (a checkpoint, no results.json, no failed.json) is unfinished, not absent from
     the count; a failed.json newer than the job's results.json is its outcome; a failed.json holding a JSON list
-    is read as a failure, not a traceback. --strict then exits 1."""
+    is read as a failure, not a traceback; the report tells the unfinished job from the failed ones. --strict
+    then exits 1, naming each."""
     import json
     import os
 
@@ -132,6 +133,13 @@ def test_unfinished_stale_and_odd_jobs_count_as_failed(tmp_path, fake_run, repor
     ]
     code, stderr = report_cli(str(tmp_path), "--strict")
     assert code == 1, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "error: 2 job(s) failed: nce seed 2, tailr seed -1 (see their failed.json); "
+        "1 job(s) unfinished (killed, or still running): nce seed 1"
+    )
+    report = (tmp_path / "report.md").read_text()
+    assert "2 runs, 2 failed, 1 unfinished, from" in report
+    assert "nce seed 1 (unfinished)" in report and "nce seed 2 (failed)" in report
 
 
 def test_report_into_a_read_only_directory_is_one_line(tmp_path, fake_run, read_only_dir, report_cli):
