@@ -191,3 +191,20 @@ def read_only_dir(tmp_path):
         yield path
     finally:
         subprocess.run(["umount", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def report_cli(capsys):
+    """report_cli(*argv) -> (exit code, stderr): report.py's main run in this process as a user runs the script
+    (the process start and imports of a subprocess cost seconds a call)."""
+    from benchmarks.report import main
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exit_info:
+            code = exit_info.code
+        return code, capsys.readouterr().err
+
+    return run

@@ -50,6 +50,22 @@ def test_report_refuses_a_metric_that_is_not_a_number(tmp_path, fake_run, report
     )
 
 
+def test_report_bad_input_is_one_line(tmp_path, report_cli):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, stderr = report_cli(str(empty))
+    assert code == 2 and stderr.strip() == f"error: {empty} holds no runs (no results.json or failed.json below it)"
+    corrupt = tmp_path / "corrupt" / "mle"
+    corrupt.mkdir(parents=True)
+    (corrupt / "results.json").write_text('{"objective": "mle", "metrics": {"tf/ppl": 3')
+    code, stderr = report_cli(str(tmp_path / "corrupt"))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith(f"error: {corrupt / 'results.json'} is not a valid results file")
+    code, stderr = report_cli(str(tmp_path / "nope"))
+    assert code == 2 and "is not a directory of runs" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt", "empty"]  # nothing written
+
+
 def test_readme_blocks_are_filled_by_name(tmp_path):
     """Every block of the file whose name is given is filled, others are left alone; a file with none of the
     names is a one-line DataError (the CLI prints it), and is left as it was."""

@@ -123,95 +123,91 @@ def test_two_processes_share_a_journal(tmp_path, entry_command, root):
         (["objective.search_space.eps.low=0.9"], "objective.search_space.eps: low=0.9, high=0.5 is not allowed"),
         (["objective.search_space.eps.type=gaussian"], "objective.search_space.eps={'type': 'gaussian'"),
         (["tune.metrics=[val/nlll]"], "tune.metrics: 'val/nlll' is not a metric of this run"),
+        (
+            ["tune.metrics=[gen/greedy/seq_rep_9]"],
+            "tune.metrics: 'gen/greedy/seq_rep_9' is not a metric of this run; e.g. val/nll, tf/ece, "
+            "gen/greedy/seq_rep_4, gt/forward_kl (see docs/metrics.md)",
+        ),
         (["tune.sampler=grid"], "tune.sampler='grid' is not allowed; choose one of auto, tpe, random, nsga2"),
         (["objective=mle"], "objective.search_space is empty: this objective has no knob to tune"),
         (["tune.prune_warmup_steps=-5"], "tune.prune_warmup_steps=-5 is not allowed; use null or an integer >= 0"),
     ],
 )
 def test_bad_tuning_input(tmp_path, extra, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("{", r"\{")):
+    with pytest.raises(ConfigError) as error:
         run_tune(tmp_path, *extra)
+    assert str(error.value).startswith(message)
 
 
 @pytest.mark.slow
-def test_bad_input_on_the_command_line_is_one_line(tmp_path, cli):
-    proc = cli("tune", *BASE, "tune.metrics=[gen/greedy/seq_rep_9]", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "error: tune.metrics: 'gen/greedy/seq_rep_9' is not a metric of this run; e.g. val/nll, tf/ece, "
-        "gen/greedy/seq_rep_4, gt/forward_kl (see docs/metrics.md)"
-    ]
+def test_a_storage_that_cannot_be_opened_is_one_line_on_the_command_line(tmp_path, cli):
+    """SQLAlchemy's multi-line error about an unreachable server, as the one line of tune.py's exit 2."""
     bad_storage = cli("tune", *BASE, "tune.storage=postgresql://nobody@127.0.0.1:1/none", f"hydra.run.dir={tmp_path}")
     assert bad_storage.returncode == 2
     assert bad_storage.stderr.startswith("error: tune.storage='postgresql://nobody@127.0.0.1:1/none' cannot be opened")
     assert json.dumps(bad_storage.stderr.strip()).count("\\n") == 0
 
 
-@pytest.mark.slow
-def test_killed_tuner_continues_the_study(tmp_path, entry_command, fault_env, root):
-    """SIGKILL inside the second trial (at its step 5), then the tuner again: the killed trial is marked
-    failed once its heartbeat is stale, re-queued with its parameters, and the study goes on."""
-    import optuna
-
-    db = tmp_path / "study.db"
-    cmd = entry_command("tune", "objective=nce", "debug=tiny", *killed_once(tmp_path / "kill", step=5, run=2),
-                        "trainer.max_steps=20", f"tune.storage=sqlite:///{db}", "tune.heartbeat_interval=1",
-                        f"hydra.run.dir={tmp_path}")  # fmt: skip
-    killed = subprocess.run([*cmd, "tune.n_trials=3"], cwd=root, env=fault_env, capture_output=True)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    states = [t.state.name for t in optuna.load_study(study_name="nce", storage=f"sqlite:///{db}").trials]
-    assert states == ["COMPLETE", "RUNNING"], states  # the kill landed inside the second trial
-    time.sleep(2 + 1)  # the dead process beats no more: its heartbeat is stale after the grace (2 x 1 s)
-    again = subprocess.run([*cmd, "tune.n_trials=1"], cwd=root, env=fault_env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-2000:]
-    trials = optuna.load_study(study_name="nce", storage=f"sqlite:///{db}").trials
-    states = [t.state.name for t in trials]
-    assert states.count("FAIL") == 1 and "RUNNING" not in states, states  # the interrupted trial
-    failed = next(t for t in trials if t.state.name == "FAIL")
-    # the heartbeat callback re-queues it with its parameters (run now, or by the next invocation)
-    assert any(t.params == failed.params for t in trials if t.state.name in ("COMPLETE", "WAITING")), states
-    assert states.count("COMPLETE") >= 2  # and the restarted tuner finished one more
-
-
 WORKER_OPENS_THE_STUDY = """
 import sys, time, pathlib, optuna
 from benchmarks.runner.tuning import open_storage
-go = pathlib.Path(sys.argv[2])
-while not go.exists():  # imports done: every worker starts on the signal, together
-    time.sleep(0.005)
-storage = open_storage(sys.argv[1], go.parent, heartbeat=1, max_retry=1)
-optuna.create_study(study_name="together", storage=storage, load_if_exists=True)
+name, rounds = sys.argv[1], [pathlib.Path(go) for go in sys.argv[2:]]
+(rounds[0].parent.parent / f"{name}.ready").touch()  # imports done
+failed = False
+for go in rounds:  # one fresh database a round; every worker opens it on the round's signal, together
+    while not go.exists():
+        time.sleep(0.002)
+    try:
+        storage = open_storage(go.read_text(), go.parent, heartbeat=1, max_retry=1)
+        optuna.create_study(study_name="together", storage=storage, load_if_exists=True)
+    except Exception as e:
+        print(f"{go.parent.name}: {e}"[:300], file=sys.stderr)
+        failed = True
+    (go.parent / f"{name}.done").touch()
+sys.exit(failed)
 """
 
 
 @pytest.mark.slow
 def test_workers_started_together_on_an_empty_postgresql_all_open_the_study(tmp_path, postgres_url, root):
     """Workers that open one fresh database at the same moment race to create Optuna's tables; without a
-    retry some die with a duplicate key in pg_type (optuna/optuna#1092; 4 of 16 here before the fix)."""
+    retry some die with a duplicate key in pg_type (optuna/optuna#1092; 4 of 16 here before the fix). Four
+    workers, four rounds: the workers import once, then open a fresh database together each round."""
     import optuna
     import psycopg
 
-    failures = []
-    for database in ("race_1", "race_2", "race_3"):
+    rounds = [tmp_path / f"race_{i}" / "go" for i in range(1, 5)]
+    names = [f"w{i}" for i in range(4)]
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER_OPENS_THE_STUDY, name, *map(str, rounds)], cwd=root,
+                                stderr=subprocess.PIPE, text=True) for name in names]  # fmt: skip
+
+    def wait_for(paths):
+        deadline = time.time() + 120
+        while not all(p.exists() for p in paths):
+            assert time.time() < deadline and all(w.poll() is None for w in workers), "a worker stopped early"
+            time.sleep(0.01)
+
+    wait_for([tmp_path / f"{name}.ready" for name in names])
+    for go in rounds:
+        database = go.parent.name
         with psycopg.connect(postgres_url, autocommit=True) as connection:
             connection.execute(f"CREATE DATABASE {database}")
         url = postgres_url.rsplit("/", 1)[0] + f"/{database}"
-        go = tmp_path / database / "go"
         go.parent.mkdir()
-        workers = [subprocess.Popen([sys.executable, "-c", WORKER_OPENS_THE_STUDY, url, str(go)], cwd=root,
-                                    stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
-        time.sleep(4)  # their imports
-        go.touch()
-        failures += [w.communicate(timeout=120)[1].strip().splitlines()[-1:] for w in workers if w.wait(120) != 0]
-        assert len(optuna.get_all_study_names(url)) == 1
-    assert failures == []
+        go.with_suffix(".tmp").write_text(url)
+        go.with_suffix(".tmp").rename(go)  # whole, at once: no worker reads a half-written URL
+        wait_for([go.parent / f"{name}.done" for name in names])
+        assert optuna.get_all_study_names(url) == ["together"]
+    failures = [w.communicate(timeout=60)[1].strip() for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, failures
 
 
 @pytest.mark.slow
 def test_two_tuners_on_postgresql_survive_a_killed_worker(tmp_path, postgres_url, entry_command, fault_env, root):
     """Two tune.py workers on one study in a real PostgreSQL; one is SIGKILLed inside its second trial. Its
     trial is failed once its heartbeat is stale (2 x 1 s) and retried with the same parameters by the next
-    worker that starts a trial; no finished trial is lost: every trial the workers finished is there."""
+    worker that starts a trial; no finished trial is lost: every trial the workers finished is there. (The
+    default SQLite storage beats and retries through the same RDBStorage code; test_resume.py kills runs.)"""
     import optuna
 
     tune = entry_command("tune", "objective=nce", "debug=tiny", "trainer.max_steps=20", f"tune.storage={postgres_url}",
