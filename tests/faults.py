@@ -53,6 +53,12 @@ class KilledOnce(NCE):
         return super().forward(model, batch, step)
 
 
+def killed_once(marker, step: int, run: int = 1) -> list[str]:
+    """Overrides that train NCE through KilledOnce: SIGKILL at ``step`` of the ``run``-th run."""
+    return ["objective._target_=tests.faults.KilledOnce", f"+objective.step={step}", f"+objective.marker={marker}",
+            f"+objective.run={run}"]  # fmt: skip
+
+
 class RecordsLogsWanted(MLE):
     """MLE that records, at every training step, whether the system said the step's logs would be read."""
 

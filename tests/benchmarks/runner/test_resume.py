@@ -9,15 +9,10 @@ import pytest
 import torch
 
 from lit_modules.core.errors import ConfigError
+from tests.faults import killed_once
 
 LONGER = ["objective=nce", "trainer.max_steps=40", "trainer.val_check_interval=15", "checkpoint.every_n_steps=20",
           "data.train_tokens=30000"]  # fmt: skip
-
-
-def killed_once(marker, step: int, run: int = 1) -> list[str]:
-    """Overrides that train NCE through tests.faults.KilledOnce: SIGKILL at ``step`` of the ``run``-th run."""
-    return ["objective._target_=tests.faults.KilledOnce", f"+objective.step={step}", f"+objective.marker={marker}",
-            f"+objective.run={run}"]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import benchmarks.runner.tuning as tuning
 from benchmarks.runner.config import compose, plan
 from benchmarks.runner.job import run
 from lit_modules.core.errors import ConfigError
+from tests.faults import killed_once
 
 BASE = ["objective=label_smoothing", "debug=tiny"]
 
@@ -22,12 +23,6 @@ def run_tune(tmp_path, *extra, base=BASE):
     cfg = compose([*base, *extra], "tune")
     run_overrides = [*base, *(e for e in extra if not e.startswith("tune."))]
     return tuning.tune(tuning.prepare(cfg, "label_smoothing", run_overrides), tmp_path)
-
-
-def killed_once(marker, step: int, run: int = 1) -> list[str]:
-    """Overrides that train NCE through tests.faults.KilledOnce: SIGKILL at ``step`` of the ``run``-th run."""
-    return ["objective._target_=tests.faults.KilledOnce", f"+objective.step={step}", f"+objective.marker={marker}",
-            f"+objective.run={run}"]  # fmt: skip
 
 
 def load(tmp_path, name="label_smoothing"):
