@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.reporting.archive import archive_runs, check_archive_dir
 from benchmarks.reporting.report import write_report
-from benchmarks.reporting.runs import outcome
+from benchmarks.reporting.runs import jobs_by_outcome
 from benchmarks.runner.cli import check_output_dir, fail, user_errors_as_one_line
 
 
@@ -58,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.archive:
         copied = user_errors_as_one_line(archive_runs)(args.runs, args.archive)
         print(f"archive: {copied} runs -> {args.archive}")
-    jobs = {"failed": [], "unfinished": []}
-    for row in report.rows.values():
-        for seed, error in sorted(row.failed.items()):
-            jobs[outcome(error)].append(f"{row.objective} seed {seed}")
+    jobs = jobs_by_outcome(report.rows.values())
     failed, unfinished = jobs["failed"], jobs["unfinished"]
     if args.strict and (failed or unfinished):
         said = [f"{len(failed)} job(s) failed: {', '.join(failed)} (see their failed.json)"] if failed else []

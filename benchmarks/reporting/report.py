@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.reporting.frontier import frontier_keys, frontier_section
-from benchmarks.reporting.runs import Row, check_comparable, collect, common_seeds, group, metric_values, outcome
+from benchmarks.reporting.runs import (
+    Row,
+    check_comparable,
+    collect,
+    common_seeds,
+    group,
+    jobs_by_outcome,
+    metric_values,
+    outcome,
+)
 from benchmarks.reporting.stats import holm_within, mean_interval, paired_difference
 from benchmarks.reporting.tables import (
     BASELINE,
@@ -343,8 +352,8 @@ def write_report(
         update_readme(readme, report.blocks(block))
     plots = make_plots([row for row in report.rows.values() if row.runs], out / f"plots{suffix}")
     n_done = sum(len(row.runs) for row in report.rows.values())
-    outcomes = [outcome(error) for row in report.rows.values() for error in row.failed.values()]
-    n_failed, n_unfinished = outcomes.count("failed"), outcomes.count("unfinished")
+    jobs = jobs_by_outcome(report.rows.values())
+    n_failed, n_unfinished = len(jobs["failed"]), len(jobs["unfinished"])
     images = "".join(f"![{p.stem}](plots{suffix}/{p.name})\n\n" for p in plots)
     unfinished = f", {n_unfinished} unfinished" if n_unfinished else ""
     head = f"# objbench report\n\n{n_done} runs, {n_failed} failed{unfinished}, from `{runs_dir}`.\n\n"

@@ -8,6 +8,7 @@ import functools
 import json
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +163,15 @@ def unfinished_run(run_dir: Path) -> Run:
 def outcome(error: str) -> str:
     """What a job without results came to: "unfinished" (killed, or still running) or "failed"."""
     return "unfinished" if error == UNFINISHED else "failed"
+
+
+def jobs_by_outcome(rows: Iterable[Row]) -> dict[str, list[str]]:
+    """Every job without results, as "objective seed N", by what it came to ("failed", "unfinished")."""
+    jobs: dict[str, list[str]] = {"failed": [], "unfinished": []}
+    for row in rows:
+        for seed, error in sorted(row.failed.items()):
+            jobs[outcome(error)].append(f"{row.objective} seed {seed}")
+    return jobs
 
 
 def _pick(config: dict, dotted: str):
