@@ -137,7 +137,7 @@ results-text: venv
 # the over-fitting regime on real text (docs/regimes.md): 300 Shakespeare scenes (444k tokens) read for 800 steps
 # (7.4 epochs; MLE's validation NLL turns up after step 500), every deployable objective at OVERFIT_TEXT_SEEDS, each
 # evaluated at its end and at its best validation step, its tables into docs/regimes.md and
-# docs/results-overfit-text.md. About 10 hours on a 2-core CPU (75 jobs of 16 min, two at a time): a GPU's job
+# docs/results-overfit-text.md. About 13 hours on a 2-core CPU (75 jobs of 16-36 min, two at a time): a GPU's job
 OVERFIT_TEXT_DIR ?= runs/overfit_text_suite
 OVERFIT_TEXT_SEEDS ?= [1,2,3]
 # each run's results.json and per-prompt metrics (no weights), committed: report.py rebuilds the tables from them
