@@ -179,14 +179,28 @@ def mfu_figures(figures: Figures, shape: Shape) -> None:
             figures.add(None, 100 * figures.fig[key], label, "%")
 
 
+def page_fault_figures(figures: Figures, faults: dict[str, float]) -> None:
+    """The page faults a training step of MLE and of the objective with the most, beside the step costs: both
+    near 0 when the process keeps its freed buffers (``keep_freed_memory``); thousands mean that the ratios
+    above include the allocator's page faults (every objective's, per objective in the JSON)."""
+    if not faults:
+        return
+    figures.fig["objective_page_faults_per_step"] = faults
+    most = max((name for name in faults if name != "mle"), key=faults.__getitem__, default="mle")
+    figures.add(None, faults["mle"], "page faults a training step, mle", "")
+    if most != "mle":
+        figures.add(None, faults[most], f"page faults a training step, the most: {most}", "")
+
+
 def objective_figures(figures: Figures, args: argparse.Namespace, bench: Bench, bf16: bool) -> None:
     """Every objective's step time over MLE's, and NCE's at a large vocabulary."""
-    costs, skipped = objective_costs(bench, bf16, args.cost_pairs, args.cost_steps, args.only)
+    costs, skipped, faults = objective_costs(bench, bf16, args.cost_pairs, args.cost_steps, args.only)
     figures.fig["objective_step_cost_vs_mle"] = costs
     if skipped:
         figures.fig["objective_step_cost_skipped"] = skipped
     for name, ratio in costs.items():
         figures.add(None, ratio, f"step cost {name} / mle", "x")
+    page_fault_figures(figures, faults)
     # per trained token: MLE's Trainer figure over the objective's step cost (an objective's extra forward
     # passes count as time, not as model FLOPs)
     figures.fig["objective_tokens_per_s"] = {n: figures.fig["train_tokens_per_s"] / r for n, r in costs.items()}
@@ -363,10 +377,11 @@ def gpu_check(args: argparse.Namespace) -> Figures:
     known = peak_seconds_per_token(shape) if args.device == "cuda" else None
     if known is not None:
         figures.add("mfu_compiled", 100 * compiled * known[1], "MFU, Trainer bf16, compiled (goal: 45%)", "%")
-    costs, skipped = objective_costs(bench, True, args.cost_pairs, args.cost_steps, args.only)
+    costs, skipped, faults = objective_costs(bench, True, args.cost_pairs, args.cost_steps, args.only)
     figures.fig["objective_step_cost_vs_mle"], figures.fig["objective_step_cost_skipped"] = costs, skipped
     for name, ratio in costs.items():
         figures.add(None, ratio, f"step cost {name} / mle (eager)", "x")
+    page_fault_figures(figures, faults)
     name, tuner = fine_tuning_objective(bench.shape)
     seconds = timed(bench.train_step(tuner, True), args.warmup, args.steps, args.repeats, bench.sync)
     figures.fig["fine_tuning_objective"] = name

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.performance.harness import Bench, Shape, paired
+from benchmarks.performance.harness import Bench, Shape, page_faults_per_step, paired
 
 
 def objectives_at_full_work(names: list[str] | None = None) -> dict[str, torch.nn.Module]:
@@ -25,17 +25,19 @@ def objectives_at_full_work(names: list[str] | None = None) -> dict[str, torch.n
 
 def objective_costs(
     bench: Bench, bf16: bool, pairs: int, steps: int, names: list[str] | None = None
-) -> tuple[dict[str, float], dict[str, str]]:
+) -> tuple[dict[str, float], dict[str, str], dict[str, float]]:
     """Training-step time of each objective (``objectives_at_full_work``) relative to MLE's at the bench
     shape: the median ratio of ``pairs`` alternating pairs of ``steps``-step windows. A ±5% question needs
     more, shorter pairs than the other figures (MLE against itself wanders by several percent over a few long
     pairs: docs/performance.md). Also returns the objectives whose sequences do not fit the shape's rows (a
     small preset) or that need a synthetic source of a vocabulary it cannot have, each with its one-line reason,
-    as run.py would refuse them. ``names``: only these objectives."""
+    as run.py would refuse them, and the page faults a step of each objective timed and of MLE (``mle``; none
+    where the OS does not count them): a ratio measured while the steps page-fault is the allocator's, not
+    the objective's. ``names``: only these objectives."""
     from objectives.base import KnobError
     from objectives.mle import MLE
 
-    costs, skipped = {}, {}
+    costs, skipped, faults = {}, {}, {}
     for name, objective in objectives_at_full_work(names).items():
         try:
             objective.check_fits(bench.shape.objective_length)
@@ -45,7 +47,11 @@ def objective_costs(
             continue
         mle = bench.train_step(MLE(), bf16)
         costs[name] = paired(mle, this, bench.warmup, steps, pairs, bench.sync)[2]
-    return costs, skipped
+        for key, step in (("mle", mle), (name, this)):
+            counted = page_faults_per_step(step, steps, bench.sync)
+            if counted is not None:
+                faults[key] = min(counted, faults.get(key, counted))
+    return costs, skipped, faults
 
 
 def nce_cost_at_large_vocab(preset: dict, device: str, bf16: bool, warmup: int, steps: int, repeats: int) -> float:

@@ -169,26 +169,34 @@ def cpu_supports_bf16() -> bool:
 _allocator_tuned = False
 
 
-def keep_freed_memory() -> None:
-    """Let glibc keep large freed blocks for reuse instead of returning them to the OS.
+def keep_freed_memory() -> bool:
+    """Let glibc keep large freed blocks for reuse instead of returning them to the OS; True when it does.
 
-    glibc serves every block above its mmap threshold (at most 32 MB) with a fresh mmap and unmaps it on
-    free, so a training step that allocates the same large buffers again (logits gradients, activations)
-    page-faults and zero-fills them at every step. Raising the mmap and trim thresholds (``mallopt``)
-    keeps them in the heap, as jemalloc or tcmalloc would. A no-op off glibc, with the switch off, or when
-    the user set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (their choice wins).
+    glibc serves every block above its mmap threshold with a fresh mmap and unmaps it on free, so a training
+    step that allocates the same large buffers again (logits gradients, activations) page-faults and
+    zero-fills them at every step: MLE's tiny-preset step 8% slower, and the objectives with more (r, V)
+    buffers than MLE's more so (benchmarks/results/PERFORMANCE.md). Raising the mmap and trim thresholds
+    (``mallopt``) keeps them in the heap, as jemalloc or tcmalloc would. The mmap threshold goes first: a glibc
+    that refuses 1 GB (older ones cap it at 32 MB) gets 32 MB, and one that refuses both keeps its own
+    dynamic threshold, which setting the trim threshold alone would freeze at 128 kB. A no-op off glibc, with
+    the switch off, or when the user set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (their
+    choice wins).
     """
     global _allocator_tuned
     user_set = "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ
-    if not _enabled or _allocator_tuned or user_set:
-        return
-    _allocator_tuned = True
+    if not _enabled or user_set:
+        return False
+    if _allocator_tuned:
+        return True
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
-        libc.mallopt(m_mmap_threshold, 1 << 30)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers; 1 on success
+        if not any(libc.mallopt(m_mmap_threshold, threshold) == 1 for threshold in (1 << 30, 32 << 20)):
+            return False
         libc.mallopt(m_trim_threshold, 1 << 30)
     except (OSError, AttributeError):  # not Linux / not glibc
-        pass
+        return False
+    _allocator_tuned = True
+    return True

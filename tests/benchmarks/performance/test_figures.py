@@ -3,10 +3,12 @@ is timed from a user-given model.py, bad paths are refused. No speed is asserted
 perf.py's output, never in timed tests)."""
 
 import json
+import mmap
 
 import pytest
 
 from benchmarks import perf
+from benchmarks.performance.harness import page_faults_per_step
 from benchmarks.performance.objective_costs import objectives_at_full_work
 from benchmarks.runner.config import available
 
@@ -84,8 +86,25 @@ def test_perf_writes_every_promised_figure(tmp_path, capsys):
     assert sorted([*costs, *skipped]) == sorted(objectives_at_full_work())  # every objective: timed, or why not
     assert all(0 < ratio < 100 for ratio in costs.values()), costs
     assert fig["objective_tokens_per_s"] == pytest.approx({n: fig["train_tokens_per_s"] / r for n, r in costs.items()})
+    faults = fig["objective_page_faults_per_step"]  # beside the costs: whether the steps page-faulted
+    assert set(faults) == set(costs) and all(n >= 0 for n in faults.values())
     assert "objective_mfu" not in fig  # MFU only against a known GPU's peak
     assert "step cost preference: not timed at this preset" in capsys.readouterr().out
+
+
+def test_page_faults_are_counted_per_step():
+    """A step that maps and touches 64 fresh pages faults at least 64 times a call; one that maps nothing far
+    fewer."""
+    pytest.importorskip("resource")  # Unix: the OS's count of the process's page faults
+    pages = 64
+
+    def touch_fresh_pages():
+        with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:
+            for offset in range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE):
+                fresh[offset] = 1
+
+    assert page_faults_per_step(touch_fresh_pages, 3, lambda: None) >= pages
+    assert page_faults_per_step(lambda: None, 3, lambda: None) < pages
 
 
 def test_perf_refuses_a_missing_nanogpt_file(tmp_path, capsys):

@@ -88,3 +88,70 @@ def test_head_layouts_equal_the_plain_products():
     torch.testing.assert_close(
         kernels.weight_grad(grad_logits, h).float(), (grad_logits.T @ h).float(), rtol=1e-2, atol=0.1
     )
+
+
+class _FakeLibc:
+    """glibc's ``mallopt`` as a stub: refuses an mmap threshold above ``mmap_cap`` (None: any), records calls."""
+
+    def __init__(self, mmap_cap: int | None) -> None:
+        self.mmap_cap, self.calls = mmap_cap, []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 0 if param == -3 and self.mmap_cap is not None and value > self.mmap_cap else 1
+
+
+@pytest.mark.parametrize(
+    "mmap_cap, expected_calls, tuned",
+    [
+        (None, [(-3, 1 << 30), (-1, 1 << 30)], True),  # glibc 2.36: 1 GB taken
+        (32 << 20, [(-3, 1 << 30), (-3, 32 << 20), (-1, 1 << 30)], True),  # an older cap: 32 MB
+        (0, [(-3, 1 << 30), (-3, 32 << 20)], False),  # both refused: no trim threshold, which would freeze 128 kB
+    ],
+)
+def test_keep_freed_memory_never_freezes_glibcs_threshold_low(monkeypatch, mmap_cap, expected_calls, tuned):
+    """The mmap threshold is set first, 1 GB or else 32 MB; the trim threshold only after one was taken (setting
+    it alone turns off glibc's dynamic mmap threshold at its 128 kB start)."""
+    import ctypes
+
+    fake = _FakeLibc(mmap_cap)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: fake)
+    monkeypatch.setattr(kernels, "_allocator_tuned", False)
+    for variable in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(variable, raising=False)
+    assert kernels.keep_freed_memory() is tuned
+    assert fake.calls == expected_calls
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")  # the user's own setting wins: nothing is called
+    monkeypatch.setattr(kernels, "_allocator_tuned", False)
+    assert kernels.keep_freed_memory() is False and fake.calls == expected_calls
+
+
+@pytest.mark.slow
+def test_training_steps_stop_page_faulting_once_freed_memory_is_kept():
+    """The tiny preset's training step, in a fresh process: with glibc's static 128 kB mmap threshold (the
+    user's ``MALLOC_MMAP_THRESHOLD_``, which ``keep_freed_memory`` leaves alone) its large buffers are mapped
+    afresh, tens of thousands of page faults a step; once ``keep_freed_memory`` has run, a few hundred at most.
+    (glibc's own dynamic threshold lands in either state from run to run.) Linux with glibc only."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("resource")
+    script = (
+        "from benchmarks.performance.harness import Bench, Shape, PRESETS, page_faults_per_step\n"
+        "from lit_modules.core.kernels import keep_freed_memory; from objectives.mle import MLE\n"
+        "kept = keep_freed_memory()\n"
+        "step = Bench(Shape(**PRESETS['tiny']), 'cpu', 1, 1, 1).train_step(MLE(), bf16=False)\n"
+        "for _ in range(5): step()\n"  # the heap grows to its size in the first steps
+        "print(kept, page_faults_per_step(step, 4, lambda: None))\n"
+    )
+    faults = {}
+    for mode, env in (("mapped afresh", {"MALLOC_MMAP_THRESHOLD_": "131072"}), ("kept", {})):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+        kept, faults[mode] = out.stdout.split()[-2:]
+        if mode == "mapped afresh":
+            assert kept == "False", out.stdout  # the user's setting wins
+        elif kept != "True":
+            pytest.skip("not glibc: keep_freed_memory cannot act here")
+    assert float(faults["mapped afresh"]) > 10_000 and float(faults["kept"]) < 5_000, faults
