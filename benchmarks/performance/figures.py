@@ -377,11 +377,10 @@ def gpu_check(args: argparse.Namespace) -> Figures:
     known = peak_seconds_per_token(shape) if args.device == "cuda" else None
     if known is not None:
         figures.add("mfu_compiled", 100 * compiled * known[1], "MFU, Trainer bf16, compiled (goal: 45%)", "%")
-    costs, skipped, faults = objective_costs(bench, True, args.cost_pairs, args.cost_steps, args.only)
+    costs, skipped, _ = objective_costs(bench, True, args.cost_pairs, args.cost_steps, args.only)  # faults: CPU only
     figures.fig["objective_step_cost_vs_mle"], figures.fig["objective_step_cost_skipped"] = costs, skipped
     for name, ratio in costs.items():
         figures.add(None, ratio, f"step cost {name} / mle (eager)", "x")
-    page_fault_figures(figures, faults)
     name, tuner = fine_tuning_objective(bench.shape)
     seconds = timed(bench.train_step(tuner, True), args.warmup, args.steps, args.repeats, bench.sync)
     figures.fig["fine_tuning_objective"] = name
