@@ -158,9 +158,14 @@ overfit-text: venv
 		exit $$(( jobs || sel ))
 
 # two tiers: `make test` (the README's test command) skips the tests marked slow, `make test-full` runs all,
-# `make test-slow` only the slow ones (CI runs make test, then make test-slow)
+# `make test-slow` only the slow ones (CI runs make test, then make test-slow). The fast tier runs in TEST_WORKERS
+# pytest-xdist processes of nproc / TEST_WORKERS threads each: on a 2-core CPU two one-thread workers took 79-86 s
+# where one two-thread process took 129-148 s (2026-12-07). The slow tier's tests start processes of their own
+# (DDP, tuners, kills) and stay one at a time.
+TEST_WORKERS ?= 2
+TEST_THREADS := $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); [ $$n -ge 1 ] && echo $$n || echo 1)
 test: venv
-	$(BIN)/python -m pytest -m "not slow" tests
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" tests
 
 test-full: venv
 	$(BIN)/python -m pytest tests
