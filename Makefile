@@ -167,8 +167,7 @@ TEST_THREADS := $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); [ $$n -ge 1 ] && 
 test: venv
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" tests
 
-test-full: venv
-	$(BIN)/python -m pytest tests
+test-full: test test-slow
 
 test-slow: venv
 	$(BIN)/python -m pytest -m slow tests
