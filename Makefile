@@ -22,7 +22,9 @@ SUITE_DIR ?= runs/suite
 # the suite's jobs run JOBS at a time (Hydra's joblib launcher), each on nproc / JOBS threads: on a 2-core CPU
 # two one-thread jobs train more tokens/s than one two-thread job (docs/report.md; make bench JOBS=1: one at a time)
 JOBS    ?= 2
-THREADS := $(shell n=$$(( $$(nproc) / $(JOBS) )); [ $$n -ge 1 ] && echo $$n || echo 1)
+# the threads of each of $(1) processes sharing the CPU: nproc / $(1), at least 1
+threads_each = $(shell n=$$(( $$(nproc) / $(1) )); [ $$n -ge 1 ] && echo $$n || echo 1)
+THREADS := $(call threads_each,$(JOBS))
 SWEEP   := OMP_NUM_THREADS=$(THREADS) $(BIN)/python benchmarks/run.py -m hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS)
 # make bench runs every objective but BENCH_LEAVES_OUT: those added after the suite's jobs filled its 25 minutes
 # (a job is about 24 s of the two-job machine; these ten would add 30 jobs, about 12 min). make results runs them all
@@ -163,7 +165,7 @@ overfit-text: venv
 # where one two-thread process took 129-148 s (2026-12-07). The slow tier's tests start processes of their own
 # (DDP, tuners, kills) and stay one at a time.
 TEST_WORKERS ?= 2
-TEST_THREADS := $(shell n=$$(( $$(nproc) / $(TEST_WORKERS) )); [ $$n -ge 1 ] && echo $$n || echo 1)
+TEST_THREADS := $(call threads_each,$(TEST_WORKERS))
 test: venv
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" tests
 

@@ -108,23 +108,6 @@ def paired(
     return statistics.median(a), statistics.median(b), statistics.median(y / x for x, y in zip(a, b, strict=True))
 
 
-def page_faults_per_step(fn: Callable[[], None], steps: int, sync: Callable[[], None]) -> float | None:
-    """Minor page faults of this process per call of ``fn`` over ``steps`` calls (None where the OS does not count
-    them): near 0 while glibc keeps freed blocks for reuse (``keep_freed_memory``); thousands where every step
-    maps its large buffers afresh, each page faulted and zero-filled, a cost that falls on the objectives with
-    more buffers than MLE's and so moves their step-cost ratios (benchmarks/results/PERFORMANCE.md)."""
-    try:
-        import resource
-    except ImportError:  # not Unix
-        return None
-    sync()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(steps):
-        fn()
-    sync()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
-
-
 def matmul_tflops(device: torch.device, dtype: torch.dtype, sync: Callable[[], None]) -> float:
     """TFLOP/s of one square matmul (2048 on a CPU, 8192 on a GPU), the median of 5 windows: how fast the
     machine multiplies while perf.py runs. A shared host's speed swings within a day, and every figure of the

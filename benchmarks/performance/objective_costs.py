@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.performance.harness import Bench, Shape, page_faults_per_step, paired
+from benchmarks.performance.harness import Bench, Shape, paired
+from lit_modules.core.kernels import page_faults_per_step
 
 
 def objectives_at_full_work(names: list[str] | None = None) -> dict[str, torch.nn.Module]:

@@ -16,7 +16,7 @@ op); the numbers are in ``benchmarks/results/PERFORMANCE.md``.
 - ``right_operand`` / ``weight_grad``: operand layouts of the LM head's bf16 matmuls on a CPU for which
   oneDNN does not repack a transposed operand at every call.
 - ``keep_freed_memory``: glibc keeps large freed blocks, so a training step does not page-fault and
-  zero-fill the same buffers again at every step.
+  zero-fill the same buffers again at every step (``page_faults_per_step`` counts them).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -200,3 +200,20 @@ def keep_freed_memory() -> bool:
         return False
     _allocator_tuned = True
     return True
+
+
+def page_faults_per_step(fn: Callable[[], object], steps: int, sync: Callable[[], None] = lambda: None) -> float | None:
+    """Minor page faults of this process per call of ``fn`` over ``steps`` calls (None where the OS does not count
+    them): near 0 while glibc keeps freed blocks for reuse (``keep_freed_memory``); thousands where every step
+    maps its large buffers afresh, each page faulted and zero-filled, a cost that falls on the objectives with
+    more buffers than MLE's and so moves their step-cost ratios (benchmarks/results/PERFORMANCE.md)."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return None
+    sync()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(steps):
+        fn()
+    sync()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps

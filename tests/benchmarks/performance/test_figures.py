@@ -8,9 +8,9 @@ import mmap
 import pytest
 
 from benchmarks import perf
-from benchmarks.performance.harness import page_faults_per_step
 from benchmarks.performance.objective_costs import objectives_at_full_work
 from benchmarks.runner.config import available
+from lit_modules.core.kernels import page_faults_per_step
 
 # a stand-in with nanoGPT's interface: GPTConfig(block_size, vocab_size, n_layer, n_head, n_embd, dropout),
 # GPT(config)(idx, targets) -> (logits, loss)
@@ -103,8 +103,8 @@ def test_page_faults_are_counted_per_step():
             for offset in range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE):
                 fresh[offset] = 1
 
-    assert page_faults_per_step(touch_fresh_pages, 3, lambda: None) >= pages
-    assert page_faults_per_step(lambda: None, 3, lambda: None) < pages
+    assert page_faults_per_step(touch_fresh_pages, 3) >= pages
+    assert page_faults_per_step(lambda: None, 3) < pages
 
 
 def test_perf_refuses_a_missing_nanogpt_file(tmp_path, capsys):

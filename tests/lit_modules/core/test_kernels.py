@@ -135,21 +135,19 @@ def test_training_steps_stop_page_faulting_once_freed_memory_is_kept():
     import sys
 
     pytest.importorskip("resource")
-    script = (  # MLE's step of the tiny preset (fp32), as benchmarks/perf.py builds it, without Lightning's import
-        "import ctypes, resource, torch\n"
-        "from lit_modules.core.kernels import keep_freed_memory\n"
+    script = (  # MLE's step of the tiny preset (fp32), as benchmarks/perf.py builds it; kernels.py imports no Lightning
+        "import ctypes, torch\n"
+        "from lit_modules.core.kernels import keep_freed_memory, page_faults_per_step\n"
         "from lit_modules.core.model import GPT, GPTConfig\n"
         "from objectives.mle import MLE\n"
         "ctypes.CDLL('libc.so.6').mallopt(-3, 128 << 10)\n"  # M_MMAP_THRESHOLD: glibc's static 128 kB
         "model = GPT(GPTConfig(vocab_size=1024, context=128, n_layer=2, n_head=4, d_model=128))\n"
         "opt, batch = torch.optim.AdamW(model.parameters()), torch.randint(0, 1024, (32, 129))\n"
-        "def faults(steps):\n"
-        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "    for _ in range(steps):\n"
-        "        MLE()(model, batch, 0).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)\n"
-        "    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps\n"
-        "faults(1); mapped = faults(2); kept = keep_freed_memory(); faults(4)\n"  # the heap grows to its size
-        "print(kept, mapped, faults(2))\n"
+        "def step():\n"
+        "    MLE()(model, batch, 0).loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)\n"
+        "step(); mapped = page_faults_per_step(step, 2); kept = keep_freed_memory()\n"
+        "for _ in range(4): step()\n"  # the heap grows to its size in the first steps
+        "print(kept, mapped, page_faults_per_step(step, 2))\n"
     )
     try:
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
